@@ -1,0 +1,184 @@
+"""``ScanData``: one ptychographic scan held in memory, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+
+from adptycho.errors import DataError
+
+__all__ = ["ScanData", "FARFIELD", "NEARFIELD"]
+
+FARFIELD = "farfield"
+NEARFIELD = "nearfield"
+
+
+def _positive_or_none(name: str, value) -> Optional[float]:
+    if value is None:
+        return None
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise DataError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass
+class ScanData:
+    """A ptychographic scan: diffraction patterns and the scan positions.
+
+    Attributes:
+        patterns: (N, H, W) float32 photon counts. Far-field patterns are CENTRED (zero spatial
+            frequency at pixel (H // 2, W // 2)). Must be finite and non-negative unless
+            ``allow_negative`` (dark-subtracted data, for the Poisson-Gaussian loss).
+        positions_px: (N, 2) float64 scan positions in object pixels, (y, x) order: the
+            coordinate of the top-left corner of the H x W probe window in the object frame
+            (any origin; the model places the object grid around them).
+        mask: (H, W) bool, True where a detector pixel is valid (note: the CXI file convention
+            is the opposite, 0 = good; ``load_cxi`` converts). None means all valid.
+        geometry: ``"farfield"`` (Fraunhofer) or ``"nearfield"`` (angular spectrum).
+        wavelength_m: wavelength in metres, optional.
+        detector_distance_m: sample-detector distance in metres, optional.
+        detector_pixel_size_m: (dy, dx) detector pixel pitch in metres, optional.
+        pixel_size_m: (dy, dx) object-plane pixel size in metres, optional. For far field
+            it is lambda * z / (N * dx_det); for cone-beam near field the effective pixel
+            size dx_det / M.
+        propagation_distance_m: near field only: the (effective) propagation distance used by
+            the angular-spectrum propagator (z2 / M for cone-beam data).
+        focus_distance_m: cone-beam near field: the focus-to-sample distance z1, if known.
+        probe: optional (M, H, W) complex64 probe guess stored with the data.
+        metadata: free-form dictionary (source file, beamline, ...).
+        allow_negative: accept negative counts (dark-subtracted data).
+    """
+
+    patterns: np.ndarray
+    positions_px: np.ndarray
+    mask: Optional[np.ndarray] = None
+    geometry: str = FARFIELD
+    wavelength_m: Optional[float] = None
+    detector_distance_m: Optional[float] = None
+    detector_pixel_size_m: Optional[tuple] = None
+    pixel_size_m: Optional[tuple] = None
+    propagation_distance_m: Optional[float] = None
+    focus_distance_m: Optional[float] = None
+    probe: Optional[np.ndarray] = None
+    metadata: dict = dataclasses.field(default_factory=dict)
+    allow_negative: bool = False
+
+    def __post_init__(self):
+        patterns = np.asarray(self.patterns)
+        if patterns.ndim != 3:
+            raise DataError(
+                f"patterns must have shape (N, H, W), got an array of shape {patterns.shape}")
+        if not (np.issubdtype(patterns.dtype, np.number) and not np.iscomplexobj(patterns)):
+            raise DataError(f"patterns must be real numbers, got dtype {patterns.dtype}")
+        patterns = patterns.astype(np.float32, copy=False)
+        n, h, w = patterns.shape
+        if n == 0 or h < 2 or w < 2:
+            raise DataError(f"patterns must hold at least one pattern of 2x2 pixels, got {patterns.shape}")
+        finite = np.isfinite(patterns)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0]
+            raise DataError(
+                f"patterns contain {int((~finite).sum())} non-finite values (NaN or inf), "
+                f"first at pattern {bad[0]}, pixel ({bad[1]}, {bad[2]})")
+        if not self.allow_negative and patterns.min() < 0:
+            k = int(np.argmin(patterns.reshape(n, -1).min(axis=1)))
+            raise DataError(
+                f"patterns contain negative counts (minimum {patterns.min():.4g} in pattern {k}); "
+                "pass allow_negative=True for dark-subtracted data")
+        self.patterns = patterns
+
+        positions = np.asarray(self.positions_px, dtype=np.float64)
+        if positions.ndim != 2 or positions.shape[1] != 2:
+            raise DataError(
+                f"positions_px must have shape (N, 2) in (y, x) order, got {positions.shape}")
+        if positions.shape[0] != n:
+            raise DataError(
+                f"positions_px has {positions.shape[0]} rows but there are {n} patterns")
+        if not np.isfinite(positions).all():
+            raise DataError("positions_px contain non-finite values (NaN or inf)")
+        self.positions_px = positions
+
+        if self.mask is not None:
+            mask = np.asarray(self.mask)
+            if mask.shape != (h, w):
+                raise DataError(f"mask has shape {mask.shape}, expected the detector shape {(h, w)}")
+            mask = mask.astype(bool)
+            if not mask.any():
+                raise DataError("mask marks every detector pixel as invalid")
+            self.mask = mask
+
+        if self.geometry not in (FARFIELD, NEARFIELD):
+            raise DataError(f"geometry must be '{FARFIELD}' or '{NEARFIELD}', got {self.geometry!r}")
+        self.wavelength_m = _positive_or_none("wavelength_m", self.wavelength_m)
+        self.detector_distance_m = _positive_or_none("detector_distance_m", self.detector_distance_m)
+        self.propagation_distance_m = _positive_or_none(
+            "propagation_distance_m", self.propagation_distance_m)
+        self.focus_distance_m = _positive_or_none("focus_distance_m", self.focus_distance_m)
+        self.detector_pixel_size_m = self._pair("detector_pixel_size_m", self.detector_pixel_size_m)
+        self.pixel_size_m = self._pair("pixel_size_m", self.pixel_size_m)
+        if self.geometry == NEARFIELD:
+            if self.wavelength_m is None or self.pixel_size_m is None or self.propagation_distance_m is None:
+                raise DataError(
+                    "near-field scans need wavelength_m, pixel_size_m and propagation_distance_m")
+        if self.probe is not None:
+            probe = np.asarray(self.probe)
+            if probe.ndim == 2:
+                probe = probe[None]
+            if probe.ndim != 3 or probe.shape[1:] != (h, w):
+                raise DataError(
+                    f"probe has shape {np.shape(self.probe)}, expected (modes, {h}, {w}) "
+                    "to match the detector")
+            if not np.isfinite(probe).all():
+                raise DataError("probe contains non-finite values")
+            self.probe = probe.astype(np.complex64)
+
+    @staticmethod
+    def _pair(name, value):
+        if value is None:
+            return None
+        arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (2,))
+        for v in arr:
+            _positive_or_none(name, v)
+        return (float(arr[0]), float(arr[1]))
+
+    # -- convenience -----------------------------------------------------------------------
+    @property
+    def num_patterns(self) -> int:
+        return int(self.patterns.shape[0])
+
+    @property
+    def detector_shape(self) -> tuple:
+        return tuple(int(s) for s in self.patterns.shape[1:])
+
+    @property
+    def valid_mask(self) -> np.ndarray:
+        """(H, W) bool mask, all True where no mask was given."""
+        if self.mask is None:
+            return np.ones(self.detector_shape, dtype=bool)
+        return self.mask
+
+    def subset(self, indices) -> "ScanData":
+        """A new ``ScanData`` with only the patterns ``indices`` (any integer index array)."""
+        indices = np.asarray(indices)
+        return dataclasses.replace(self, patterns=self.patterns[indices],
+                                   positions_px=self.positions_px[indices],
+                                   metadata=dict(self.metadata))
+
+    def mean_counts(self) -> float:
+        """Mean total photon count per pattern (valid pixels only)."""
+        return float(np.mean(np.sum(self.patterns * self.valid_mask, axis=(1, 2))))
+
+    def describe(self) -> str:
+        n, h, w = self.patterns.shape
+        parts = [f"{n} patterns of {h}x{w}", self.geometry,
+                 f"{self.mean_counts():.4g} counts/pattern"]
+        if self.wavelength_m:
+            parts.append(f"wavelength {self.wavelength_m * 1e9:.4g} nm")
+        if self.pixel_size_m:
+            parts.append(f"object pixel {self.pixel_size_m[0] * 1e9:.4g} nm")
+        if self.propagation_distance_m:
+            parts.append(f"propagation {self.propagation_distance_m * 1e3:.4g} mm")
+        return ", ".join(parts)

@@ -1,0 +1,369 @@
+"""``PtychoModel``: the whole instrument as a Keras model fitted to measured intensities.
+
+Parameter groups (each with its own Adam optimiser, switchable, startable at an epoch):
+
+* ``object``: the weights of the ``ObjectRepresentation`` (pixels, latent vector, ...);
+* ``probe``: (M, H, W) probe modes, stored as real float32 pairs scaled by a fixed factor so
+  that Adam's step is relative to the probe amplitude (cdtools' ``probe_norm`` idea);
+* ``positions``: (N, 2) corrections in pixels added to the nominal scan positions, kept at zero
+  mean (a global shift is a null space of ptychography);
+* ``distance``: near field only, a dimensionless log-scale ``s`` with
+  ``distance_m = nominal * exp(s)`` (always positive).
+
+``call(indices)`` maps a batch of (B,) int pattern indices to (B, H, W) predicted intensities;
+``train_step`` computes the noise-model loss and applies one optimiser per active group. Use it
+like any Keras model::
+
+    model = PtychoModel(PixelObject(grid.shape), probe, corners_px, loss="poisson")
+    model.compile(refine=("object", "probe"), learning_rates={"object": 0.05})
+    model.fit(np.arange(N), patterns, batch_size=32, epochs=50, shuffle=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from adptycho.errors import AdptychoError, GeometryError
+from adptycho.geometry.grids import check_positions_inside
+from adptycho.losses import amplitude_residual_sums, get_loss
+from adptycho.objects.base import ObjectRepresentation
+from adptycho.physics.forward import exit_waves, intensities_from_waves
+from adptycho.physics.propagators import angular_spectrum_kernel
+
+__all__ = ["PtychoModel", "NearFieldGeometry", "PARAMETER_GROUPS", "DEFAULT_LEARNING_RATES"]
+
+PARAMETER_GROUPS = ("object", "probe", "positions", "distance")
+DEFAULT_LEARNING_RATES = {"object": 0.05, "probe": 0.05, "positions": 0.05, "distance": 2e-3}
+
+
+@dataclasses.dataclass(frozen=True)
+class NearFieldGeometry:
+    """Angular-spectrum (near-field) propagation settings.
+
+    Attributes:
+        wavelength_m: wavelength in metres.
+        pixel_size_m: (dy, dx) sample-plane pixel size in metres (effective for cone beam).
+        distance_m: nominal propagation distance in metres (effective z2/M for cone beam).
+    """
+
+    wavelength_m: float
+    pixel_size_m: tuple
+    distance_m: float
+
+
+class _RelativeResidual(keras.metrics.Metric):
+    """Epoch-accumulated sqrt(sum (sqrt I - sqrt X)^2 / sum X)."""
+
+    def __init__(self, name="residual", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.numerator = self.add_variable(shape=(), initializer="zeros", name="numerator")
+        self.denominator = self.add_variable(shape=(), initializer="zeros", name="denominator")
+
+    def update_state(self, numerator, denominator):
+        self.numerator.assign_add(numerator)
+        self.denominator.assign_add(denominator)
+
+    def result(self):
+        return tf.sqrt(self.numerator / tf.maximum(self.denominator, 1e-30))
+
+    def reset_state(self):
+        self.numerator.assign(0.0)
+        self.denominator.assign(0.0)
+
+
+class PtychoModel(keras.Model):
+    """Differentiable ptychography forward model with per-group Adam optimisers.
+
+    Args:
+        object_representation: an ``ObjectRepresentation`` (e.g. ``PixelObject``) of shape (Y, X).
+        probe: (M, H, W) or (H, W) complex initial probe (photon units: sum |P|^2 is the number of
+            photons per exposure).
+        positions_px: (N, 2) top-left corners (y, x) of the probe window in object pixels.
+        near_field: ``None`` for far field (Fraunhofer), or a ``NearFieldGeometry``.
+        mask: (H, W) bool, True = valid detector pixel (None: all valid).
+        loss: ``"amplitude"``, ``"poisson"`` or ``"poisson-gaussian"``.
+        readout_noise: camera readout standard deviation in photons (scalar or (H, W)) for the
+            Poisson-Gaussian loss.
+        subpixel: ``"auto"`` (Fourier sub-pixel shift when positions are fractional or refined),
+            ``True`` or ``False`` (integer part only).
+    """
+
+    def __init__(self, object_representation: ObjectRepresentation, probe, positions_px,
+                 near_field: Optional[NearFieldGeometry] = None, mask=None,
+                 loss: str = "amplitude", readout_noise=1.0, subpixel="auto", name="ptycho_model"):
+        super().__init__(name=name)
+        if not isinstance(object_representation, ObjectRepresentation):
+            raise AdptychoError("object_representation must be an ObjectRepresentation "
+                                f"(e.g. PixelObject), got {type(object_representation).__name__}")
+        probe = np.asarray(probe)
+        if probe.ndim == 2:
+            probe = probe[None]
+        if probe.ndim != 3:
+            raise AdptychoError(f"probe must have shape (modes, H, W), got {probe.shape}")
+        if not np.isfinite(probe).all():
+            raise AdptychoError("probe contains non-finite values")
+        self.detector_shape = tuple(int(s) for s in probe.shape[1:])
+        self.num_modes = int(probe.shape[0])
+        positions_px = np.asarray(positions_px, np.float64)
+        if positions_px.ndim != 2 or positions_px.shape[1] != 2:
+            raise AdptychoError(f"positions_px must have shape (N, 2), got {positions_px.shape}")
+        self.num_patterns = int(positions_px.shape[0])
+        self.object_representation = object_representation
+        self.object_shape = object_representation.object_shape
+        check_positions_inside(positions_px, self.detector_shape, self.object_shape)
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != self.detector_shape:
+                raise GeometryError(
+                    f"mask shape {mask.shape} does not match the probe/detector shape "
+                    f"{self.detector_shape}")
+        self.loss_name = loss
+        self._loss_fn = get_loss(loss)
+        if loss == "poisson-gaussian":
+            noise = np.asarray(readout_noise, np.float32)
+            if noise.ndim not in (0, 2) or (noise.ndim == 2 and noise.shape != self.detector_shape):
+                raise AdptychoError(
+                    f"readout_noise must be a scalar or a {self.detector_shape} array")
+            if not np.all(noise > 0):
+                raise AdptychoError("readout_noise must be positive for the poisson-gaussian loss")
+        self.readout_noise = np.asarray(readout_noise, np.float32)
+        self.near_field = near_field
+        self.subpixel = subpixel
+
+        # -- constants --------------------------------------------------------------------
+        self._nominal_positions = tf.constant(positions_px, tf.float32)
+        self._position_limit = tf.constant(
+            [self.object_shape[0] - self.detector_shape[0],
+             self.object_shape[1] - self.detector_shape[1]], tf.float32)
+        self._mask = None if mask is None else tf.constant(mask, tf.float32)
+        self._positions_integral = bool(np.all(positions_px == np.round(positions_px)))
+        if near_field is not None:
+            phase, _, _ = angular_spectrum_kernel(
+                self.detector_shape, near_field.pixel_size_m, near_field.wavelength_m)
+            self._asm_phase_per_metre = tf.constant(phase, tf.float32)
+
+        # -- parameters -------------------------------------------------------------------
+        self.probe_scale = float(np.abs(probe).max()) or 1.0
+        scaled = probe / self.probe_scale
+        self.probe_real = self.add_weight(shape=probe.shape, name="probe_real",
+                                          initializer=_constant(scaled.real))
+        self.probe_imag = self.add_weight(shape=probe.shape, name="probe_imag",
+                                          initializer=_constant(scaled.imag))
+        self.position_corrections = self.add_weight(
+            shape=(self.num_patterns, 2), name="position_corrections", initializer="zeros")
+        self.log_distance_scale = self.add_weight(shape=(), name="log_distance_scale",
+                                                  initializer="zeros")
+        self.groups = {
+            "object": list(self.object_representation.trainable_weights),
+            "probe": [self.probe_real, self.probe_imag],
+            "positions": [self.position_corrections],
+            "distance": [self.log_distance_scale],
+        }
+        self.active_groups = ("object",)
+        self.group_optimizers = {}
+        self.learning_rates = dict(DEFAULT_LEARNING_RATES)
+        self.start_epochs = {g: 0 for g in PARAMETER_GROUPS}
+        self.refine = ("object",)
+        self.decay_rate = 0.97
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.residual_tracker = _RelativeResidual()
+        self._subpixel_now = self._subpixel_needed()
+        self.built = True
+
+    # -- parameters as physical quantities ----------------------------------------------
+    def probe_tensor(self) -> tf.Tensor:
+        """(M, H, W) complex64 probe in photon units."""
+        return tf.complex(tf.convert_to_tensor(self.probe_real),
+                          tf.convert_to_tensor(self.probe_imag)) * self.probe_scale
+
+    def positions_tensor(self, indices=None) -> tf.Tensor:
+        """(B, 2) float32 refined positions (nominal + zero-mean corrections), clipped inside the object."""
+        corrections = tf.convert_to_tensor(self.position_corrections)
+        if indices is None:
+            positions = self._nominal_positions + corrections
+        else:
+            positions = (tf.gather(self._nominal_positions, indices)
+                         + tf.gather(corrections, indices))
+        return tf.clip_by_value(positions, 0.0, self._position_limit + 0.999)
+
+    def distance_tensor(self) -> tf.Tensor:
+        """Scalar float32 propagation distance in metres (near field)."""
+        if self.near_field is None:
+            raise AdptychoError("far-field models have no propagation distance parameter")
+        return self.near_field.distance_m * tf.exp(tf.convert_to_tensor(self.log_distance_scale))
+
+    def transfer_function(self):
+        """(H, W) complex64 band-limited angular-spectrum transfer function, or None (far field)."""
+        if self.near_field is None:
+            return None
+        from adptycho.physics.propagators import angular_spectrum_transfer
+        return angular_spectrum_transfer(self.detector_shape, self.near_field.pixel_size_m,
+                                         self.near_field.wavelength_m, self.distance_tensor())
+
+    def _update_subpixel(self) -> None:
+        # Decided eagerly (between epochs), read at trace time.
+        self._subpixel_now = self._subpixel_needed()
+
+    def _subpixel_needed(self) -> bool:
+        if self.subpixel != "auto":
+            return bool(self.subpixel)
+        if "positions" in self.active_groups:
+            return True
+        corrections = np.asarray(self.position_corrections.numpy())
+        return not (self._positions_integral and not np.any(corrections))
+
+    # -- forward ------------------------------------------------------------------------
+    def call(self, indices, training=False):
+        """(B,) int pattern indices -> (B, H, W) float32 predicted intensities."""
+        indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
+        waves = exit_waves(self.object_representation.transmission(), self.probe_tensor(),
+                           self.positions_tensor(indices), subpixel=self._subpixel_now)
+        return intensities_from_waves(waves, self.transfer_function())
+
+    def pattern_losses(self, measured, predicted):
+        """(B,) per-pattern noise-model loss."""
+        return self._loss_fn(measured, predicted, self._mask, self.readout_noise)
+
+    # -- training -----------------------------------------------------------------------
+    def compile(self, refine=("object",), learning_rates=None, start_epochs=None,
+                decay_rate: float = 0.97, jit_compile="auto", **kwargs):
+        """Create one Adam optimiser per refined parameter group.
+
+        Args:
+            refine: groups to fit, from ``object``, ``probe``, ``positions``, ``distance``.
+            learning_rates: per-group initial Adam step sizes (defaults in
+                ``DEFAULT_LEARNING_RATES``; object/probe in relative amplitude units, positions
+                in pixels, distance in relative units).
+            start_epochs: per-group epoch (0-based) at which the group starts to move.
+            decay_rate: learning-rate factor per epoch since the group started (Seifert et al.
+                use 0.97).
+            jit_compile: XLA-compile the training step (``"auto"``: yes).
+        """
+        refine = tuple(refine)
+        for group in refine:
+            if group not in PARAMETER_GROUPS:
+                raise AdptychoError(
+                    f"unknown parameter group {group!r}; choose from {', '.join(PARAMETER_GROUPS)}")
+        if "distance" in refine and self.near_field is None:
+            raise AdptychoError(
+                "distance refinement needs a near-field (angular-spectrum) geometry; in far field "
+                "the distance only sets the pixel size")
+        if not refine:
+            raise AdptychoError("nothing to refine: give at least one parameter group")
+        self.refine = refine
+        self.learning_rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
+        self.start_epochs = {**{g: 0 for g in PARAMETER_GROUPS}, **(start_epochs or {})}
+        if not 0 < decay_rate <= 1:
+            raise AdptychoError(f"decay_rate must be in (0, 1], got {decay_rate}")
+        self.decay_rate = float(decay_rate)
+        self.group_optimizers = {}
+        for group in refine:
+            if not self.groups[group]:
+                raise AdptychoError(f"the {group} group has no trainable variables")
+            optimizer = keras.optimizers.Adam(learning_rate=self.learning_rates[group],
+                                              name=f"adam_{group}")
+            optimizer.build(self.groups[group])
+            self.group_optimizers[group] = optimizer
+        self.active_groups = tuple(g for g in refine if self.start_epochs[g] <= 0)
+        self._update_subpixel()
+        main = self.group_optimizers[refine[0]]
+        if jit_compile == "auto":
+            jit_compile = True
+        super().compile(optimizer=main, jit_compile=jit_compile, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Activate the groups whose start epoch has come and decay their learning rates."""
+        active = tuple(g for g in self.refine if epoch >= self.start_epochs[g])
+        if active != self.active_groups:
+            self.active_groups = active
+            self._update_subpixel()
+            self.train_function = None
+            self.make_train_function(force=True)
+        for group in active:
+            lr = self.learning_rates[group] * self.decay_rate ** (epoch - self.start_epochs[group])
+            self.group_optimizers[group].learning_rate = lr
+
+    def train_step(self, data):
+        indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        active = [g for g in self.active_groups]
+        variables = [v for g in active for v in self.groups[g]]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for v in variables:
+                tape.watch(v.value)
+            predicted = self(indices, training=True)
+            losses = self.pattern_losses(measured, predicted)
+            if sample_weight is not None:
+                losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+            loss = tf.reduce_mean(losses)
+        gradients = tape.gradient(loss, [v.value for v in variables])
+        start = 0
+        for group in active:
+            n = len(self.groups[group])
+            self.group_optimizers[group].apply(gradients[start:start + n], self.groups[group])
+            start += n
+        if "positions" in active:
+            corrections = tf.convert_to_tensor(self.position_corrections)
+            self.position_corrections.assign(
+                corrections - tf.reduce_mean(corrections, axis=0, keepdims=True))
+        self.loss_tracker.update_state(losses)
+        self.residual_tracker.update_state(*amplitude_residual_sums(measured, predicted, self._mask))
+        return {"loss": self.loss_tracker.result(), "residual": self.residual_tracker.result()}
+
+    def test_step(self, data):
+        indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        predicted = self(indices, training=False)
+        losses = self.pattern_losses(measured, predicted)
+        if sample_weight is not None:
+            losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        self.loss_tracker.update_state(losses)
+        self.residual_tracker.update_state(*amplitude_residual_sums(measured, predicted, self._mask))
+        return {"loss": self.loss_tracker.result(), "residual": self.residual_tracker.result()}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.residual_tracker]
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """``keras.Model.fit`` plus the per-group start-epoch and learning-rate schedule."""
+        if not self.group_optimizers:
+            raise AdptychoError("call compile() before fit()")
+        callbacks = list(callbacks or [])
+        callbacks.insert(0, _GroupSchedule())
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    # -- results ------------------------------------------------------------------------
+    def get_object(self) -> np.ndarray:
+        """(Y, X) complex64 object."""
+        return self.object_representation.to_numpy()
+
+    def get_probe(self) -> np.ndarray:
+        """(M, H, W) complex64 probe in photon units."""
+        return self.probe_tensor().numpy().astype(np.complex64)
+
+    def get_positions(self) -> np.ndarray:
+        """(N, 2) float64 refined top-left corners (y, x) in object pixels."""
+        return self.positions_tensor().numpy().astype(np.float64)
+
+    def get_distance(self) -> Optional[float]:
+        """Refined propagation distance in metres (near field), else None."""
+        if self.near_field is None:
+            return None
+        return float(self.distance_tensor().numpy())
+
+
+class _GroupSchedule(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.set_epoch(epoch)
+
+
+def _constant(value):
+    value = np.asarray(value, np.float32)
+
+    def init(shape, dtype=None):
+        return tf.constant(value, dtype=dtype or tf.float32)
+    return init

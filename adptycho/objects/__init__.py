@@ -1,0 +1,6 @@
+"""Object representations behind one interface (``ObjectRepresentation.transmission()``)."""
+
+from adptycho.objects.base import ObjectRepresentation
+from adptycho.objects.pixels import PIXEL_PARAMETRISATIONS, PixelObject
+
+__all__ = ["ObjectRepresentation", "PixelObject", "PIXEL_PARAMETRISATIONS"]

@@ -1,0 +1,88 @@
+"""``PixelObject``: one complex value per object pixel, stored as real float32 variables."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from adptycho.errors import AdptychoError
+from adptycho.objects.base import ObjectRepresentation
+
+__all__ = ["PixelObject", "PIXEL_PARAMETRISATIONS"]
+
+PIXEL_PARAMETRISATIONS = ("complex", "amplitude-phase", "amplitude", "phase")
+
+
+class PixelObject(ObjectRepresentation):
+    """Pixel-wise complex object.
+
+    Keras optimisers mishandle complex variables (Adam's second moment uses g*g instead of
+    |g|^2), so the object is stored as real float32 variables and formed as complex64 in
+    ``transmission``.
+
+    Args:
+        object_shape: (Y, X).
+        parametrisation: ``"complex"`` (real and imaginary parts; the default, best conditioned),
+            ``"amplitude-phase"``, ``"amplitude"`` (phase fixed at 0: absorbing objects) or
+            ``"phase"`` (amplitude fixed at 1: pure phase objects).
+        initial: optional (Y, X) complex initial object (default: 1 everywhere, free space).
+    """
+
+    def __init__(self, object_shape, parametrisation: str = "complex", initial=None, **kwargs):
+        super().__init__(object_shape, **kwargs)
+        if parametrisation not in PIXEL_PARAMETRISATIONS:
+            raise AdptychoError(
+                f"unknown pixel parametrisation {parametrisation!r}; choose one of "
+                f"{', '.join(PIXEL_PARAMETRISATIONS)}")
+        self.parametrisation = parametrisation
+        if initial is None:
+            initial = np.ones(self.object_shape, np.complex64)
+        initial = np.asarray(initial)
+        if initial.shape != self.object_shape:
+            raise AdptychoError(
+                f"initial object has shape {initial.shape}, expected {self.object_shape}")
+        if not np.isfinite(initial).all():
+            raise AdptychoError("initial object contains non-finite values")
+        if parametrisation == "complex":
+            parts = {"real": initial.real, "imag": initial.imag}
+        elif parametrisation == "amplitude-phase":
+            parts = {"amplitude": np.abs(initial), "phase": np.angle(initial)}
+        elif parametrisation == "amplitude":
+            parts = {"amplitude": np.abs(initial)}
+        else:
+            parts = {"phase": np.angle(initial)}
+        self._parts = {}
+        for name, value in parts.items():
+            self._parts[name] = self.add_weight(
+                shape=self.object_shape, dtype="float32", name=name,
+                initializer=_constant(np.asarray(value, np.float32)))
+        self.built = True
+
+    def transmission(self) -> tf.Tensor:
+        p = {name: tf.convert_to_tensor(v) for name, v in self._parts.items()}
+        if self.parametrisation == "complex":
+            return tf.complex(p["real"], p["imag"])
+        if self.parametrisation == "amplitude":
+            return tf.complex(p["amplitude"], tf.zeros_like(p["amplitude"]))
+        phase = p["phase"]
+        amplitude = p.get("amplitude", tf.ones_like(phase))
+        return tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
+
+    def assign(self, value) -> None:
+        """Set the object to the (Y, X) complex array ``value`` (projected on the parametrisation)."""
+        value = np.asarray(value)
+        updates = {"real": value.real, "imag": value.imag, "amplitude": np.abs(value),
+                   "phase": np.angle(value)}
+        for name, variable in self._parts.items():
+            variable.assign(updates[name].astype(np.float32))
+
+    def get_config(self):
+        config = super().get_config()
+        config["parametrisation"] = self.parametrisation
+        return config
+
+
+def _constant(value):
+    def init(shape, dtype=None):
+        return tf.constant(value, dtype=dtype or tf.float32)
+    return init

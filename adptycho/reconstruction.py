@@ -1,0 +1,150 @@
+"""One-call reconstruction: ``reconstruct(scan, ...)`` -> ``ReconstructionResult``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+
+from adptycho.errors import AdptychoError, GeometryError
+from adptycho.geometry.grids import object_grid
+from adptycho.initial import add_probe_modes, probe_guess, scale_probe_to_counts
+from adptycho.io.results import ReconstructionResult
+from adptycho.io.scan_data import NEARFIELD, ScanData
+from adptycho.model import DEFAULT_LEARNING_RATES, NearFieldGeometry, PtychoModel
+from adptycho.objects.pixels import PixelObject
+
+__all__ = ["reconstruct", "build_model", "ENGINES", "OBJECTS"]
+
+ENGINES = ("adam",)
+OBJECTS = ("pixels",)
+
+
+def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str = "amplitude",
+                readout_noise=1.0, object_shape=None, padding_px: int = 8,
+                parametrisation: str = "complex", initial_object=None, subpixel="auto",
+                normalise_probe: Optional[bool] = None):
+    """Build a ``PtychoModel`` (pixel object) and its object grid for ``scan``.
+
+    Args:
+        scan: the measured data.
+        probe: (H, W) or (M, H, W) initial probe. Default: the probe stored with the scan, else a
+            guess from the mean pattern (``initial.probe_guess``).
+        probe_modes: number of incoherent probe modes.
+        loss, readout_noise: noise model (see ``adptycho.losses``).
+        object_shape: (Y, X) object grid; default: just large enough for all windows plus
+            ``padding_px``.
+        parametrisation: ``complex``, ``amplitude-phase``, ``amplitude`` or ``phase``.
+        initial_object: optional (Y, X) complex starting object.
+        normalise_probe: rescale the probe to the mean counts (default: yes for stored or guessed
+            probes, no for a probe passed here).
+
+    Returns:
+        ``(model, grid)``.
+    """
+    if probe is None:
+        probe = scan.probe if scan.probe is not None else probe_guess(scan, probe_modes)
+        normalise_probe = True if normalise_probe is None else normalise_probe
+    probe = np.asarray(probe, np.complex64)
+    if probe.ndim == 2:
+        probe = probe[None]
+    if probe.ndim != 3 or probe.shape[1:] != scan.detector_shape:
+        raise GeometryError(
+            f"probe shape {probe.shape[-2:]} does not match the detector {scan.detector_shape}")
+    probe = add_probe_modes(probe, probe_modes)
+    if normalise_probe:
+        probe = scale_probe_to_counts(probe, scan)
+    grid = object_grid(scan.positions_px, scan.detector_shape, padding_px, object_shape)
+    if initial_object is not None and np.shape(initial_object) != tuple(grid.shape):
+        raise GeometryError(
+            f"initial object shape {np.shape(initial_object)} does not match the grid {grid.shape}")
+    near = None
+    if scan.geometry == NEARFIELD:
+        near = NearFieldGeometry(scan.wavelength_m, scan.pixel_size_m, scan.propagation_distance_m)
+    model = PtychoModel(PixelObject(grid.shape, parametrisation, initial=initial_object), probe,
+                        grid.corners(scan.positions_px), near_field=near, mask=scan.mask,
+                        loss=loss, readout_noise=readout_noise, subpixel=subpixel)
+    return model, grid
+
+
+def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
+                refine: Sequence[str] = ("object", "probe"), loss: str = "amplitude",
+                learning_rates: Optional[dict] = None, start_epochs: Optional[dict] = None,
+                decay_rate: float = 0.97, engine: str = "adam", object: str = "pixels",
+                parametrisation: str = "complex", probe=None, probe_modes: int = 1,
+                readout_noise=1.0, object_shape=None, padding_px: int = 8, initial_object=None,
+                seed: int = 0, verbose: int = 1, callbacks=None, checkpoint_dir=None,
+                jit_compile="auto", subpixel="auto") -> ReconstructionResult:
+    """Reconstruct object (and probe, positions, distance) from a scan with Adam.
+
+    Args:
+        scan: ``ScanData``.
+        epochs: passes over the data.
+        batch_size: patterns per Adam step (shuffled every epoch).
+        refine: parameter groups to fit: ``object``, ``probe``, ``positions``, ``distance``.
+        loss: ``amplitude``, ``poisson`` or ``poisson-gaussian``.
+        learning_rates: per-group Adam step sizes (see ``PtychoModel.compile``).
+        start_epochs: per-group first epoch; default: object 0, probe 1, positions and distance
+            after a fifth of the epochs (the object forms first).
+        decay_rate: learning-rate decay per epoch (0.97, Seifert et al.).
+        engine: ``adam`` (more in later versions).
+        object: ``pixels``.
+        parametrisation: pixel parametrisation (``complex``, ``amplitude-phase``, ``amplitude``,
+            ``phase``).
+        probe, probe_modes, readout_noise, object_shape, padding_px, initial_object: see
+            ``build_model``.
+        seed: seeds Keras (shuffling order), so runs are repeatable.
+        verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        callbacks: extra Keras callbacks (early stopping, checkpoints, ...).
+        checkpoint_dir: if given, a ``keras.callbacks.BackupAndRestore`` directory: an interrupted
+            fit restarted with the same arguments continues from the last completed epoch.
+        jit_compile: XLA-compile the training step.
+
+    Returns:
+        ``ReconstructionResult``.
+    """
+    if engine not in ENGINES:
+        raise AdptychoError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
+    if object not in OBJECTS:
+        raise AdptychoError(f"unknown object representation {object!r}; available: {', '.join(OBJECTS)}")
+    if epochs < 1:
+        raise AdptychoError(f"epochs must be at least 1, got {epochs}")
+    if batch_size < 1:
+        raise AdptychoError(f"batch_size must be at least 1, got {batch_size}")
+    keras.utils.set_random_seed(seed)
+    model, grid = build_model(scan, probe=probe, probe_modes=probe_modes, loss=loss,
+                              readout_noise=readout_noise, object_shape=object_shape,
+                              padding_px=padding_px, parametrisation=parametrisation,
+                              initial_object=initial_object, subpixel=subpixel)
+    later = max(1, epochs // 5)
+    starts = {"object": 0, "probe": 1 if epochs > 1 else 0, "positions": later, "distance": later}
+    starts.update(start_epochs or {})
+    model.compile(refine=refine, learning_rates=learning_rates, start_epochs=starts,
+                  decay_rate=decay_rate, jit_compile=jit_compile)
+    callbacks = list(callbacks or [])
+    if checkpoint_dir is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(os.fspath(checkpoint_dir)))
+    history = model.fit(np.arange(scan.num_patterns), scan.patterns,
+                        batch_size=min(batch_size, scan.num_patterns), epochs=epochs,
+                        shuffle=True, verbose=verbose, callbacks=callbacks)
+    logs = history.history
+    settings = {
+        "engine": engine, "object": object, "parametrisation": parametrisation,
+        "epochs": epochs, "batch_size": batch_size, "refine": list(refine), "loss": loss,
+        "learning_rates": {**DEFAULT_LEARNING_RATES, **(learning_rates or {})},
+        "start_epochs": starts, "decay_rate": decay_rate, "probe_modes": probe_modes,
+        "readout_noise": np.asarray(readout_noise).tolist() if np.ndim(readout_noise) == 0 else "per-pixel",
+        "seed": seed, "padding_px": padding_px, "geometry": scan.geometry,
+        "num_patterns": scan.num_patterns, "detector_shape": list(scan.detector_shape),
+    }
+    extra = {f"{k}_history": np.asarray(v) for k, v in logs.items() if k not in ("loss", "residual")}
+    return ReconstructionResult(
+        object=model.get_object(), probe=model.get_probe(), positions_px=model.get_positions(),
+        nominal_positions_px=grid.corners(scan.positions_px),
+        loss_history=np.asarray(logs.get("loss", []), np.float64),
+        residual_history=np.asarray(logs.get("residual", []), np.float64),
+        distance_m=model.get_distance(), pixel_size_m=scan.pixel_size_m, geometry=scan.geometry,
+        object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)
