@@ -32,7 +32,7 @@ from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import check_positions_inside
 from adptycho.losses import amplitude_residual_sums, get_loss
 from adptycho.objects.base import ObjectRepresentation
-from adptycho.physics.forward import exit_waves, intensities_from_waves
+from adptycho.physics.forward import can_fold_fftshift, exit_waves, intensities_from_waves
 from adptycho.physics.propagators import angular_spectrum_kernel
 
 __all__ = ["PtychoModel", "NearFieldGeometry", "PARAMETER_GROUPS", "DEFAULT_LEARNING_RATES"]
@@ -221,9 +221,11 @@ class PtychoModel(keras.Model):
     def call(self, indices, training=False):
         """(B,) int pattern indices -> (B, H, W) float32 predicted intensities."""
         indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
+        fold = self.near_field is None and can_fold_fftshift(self.detector_shape)
         waves = exit_waves(self.object_representation.transmission(), self.probe_tensor(),
-                           self.positions_tensor(indices), subpixel=self._subpixel_now)
-        return intensities_from_waves(waves, self.transfer_function())
+                           self.positions_tensor(indices), subpixel=self._subpixel_now,
+                           fold_fftshift=fold)
+        return intensities_from_waves(waves, self.transfer_function(), folded=fold)
 
     def pattern_losses(self, measured, predicted):
         """(B,) per-pattern noise-model loss."""

@@ -125,8 +125,8 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
     model.compile(refine=refine, learning_rates=learning_rates, start_epochs=starts,
                   decay_rate=decay_rate, jit_compile=jit_compile)
     callbacks = list(callbacks or [])
-    if checkpoint_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(os.fspath(checkpoint_dir)))
+    if checkpoint_dir is not None:  # first, so later callbacks see the epoch backed up
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(os.fspath(checkpoint_dir)))
     history = model.fit(np.arange(scan.num_patterns), scan.patterns,
                         batch_size=min(batch_size, scan.num_patterns), epochs=epochs,
                         shuffle=True, verbose=verbose, callbacks=callbacks)

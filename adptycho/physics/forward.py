@@ -1,26 +1,76 @@
 """The ptychographic forward model: exit waves, propagation, detected intensities.
 
-Intensity of pattern j (Seifert et al. 2024, Sec. 2.2; Thibault et al. 2008 for mixed states):
+Intensity of pattern j (Seifert et al. 2024, Sec. 2.2; Thibault & Menzel 2013 for mixed states):
 
     I_j = sum_m | Prop{ P_m(r - frac_j) * O(r + corner_j) } |^2
 
 where ``corner_j + frac_j`` is the scan position (top-left corner of the probe window in object
 pixels, (y, x)), ``P_m`` are the incoherent probe modes and ``Prop`` is the far-field or
 angular-spectrum propagator.
+
+Fast far field: for even H and W, ``fftshift(fft2(x)) = fft2(x * (-1)^(y + x))``. The model folds
+this checkerboard into the (shared) probe instead of shifting every pattern, and folds it into
+the sub-pixel shift by rolling the probe spectrum and the shift frequencies once per step, so the
+per-pattern work is one multiply, one FFT and |.|^2.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from adptycho.physics.propagators import far_field, near_field
-from adptycho.physics.shifts import extract_patches, fourier_shift, split_positions
+from adptycho.physics.shifts import extract_patches, split_positions
 
-__all__ = ["exit_waves", "intensities_from_waves", "forward_intensities"]
+__all__ = ["exit_waves", "shifted_probes", "intensities_from_waves", "forward_intensities",
+           "can_fold_fftshift"]
+
+
+def can_fold_fftshift(shape) -> bool:
+    """True when the far-field fftshift can be folded into the probe (even H and W)."""
+    return shape[-2] % 2 == 0 and shape[-1] % 2 == 0
+
+
+def _checkerboard(h, w):
+    y = np.arange(h)[:, None]
+    x = np.arange(w)[None, :]
+    return tf.constant(np.where((y + x) % 2 == 0, 1.0, -1.0).astype(np.complex64))
+
+
+def shifted_probes(probe: tf.Tensor, fractions=None, fold_fftshift: bool = False) -> tf.Tensor:
+    """Probe modes shifted by sub-pixel amounts (Fourier shift theorem), optionally checkerboarded.
+
+    Args:
+        probe: (M, H, W) complex64.
+        fractions: None, or (B, 2) float32 shifts (y, x) in pixels; ``out(r) = P(r - shift)``.
+        fold_fftshift: multiply the result by (-1)^(y + x) (H, W even), so that a plain FFT of the
+            exit wave gives the centred far field.
+
+    Returns:
+        (1, M, H, W) without ``fractions``, else (B, M, H, W) complex64.
+    """
+    probe = tf.convert_to_tensor(probe, tf.complex64)
+    h, w = probe.shape[-2], probe.shape[-1]
+    if fractions is None:
+        out = probe[None]
+        return out * _checkerboard(h, w) if fold_fftshift else out
+    fy = np.fft.fftfreq(h).astype(np.float32)
+    fx = np.fft.fftfreq(w).astype(np.float32)
+    spectrum = tf.signal.fft2d(probe)
+    if fold_fftshift:
+        # IFFT(roll(S, N/2)) = (-1)^n IFFT(S): roll the spectrum and the frequencies once.
+        spectrum = tf.roll(spectrum, shift=(h // 2, w // 2), axis=(-2, -1))
+        fy = np.roll(fy, h // 2)
+        fx = np.roll(fx, w // 2)
+    fractions = tf.cast(fractions, tf.float32)
+    phase = (-2.0 * np.pi) * (fractions[:, 0, None, None] * tf.constant(fy)[None, :, None]
+                              + fractions[:, 1, None, None] * tf.constant(fx)[None, None, :])
+    ramp = tf.complex(tf.cos(phase), tf.sin(phase))  # (B, H, W)
+    return tf.signal.ifft2d(spectrum[None] * ramp[:, None])
 
 
 def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
-               subpixel: bool = True) -> tf.Tensor:
+               subpixel: bool = True, fold_fftshift: bool = False) -> tf.Tensor:
     """Exit waves behind the object for a batch of scan positions.
 
     Args:
@@ -31,39 +81,50 @@ def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
         subpixel: apply the fractional part of the positions as a Fourier shift of the probe
             (differentiable w.r.t. positions). With ``False`` the fractional part is ignored
             (exact when all positions are integers).
+        fold_fftshift: see ``shifted_probes`` (internal fast far-field path).
 
     Returns:
         (B, M, H, W) complex64 exit waves.
     """
     probe = tf.convert_to_tensor(probe, tf.complex64)
+    object_ = tf.convert_to_tensor(object_, tf.complex64)
     h, w = probe.shape[-2], probe.shape[-1]
     corners, fractions = split_positions(positions_px)
-    patches = extract_patches(object_, corners, (h, w))  # (B, H, W)
-    if subpixel:
-        probes = fourier_shift(probe[None], fractions[:, None, :])  # (B, M, H, W)
-    else:
-        probes = probe[None]
+    # Gathering the real and imaginary parts separately is faster (real scatter-add gradient).
+    patches = tf.complex(extract_patches(tf.math.real(object_), corners, (h, w)),
+                         extract_patches(tf.math.imag(object_), corners, (h, w)))  # (B, H, W)
+    probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift)
     return probes * patches[:, None]
 
 
-def intensities_from_waves(waves: tf.Tensor, transfer=None) -> tf.Tensor:
+def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False) -> tf.Tensor:
     """Detected intensity of a batch of (incoherent) mode exit waves.
 
     Args:
         waves: (B, M, H, W) complex64 exit waves.
         transfer: None for far field, or an (H, W) complex64 angular-spectrum transfer function
             for near field.
+        folded: far field only: the waves already carry the fftshift checkerboard
+            (``exit_waves(..., fold_fftshift=True)``), so a plain FFT gives centred patterns.
 
     Returns:
         (B, H, W) float32 intensities (far field centred), summed over modes.
     """
-    if transfer is None:
-        detector = far_field(waves)
-    else:
+    if transfer is not None:
         detector = near_field(waves, transfer)
-    return tf.reduce_sum(tf.math.real(detector) ** 2 + tf.math.imag(detector) ** 2, axis=1)
+        scale = 1.0
+    elif folded:
+        detector = tf.signal.fft2d(tf.convert_to_tensor(waves, tf.complex64))
+        scale = 1.0 / (waves.shape[-2] * waves.shape[-1])
+    else:
+        detector = far_field(waves)
+        scale = 1.0
+    intensity = tf.reduce_sum(tf.math.real(detector) ** 2 + tf.math.imag(detector) ** 2, axis=1)
+    return intensity * scale if scale != 1.0 else intensity
 
 
 def forward_intensities(object_, probe, positions_px, transfer=None, subpixel=True):
     """Predicted (B, H, W) float32 intensities; see ``exit_waves`` and ``intensities_from_waves``."""
-    return intensities_from_waves(exit_waves(object_, probe, positions_px, subpixel), transfer)
+    fold = transfer is None and can_fold_fftshift(np.shape(probe))
+    waves = exit_waves(object_, probe, positions_px, subpixel, fold_fftshift=fold)
+    return intensities_from_waves(waves, transfer, folded=fold)

@@ -1,0 +1,286 @@
+"""Command-line interface: ``adptycho simulate | reconstruct | show | demo``.
+
+Every command that writes a result takes ``--out``; bad input ends the command with a one-line
+``adptycho: error: ...`` message and exit status 2, and nothing is written half-way (files are
+written to a temporary name and renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from adptycho.errors import AdptychoError
+
+__all__ = ["main", "build_parser"]
+
+
+def _groups(text):
+    groups = [g.strip() for g in text.split(",") if g.strip()]
+    allowed = ("object", "probe", "positions", "distance")
+    for g in groups:
+        if g not in allowed:
+            raise argparse.ArgumentTypeError(f"unknown group {g!r} (choose from {', '.join(allowed)})")
+    return groups
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adptycho", description="Ptychography reconstruction by automatic differentiation.")
+    from adptycho import __version__
+    parser.add_argument("--version", action="version", version=f"adptycho {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="simulate a far-field scan of a test picture and write CXI")
+    p.add_argument("--out", required=True, help="output .cxi file")
+    p.add_argument("--truth-out", help="also write the true object and probe (HDF5)")
+    p.add_argument("--object-size", type=_positive_int, default=256, help="object side in pixels")
+    p.add_argument("--amplitude", default="camera", help="scikit-image picture for the amplitude")
+    p.add_argument("--phase", default="astronaut", help="scikit-image picture for the phase")
+    p.add_argument("--probe-size", type=_positive_int, default=64, help="probe/detector side (px)")
+    p.add_argument("--probe-diameter", type=_positive_float, default=32.0,
+                   help="aperture diameter in object pixels")
+    p.add_argument("--scan", choices=("raster", "fermat"), default="raster")
+    p.add_argument("--overlap", type=float, default=0.7, help="linear overlap 1 - step/diameter")
+    p.add_argument("--jitter", type=float, default=1.0, help="raster jitter (px, std)")
+    p.add_argument("--photons", type=_positive_float, default=1e6, help="photons per exposure")
+    p.add_argument("--poisson", action="store_true", help="add Poisson noise")
+    p.add_argument("--readout-noise", type=float, default=0.0, help="Gaussian readout std (photons)")
+    p.add_argument("--wavelength-m", type=_positive_float, default=561e-9)
+    p.add_argument("--detector-distance-m", type=_positive_float, default=0.065)
+    p.add_argument("--detector-pixel-m", type=_positive_float, default=3.45e-6)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("reconstruct", help="reconstruct a CXI scan (or a tike .npz.bz2)")
+    p.add_argument("input", help="input .cxi file (or tike siemens-star .npz.bz2)")
+    p.add_argument("--out", required=True, help="output .h5 reconstruction file")
+    p.add_argument("--png", help="also write a figure (default: next to --out)")
+    p.add_argument("--no-png", action="store_true", help="do not write a figure")
+    p.add_argument("--epochs", type=_positive_int, default=50)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
+    p.add_argument("--readout-noise", type=_positive_float, default=1.0,
+                   help="camera readout std in photons (poisson-gaussian loss)")
+    p.add_argument("--refine", type=_groups, default=["probe"],
+                   help="comma-separated groups to refine besides the object: probe,positions,distance")
+    p.add_argument("--fixed-object", action="store_true", help="do not refine the object")
+    p.add_argument("--object", default="pixels", help="object representation (pixels)")
+    p.add_argument("--parametrisation", default="complex",
+                   choices=("complex", "amplitude-phase", "amplitude", "phase"))
+    p.add_argument("--engine", default="adam", help="reconstruction engine (adam)")
+    p.add_argument("--lr-object", type=_positive_float)
+    p.add_argument("--lr-probe", type=_positive_float)
+    p.add_argument("--lr-positions", type=_positive_float)
+    p.add_argument("--lr-distance", type=_positive_float)
+    p.add_argument("--decay", type=_positive_float, default=0.97, help="learning-rate decay per epoch")
+    p.add_argument("--probe-modes", type=_positive_int, default=1)
+    p.add_argument("--focus-distance", type=_positive_float,
+                   help="cone-beam near field: focus-to-sample distance z1 in metres")
+    p.add_argument("--nearfield", action="store_true",
+                   help="parallel-beam near field (angular spectrum over the detector distance)")
+    p.add_argument("--checkpoint-dir", help="resumable fit: backup directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+
+    p = sub.add_parser("show", help="write a PNG of a reconstruction file")
+    p.add_argument("input", help="reconstruction .h5")
+    p.add_argument("--out", help="output PNG (default: input with .png)")
+
+    p = sub.add_parser("demo", help="simulate, reconstruct and report the error (about a minute)")
+    p.add_argument("--out", default="adptycho-demo", help="output directory")
+    p.add_argument("--epochs", type=_positive_int, default=60)
+    p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
+    return parser
+
+
+def _load_scan(args):
+    from adptycho.io import load_cxi, load_tike_siemens_star
+
+    path = args.input
+    if not os.path.exists(path):
+        raise AdptychoError(f"no such file: {path}")
+    if path.endswith(".npz.bz2"):
+        return load_tike_siemens_star(path)
+    geometry = "nearfield" if (args.nearfield or args.focus_distance) else None
+    return load_cxi(path, geometry=geometry, focus_distance_m=args.focus_distance,
+                    allow_negative=args.loss == "poisson-gaussian")
+
+
+def _cmd_reconstruct(args):
+    from adptycho.analysis.plots import plot_reconstruction
+    from adptycho.io import save_reconstruction
+    from adptycho.reconstruction import reconstruct
+
+    scan = _load_scan(args)
+    print(f"adptycho: {scan.describe()}")
+    refine = ([] if args.fixed_object else ["object"]) + list(args.refine)
+    rates = {g: getattr(args, f"lr_{g}") for g in ("object", "probe", "positions", "distance")
+             if getattr(args, f"lr_{g}") is not None}
+    started = time.perf_counter()
+    result = reconstruct(scan, epochs=args.epochs, batch_size=args.batch_size, refine=refine,
+                         loss=args.loss, learning_rates=rates, decay_rate=args.decay,
+                         engine=args.engine, object=args.object, parametrisation=args.parametrisation,
+                         probe_modes=args.probe_modes, readout_noise=args.readout_noise,
+                         seed=args.seed, verbose=2 if args.quiet else 1,
+                         checkpoint_dir=args.checkpoint_dir)
+    elapsed = time.perf_counter() - started
+    result.settings["input"] = os.path.abspath(args.input)
+    if args.focus_distance:
+        result.settings["focus_distance_m"] = args.focus_distance
+    save_reconstruction(args.out, result)
+    print(f"adptycho: {args.epochs} epochs in {elapsed:.1f} s; loss {result.loss_history[0]:.4g} -> "
+          f"{result.loss_history[-1]:.4g}, amplitude residual {result.residual_history[0]:.4g} -> "
+          f"{result.residual_history[-1]:.4g}; wrote {args.out}")
+    if not args.no_png:
+        png = args.png or os.path.splitext(args.out)[0] + ".png"
+        plot_reconstruction(result, png, title=os.path.basename(args.input))
+        print(f"adptycho: wrote {png}")
+
+
+def _cmd_show(args):
+    from adptycho.analysis.plots import plot_reconstruction
+    from adptycho.io import load_reconstruction
+
+    result = load_reconstruction(args.input)
+    png = args.out or os.path.splitext(args.input)[0] + ".png"
+    plot_reconstruction(result, png, title=os.path.basename(args.input))
+    print(f"adptycho: wrote {png}")
+
+
+def _simulated_scan(args):
+    from adptycho.geometry import (circular_aperture, farfield_pixel_size_m,
+                                   fermat_spacing_for_overlap, fermat_spiral_scan, overlap_to_step,
+                                   raster_scan)
+    from adptycho.samples import complex_test_object
+    from adptycho.simulate import simulate
+
+    size, h = args.object_size, args.probe_size
+    if h > size:
+        raise AdptychoError(f"probe size {h} is larger than the object size {size}")
+    if args.probe_diameter > h:
+        raise AdptychoError(f"probe diameter {args.probe_diameter} exceeds the probe window {h}")
+    obj = complex_test_object((size, size), args.amplitude, args.phase)
+    probe = circular_aperture((h, h), args.probe_diameter, edge_px=2.0)
+    limit = size - h
+    if args.scan == "raster":
+        step = overlap_to_step(args.overlap, args.probe_diameter)
+        n = int(limit // step) + 1
+        positions = raster_scan((n, n), step, start_px=(0.0, 0.0), jitter_px=args.jitter,
+                                seed=args.seed)
+        positions += (limit - positions.max(axis=0) + positions.min(axis=0)) / 2 - positions.min(axis=0)
+    else:
+        spacing = fermat_spacing_for_overlap(args.overlap, args.probe_diameter)
+        radius = limit / 2.0
+        count = int(np.floor((radius / spacing) ** 2)) + 1
+        positions = fermat_spiral_scan(count, spacing, center_px=(radius, radius))
+    positions = np.clip(positions, 0, limit)
+    pixel = farfield_pixel_size_m(args.wavelength_m, args.detector_distance_m, (h, h),
+                                  args.detector_pixel_m)
+    scan = simulate(obj, probe, positions, photons_per_pattern=args.photons, poisson=args.poisson,
+                    readout_noise=args.readout_noise, seed=args.seed,
+                    wavelength_m=args.wavelength_m, pixel_size_m=pixel)
+    scan.detector_distance_m = args.detector_distance_m
+    scan.detector_pixel_size_m = (args.detector_pixel_m, args.detector_pixel_m)
+    true_probe = probe * np.sqrt(args.photons / np.sum(np.abs(probe) ** 2))
+    return scan, obj, true_probe
+
+
+def _write_truth(path, obj, probe, positions):
+    import h5py
+
+    tmp = path + ".tmp"
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("object", data=obj.astype(np.complex64))
+        f.create_dataset("probe", data=np.asarray(probe, np.complex64)[None])
+        f.create_dataset("positions_px", data=positions)
+    os.replace(tmp, path)
+
+
+def _cmd_simulate(args):
+    from adptycho.io import save_cxi
+
+    scan, obj, probe = _simulated_scan(args)
+    save_cxi(args.out, scan)
+    if args.truth_out:
+        _write_truth(args.truth_out, obj, probe, scan.positions_px)
+    print(f"adptycho: {scan.describe()}; wrote {args.out}")
+
+
+def _cmd_demo(args):
+    from adptycho.analysis import illuminated_region, nrmse
+    from adptycho.analysis.plots import plot_object, plot_reconstruction
+    from adptycho.geometry import gaussian_probe
+    from adptycho.io import save_cxi, save_reconstruction
+    from adptycho.reconstruction import reconstruct
+
+    started = time.perf_counter()
+    sim_args = build_parser().parse_args(
+        ["simulate", "--out", "unused", "--object-size", "160", "--seed", "0", "--poisson"])
+    scan, obj, probe = _simulated_scan(sim_args)
+    os.makedirs(args.out, exist_ok=True)
+    save_cxi(os.path.join(args.out, "demo_scan.cxi"), scan)
+    print(f"adptycho demo: simulated {scan.describe()} "
+          f"(camera amplitude, astronaut phase, Poisson noise)")
+    guess = gaussian_probe(probe.shape, 24.0)
+    guess *= np.sqrt(scan.mean_counts() / np.sum(np.abs(guess) ** 2))
+    result = reconstruct(scan, epochs=args.epochs, batch_size=16, refine=("object", "probe"),
+                         loss=args.loss, probe=guess, object_shape=obj.shape, verbose=2)
+    region = illuminated_region(scan.positions_px, probe, obj.shape, 0.3)
+    error = nrmse(obj, result.object, region, registration=True, ramp=True)
+    save_reconstruction(os.path.join(args.out, "demo_reconstruction.h5"), result)
+    png = plot_reconstruction(result, os.path.join(args.out, "demo_reconstruction.png"),
+                              title=f"adptycho demo: object NRMSE {error:.3f}")
+    from adptycho.analysis.metrics import align, register, remove_phase_ramp
+    shown = align(remove_phase_ramp(register(result.object, obj)[0], obj, region), obj, region)
+    plot_object([np.abs(obj), np.abs(shown) * region, np.angle(obj), np.angle(shown) * region],
+                ["true amplitude", "reconstructed amplitude", "true phase", "reconstructed phase"],
+                os.path.join(args.out, "demo_truth_vs_reconstruction.png"))
+    print(f"adptycho demo: object NRMSE {error:.4f} (global phase/scale, shift and phase ramp "
+          f"removed, illuminated region) after {args.epochs} epochs; "
+          f"total {time.perf_counter() - started:.0f} s")
+    print(f"adptycho demo: wrote {png} and {args.out}/demo_truth_vs_reconstruction.png")
+    return error
+
+
+COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": _cmd_show,
+            "demo": _cmd_demo}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except AdptychoError as exc:
+        print(f"adptycho: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, KeyError) as exc:
+        print(f"adptycho: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("adptycho: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

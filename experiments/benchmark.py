@@ -1,0 +1,201 @@
+"""Speed benchmark on the standard problem (issue: foundation, item 10).
+
+Standard problem: a 512x512 complex object (scikit-image camera amplitude, astronaut phase), a
+128x128 probe (smoothed circular aperture, 64 px diameter) and 400 Fermat-spiral positions with
+spacing c = 9.6 px (nearest-neighbour distance about 16 px: about 70% area overlap, 75% linear
+overlap), rounded to whole pixels (so the comparison with cdtools, which rounds, is like for like),
+1e6 photons per exposure, noise-free.
+
+It prints, measured in one run on this machine:
+
+* seconds per epoch (median of ``--epochs`` epochs after ``--warmup``) of adptycho's Adam fit
+  with object + probe refinement, for each ``--batch-sizes``, and patterns per second;
+* the FFT floor: the time of the 400 forward + 400 inverse 128x128 complex FFTs that an epoch
+  must do (forward propagation, and its adjoint in the gradient), measured with the same batch
+  size in a compiled tf.function; ``fraction of floor = floor / epoch``;
+* the same for a calibration-style epoch (object + probe + positions, Fourier sub-pixel shifts);
+* cdtools ``SimplePtycho`` with Adam on the same data (``experiments/peer_cdtools.py`` in a
+  subprocess; skipped with a note if torch/cdtools are not installed).
+
+Results go to ``--out-dir`` (default ``experiments/benchmark``) as ``benchmark.json`` and
+``benchmark.csv``.
+
+Run::
+
+    python experiments/benchmark.py                     # full run, about 3 minutes
+    python experiments/benchmark.py --no-peer --epochs 3 --batch-sizes 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def standard_problem():
+    from adptycho.geometry import circular_aperture, fermat_spiral_scan
+    from adptycho.samples import complex_test_object
+    from adptycho.simulate import simulate
+
+    obj = complex_test_object((512, 512), "camera", "astronaut")
+    probe = circular_aperture((128, 128), 64.0, edge_px=3.0)
+    centre = (512 - 128) / 2.0
+    positions = np.round(fermat_spiral_scan(400, 9.6, center_px=(centre, centre)))
+    positions = np.clip(positions, 0, 512 - 128)
+    scan = simulate(obj, probe, positions, photons_per_pattern=1e6)
+    return scan, obj, probe
+
+
+class EpochTimer:
+    def __init__(self):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.times.append(time.perf_counter() - self._start)
+
+        self.callback = _Timer()
+
+
+def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile=True):
+    import keras
+
+    from adptycho.geometry import gaussian_probe
+    from adptycho.reconstruction import build_model
+
+    keras.utils.set_random_seed(0)
+    guess = gaussian_probe(scan.detector_shape, 60.0)
+    model, _ = build_model(scan, probe=guess, normalise_probe=True, object_shape=(512, 512))
+    model.compile(refine=refine, jit_compile=jit_compile)
+    timer = EpochTimer().callback
+    history = model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=batch_size,
+                        epochs=warmup + epochs, shuffle=True, verbose=0, callbacks=[timer])
+    times = timer.times[warmup:]
+    return {"median_s": statistics.median(times), "times_s": times,
+            "first_loss": history.history["loss"][0], "last_loss": history.history["loss"][-1]}
+
+
+def time_fft_floor(num_patterns, shape, batch_size, repeats=7):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    data = tf.constant((rng.normal(size=(batch_size,) + shape)
+                        + 1j * rng.normal(size=(batch_size,) + shape)).astype(np.complex64))
+
+    @tf.function(jit_compile=True)
+    def forward_inverse(x):
+        return tf.signal.ifft2d(tf.signal.fft2d(x))
+
+    steps = int(np.ceil(num_patterns / batch_size))
+    forward_inverse(data).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = forward_inverse(data)
+        out.numpy()
+        times.append(time.perf_counter() - start)
+    # scale to exactly num_patterns transforms
+    return statistics.median(times) * num_patterns / (steps * batch_size)
+
+
+def run_peer(scan, probe, epochs, warmup, out_dir):
+    path = os.path.join(out_dir, "standard_problem.npz")
+    np.savez(path, patterns=scan.patterns, positions_px=scan.positions_px,
+             probe=np.asarray(probe * np.sqrt(scan.mean_counts() / np.sum(np.abs(probe) ** 2)),
+                              np.complex64),
+             object_shape=np.array([512, 512]))
+    json_path = os.path.join(out_dir, "peer_cdtools.json")
+    cmd = [sys.executable, os.path.join(HERE, "peer_cdtools.py"), "--data", path,
+           "--epochs", str(epochs), "--warmup", str(warmup), "--json-out", json_path]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        tail = getattr(exc, "stderr", "") or ""
+        return {"error": f"cdtools run failed: {tail.strip().splitlines()[-1] if tail else exc}"}
+    finally:
+        if os.path.exists(path):
+            os.remove(path)
+    with open(json_path) as f:
+        return json.load(f)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up epochs")
+    parser.add_argument("--batch-sizes", default="16,64,400", help="comma-separated batch sizes")
+    parser.add_argument("--no-peer", action="store_true", help="skip the cdtools comparison")
+    parser.add_argument("--out-dir", default=os.path.join(HERE, "benchmark"))
+    args = parser.parse_args(argv)
+    os.makedirs(args.out_dir, exist_ok=True)
+
+    import tensorflow as tf
+
+    scan, obj, probe = standard_problem()
+    n = scan.num_patterns
+    print(f"standard problem: {scan.describe()}, object 512x512, TF {tf.__version__}, "
+          f"{os.cpu_count()} CPU cores")
+    rows = []
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        floor = time_fft_floor(n, scan.detector_shape, batch_size)
+        for label, refine in (("object+probe", ("object", "probe")),
+                              ("object+probe+positions", ("object", "probe", "positions"))):
+            fit = time_fit(scan, refine, batch_size, args.epochs, args.warmup)
+            row = {"engine": "adptycho adam", "refine": label, "batch_size": batch_size,
+                   "s_per_epoch": fit["median_s"], "patterns_per_s": n / fit["median_s"],
+                   "fft_floor_s": floor, "fraction_of_floor": floor / fit["median_s"],
+                   "epoch_times_s": fit["times_s"]}
+            rows.append(row)
+            print(f"adptycho {label:24s} batch {batch_size:4d}: {fit['median_s']:.4f} s/epoch, "
+                  f"{n / fit['median_s']:.0f} patterns/s, FFT floor {floor:.4f} s "
+                  f"({100 * floor / fit['median_s']:.0f}% of floor)")
+    peer = None
+    if not args.no_peer:
+        peer = run_peer(scan, probe, args.epochs, args.warmup, args.out_dir)
+        if "error" in peer:
+            print(f"cdtools: {peer['error']}")
+        else:
+            rows.append({"engine": "cdtools SimplePtycho adam", "refine": "object+probe",
+                         "batch_size": peer.get("batch_size"),
+                         "s_per_epoch": peer["median_s_per_epoch"],
+                         "patterns_per_s": peer["patterns_per_s"], "fft_floor_s": None,
+                         "fraction_of_floor": None, "epoch_times_s": peer.get("epoch_seconds")})
+            print(f"cdtools SimplePtycho Adam batch {peer.get('batch_size')}: "
+                  f"{peer['median_s_per_epoch']:.4f} s/epoch, {peer['patterns_per_s']:.0f} patterns/s")
+            best = min(r["s_per_epoch"] for r in rows
+                       if r["engine"] == "adptycho adam" and r["refine"] == "object+probe")
+            print(f"speed-up of the fastest adptycho object+probe epoch over cdtools: "
+                  f"{peer['median_s_per_epoch'] / best:.2f}x")
+    with open(os.path.join(args.out_dir, "benchmark.json"), "w") as f:
+        json.dump({"rows": rows, "peer": peer, "tensorflow": tf.__version__,
+                   "cpu_count": os.cpu_count()}, f, indent=1)
+    with open(os.path.join(args.out_dir, "benchmark.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["engine", "refine", "batch_size", "s_per_epoch", "patterns_per_s",
+                         "fft_floor_s", "fraction_of_floor"])
+        for r in rows:
+            writer.writerow([r["engine"], r["refine"], r["batch_size"], r["s_per_epoch"],
+                             r["patterns_per_s"], r["fft_floor_s"], r["fraction_of_floor"]])
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Command line: simulate -> reconstruct -> show, one-line errors, nothing written on failure."""
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from adptycho.cli import main
+from adptycho.io import load_cxi, load_reconstruction
+
+
+def test_simulate_reconstruct_show_round_trip(tmp_path, capsys):
+    cxi = tmp_path / "scan.cxi"
+    truth = tmp_path / "truth.h5"
+    assert main(["simulate", "--out", str(cxi), "--truth-out", str(truth), "--object-size", "128",
+                 "--probe-size", "32", "--probe-diameter", "16", "--overlap", "0.6",
+                 "--photons", "1e5", "--poisson"]) == 0
+    scan = load_cxi(cxi)
+    assert scan.detector_shape == (32, 32) and scan.num_patterns > 20
+    out = tmp_path / "rec.h5"
+    assert main(["reconstruct", str(cxi), "--out", str(out), "--epochs", "3", "--batch-size", "8",
+                 "--refine", "probe", "--quiet"]) == 0
+    result = load_reconstruction(out)
+    with h5py.File(out, "r") as f:  # the public file contract
+        assert f["object"].dtype == np.complex64 and f["object"].ndim == 2
+        assert f["probe"].dtype == np.complex64 and f["probe"].shape == (1, 32, 32)
+        assert f["positions_px"].shape == (scan.num_patterns, 2)
+        assert f["loss_history"].shape == (3,)
+        assert "settings" in f.attrs
+    assert result.settings["loss"] == "amplitude"
+    assert (tmp_path / "rec.png").exists()
+    png = tmp_path / "shown.png"
+    assert main(["show", str(out), "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reconstruct", "missing.cxi", "--out", "OUT"], "no such file"),
+    (["show", "missing.h5", "--out", "OUT"], "no such file"),
+])
+def test_bad_input_gives_one_line_error_and_writes_nothing(tmp_path, capsys, argv, message):
+    argv = [a.replace("OUT", str(tmp_path / "out.h5")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("adptycho: error:") and message in err[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_cxi_without_translations_is_reported(tmp_path, capsys):
+    bad = tmp_path / "bad.cxi"
+    with h5py.File(bad, "w") as f:
+        f["entry_1/instrument_1/detector_1/data"] = np.ones((3, 8, 8), np.float32)
+    out = tmp_path / "out.h5"
+    assert main(["reconstruct", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "translation" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "adptycho.cli", "reconstruct",
+                           str(tmp_path / "nope.cxi"), "--out", str(tmp_path / "o.h5")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "no such file" in proc.stderr

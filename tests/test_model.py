@@ -1,0 +1,182 @@
+"""PtychoModel / reconstruct: convergence on simulated data, schedules, callbacks, bad input."""
+
+import keras
+import numpy as np
+import pytest
+
+from adptycho.analysis import illuminated_region, nrmse
+from adptycho.errors import AdptychoError, GeometryError
+from adptycho.geometry import (circular_aperture, gaussian_probe, normalize_probe_power,
+                               overlap_to_step, raster_scan)
+from adptycho.io import ScanData
+from adptycho.model import NearFieldGeometry, PtychoModel
+from adptycho.objects import PixelObject
+from adptycho.reconstruction import build_model, reconstruct
+from adptycho.samples import complex_test_object
+from adptycho.simulate import simulate
+
+
+def _standard_scan(size=256, probe_size=64, diameter=32.0, overlap=0.7, photons=1e6, seed=1):
+    obj = complex_test_object((size, size), "camera", "astronaut")
+    probe = circular_aperture((probe_size, probe_size), diameter, edge_px=2.0)
+    step = overlap_to_step(overlap, diameter)
+    n = int((size - probe_size) // step) + 1
+    positions = np.clip(raster_scan((n, n), step, start_px=(2, 2), jitter_px=1.0, seed=seed),
+                        0, size - probe_size)
+    scan = simulate(obj, probe, positions, photons_per_pattern=photons)
+    return scan, obj, normalize_probe_power(probe, photons)
+
+
+@pytest.fixture(scope="module")
+def standard():
+    return _standard_scan()
+
+
+def test_noise_free_object_reconstruction_reaches_nrmse_below_0_05(standard):
+    scan, obj, probe = standard
+    result = reconstruct(scan, probe=probe, refine=("object",), epochs=40, batch_size=16,
+                         object_shape=obj.shape, verbose=0)
+    region = illuminated_region(scan.positions_px, probe, obj.shape, 0.3)
+    error = nrmse(obj, result.object, region)
+    assert error < 0.05, error
+    assert result.loss_history[-1] < 0.01 * result.loss_history[0]
+
+
+def test_probe_refinement_from_wrong_probe_reaches_nrmse_below_0_1(standard):
+    scan, obj, probe = standard
+    guess = normalize_probe_power(gaussian_probe(probe.shape, 30.0), scan.mean_counts())
+    before = nrmse(probe, guess)
+    result = reconstruct(scan, probe=guess, refine=("object", "probe"), epochs=80, batch_size=16,
+                         object_shape=obj.shape, verbose=0)
+    region = illuminated_region(scan.positions_px, probe, obj.shape, 0.3)
+    error = nrmse(obj, result.object, region, registration=True, ramp=True)
+    assert error < 0.1, error
+    # the probe moved towards the truth (up to the global factor and shift)
+    after = nrmse(probe, result.probe[0])
+    assert before > 0.3 and after < before
+
+
+def _small_model(loss="amplitude", near_field=None, positions=None, probe_size=32, size=96):
+    rng = np.random.default_rng(0)
+    obj = (0.7 + 0.3 * rng.random((size, size))) * np.exp(1j * rng.random((size, size)))
+    probe = normalize_probe_power(circular_aperture((probe_size, probe_size), 16, 2.0), 1e4)
+    if positions is None:
+        positions = raster_scan((6, 6), 10.0, start_px=(4, 4), jitter_px=0.7, seed=0)
+    scan = simulate(obj, probe, positions, near_field=near_field)
+    return scan, obj.astype(np.complex64), probe
+
+
+def test_start_epoch_freezes_a_group_until_its_epoch():
+    scan, obj, probe = _small_model()
+    model, _ = build_model(scan, probe=probe, object_shape=obj.shape)
+    model.compile(refine=("object", "probe"), start_epochs={"probe": 2})
+    initial = model.get_probe()
+    after = {}
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            after[epoch] = self.model.get_probe()
+
+    model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=8, epochs=3, verbose=0,
+              callbacks=[Spy()])
+    np.testing.assert_array_equal(after[0], initial)
+    np.testing.assert_array_equal(after[1], initial)
+    assert np.abs(after[2] - initial).max() > 0
+
+
+def test_learning_rate_decays_by_0_97_per_epoch_from_group_start():
+    scan, obj, probe = _small_model()
+    model, _ = build_model(scan, probe=probe, object_shape=obj.shape)
+    model.compile(refine=("object", "probe"), learning_rates={"object": 0.1, "probe": 0.2},
+                  start_epochs={"probe": 1})
+    model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=36, epochs=4, verbose=0)
+    assert float(model.group_optimizers["object"].learning_rate) == pytest.approx(0.1 * 0.97 ** 3, rel=1e-5)
+    assert float(model.group_optimizers["probe"].learning_rate) == pytest.approx(0.2 * 0.97 ** 2, rel=1e-5)
+
+
+def test_position_refinement_recovers_an_offset_and_keeps_zero_mean():
+    true_positions = raster_scan((6, 6), 10.0, start_px=(6, 6), jitter_px=0.5, seed=2)
+    scan, obj, probe = _small_model(positions=true_positions)
+    rng = np.random.default_rng(5)
+    error = rng.normal(scale=1.0, size=true_positions.shape)
+    error -= error.mean(axis=0)
+    wrong = ScanData(scan.patterns, true_positions + error)
+    # Mechanism test with the true object; joint object + position calibration is tested in
+    # the calibration suite.
+    model, grid = build_model(wrong, probe=probe, object_shape=obj.shape, initial_object=obj)
+    model.compile(refine=("positions",), learning_rates={"positions": 0.05}, decay_rate=0.97)
+    model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=6, epochs=40, verbose=0)
+    corrections = model.position_corrections.numpy()
+    np.testing.assert_allclose(corrections.mean(axis=0), 0.0, atol=1e-4)
+    refined = model.get_positions()
+    rms_before = np.sqrt(np.mean(np.sum(error ** 2, axis=1)))
+    residual = refined - true_positions
+    residual -= residual.mean(axis=0)
+    rms_after = np.sqrt(np.mean(np.sum(residual ** 2, axis=1)))
+    assert rms_after < 0.2 * rms_before, (rms_before, rms_after)
+
+
+def test_near_field_distance_refinement_moves_towards_the_truth():
+    near = NearFieldGeometry(wavelength_m=1e-10, pixel_size_m=(180e-9, 180e-9), distance_m=3.6e-3)
+    scan, obj, probe = _small_model(near_field=near)
+    wrong = NearFieldGeometry(near.wavelength_m, near.pixel_size_m, near.distance_m * 1.03)
+    model = PtychoModel(PixelObject(obj.shape, initial=obj), probe, scan.positions_px,
+                        near_field=wrong)
+    model.compile(refine=("distance",), learning_rates={"distance": 2e-3}, decay_rate=1.0)
+    model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=12, epochs=15, verbose=0)
+    distance = model.get_distance()
+    assert abs(distance - near.distance_m) < 0.2 * abs(wrong.distance_m - near.distance_m)
+
+
+def test_keras_callbacks_checkpoint_and_early_stopping(tmp_path):
+    scan, obj, probe = _small_model()
+    model, _ = build_model(scan, probe=probe, object_shape=obj.shape)
+    model.compile(refine=("object",))
+    path = tmp_path / "ckpt.weights.h5"
+    history = model.fit(
+        np.arange(scan.num_patterns), scan.patterns, batch_size=8, epochs=50, verbose=0,
+        callbacks=[keras.callbacks.ModelCheckpoint(str(path), save_weights_only=True),
+                   keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=1e12)])
+    assert len(history.history["loss"]) == 2  # stopped early: no improvement of 1e12
+    assert path.exists()
+    fresh, _ = build_model(scan, probe=probe, object_shape=obj.shape)
+    fresh.load_weights(str(path))
+    np.testing.assert_allclose(fresh.get_object(), model.get_object())
+
+
+def test_resume_from_backup_continues_where_it_stopped(tmp_path):
+    scan, obj, probe = _small_model()
+    kwargs = dict(probe=probe, refine=("object",), batch_size=36, object_shape=obj.shape,
+                  verbose=0, checkpoint_dir=tmp_path / "backup", decay_rate=1.0)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct(scan, epochs=6, callbacks=[Interrupt()], **kwargs)
+    resumed = reconstruct(scan, epochs=6, **kwargs)
+    assert len(resumed.loss_history) == 3  # epochs 3, 4, 5 only
+    fresh = reconstruct(scan, epochs=1, probe=probe, refine=("object",), batch_size=36,
+                        object_shape=obj.shape, verbose=0)
+    assert resumed.loss_history[0] < 0.5 * fresh.loss_history[0]  # it kept the first 3 epochs
+
+
+def test_bad_input_errors_name_the_problem():
+    scan, obj, probe = _small_model()
+    with pytest.raises(GeometryError, match="probe shape"):
+        build_model(scan, probe=np.ones((16, 16), np.complex64))
+    with pytest.raises(GeometryError, match="outside"):
+        PtychoModel(PixelObject((40, 40)), probe, scan.positions_px)
+    model, _ = build_model(scan, probe=probe)
+    with pytest.raises(AdptychoError, match="unknown parameter group"):
+        model.compile(refine=("object", "focus"))
+    with pytest.raises(AdptychoError, match="near-field"):
+        model.compile(refine=("distance",))
+    with pytest.raises(AdptychoError, match="unknown engine"):
+        reconstruct(scan, engine="dm")
+    with pytest.raises(AdptychoError, match="unknown loss"):
+        reconstruct(scan, loss="gauss")
+    with pytest.raises(AdptychoError, match="readout_noise must be positive"):
+        build_model(scan, loss="poisson-gaussian", readout_noise=0.0)
