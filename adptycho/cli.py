@@ -207,12 +207,12 @@ def _simulated_scan(args):
 def _write_truth(path, obj, probe, positions):
     import h5py
 
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
+    from adptycho.io.atomic import atomic_path
+
+    with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("object", data=obj.astype(np.complex64))
         f.create_dataset("probe", data=np.asarray(probe, np.complex64)[None])
         f.create_dataset("positions_px", data=positions)
-    os.replace(tmp, path)
 
 
 def _cmd_simulate(args):

@@ -19,13 +19,13 @@ is row <- +translation_y / dy, column <- +translation_x / dx.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import h5py
 import numpy as np
 
 from adptycho.errors import DataError
 from adptycho.geometry.grids import cone_beam_geometry, farfield_pixel_size_m
+from adptycho.io.atomic import atomic_path
 from adptycho.io.scan_data import FARFIELD, NEARFIELD, ScanData
 
 __all__ = ["load_cxi", "save_cxi", "PLANCK_JOULE_METRE"]
@@ -143,35 +143,24 @@ def save_cxi(path, scan: ScanData) -> None:
     if missing:
         raise DataError(f"cannot write CXI: the scan has no {', '.join(missing)} "
                         "(needed to express positions in metres)")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".cxi.tmp", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["creator"] = "adptycho"
-            f.create_dataset("cxi_version", data=150)
-            det = f.create_group(_DETECTOR)
-            det.create_dataset("data", data=scan.patterns, chunks=(1,) + scan.detector_shape,
-                               compression="gzip", compression_opts=1)
-            det.create_dataset("distance", data=scan.detector_distance_m)
-            det.create_dataset("y_pixel_size", data=scan.detector_pixel_size_m[0])
-            det.create_dataset("x_pixel_size", data=scan.detector_pixel_size_m[1])
-            if scan.mask is not None:
-                det.create_dataset("mask", data=(~scan.mask).astype(np.uint32))
-            src = f.create_group(_SOURCE)
-            src.create_dataset("wavelength", data=scan.wavelength_m)
-            src.create_dataset("energy", data=PLANCK_JOULE_METRE / scan.wavelength_m)
-            if scan.probe is not None:
-                src.create_dataset("illumination", data=scan.probe)
-            translation = np.zeros((scan.num_patterns, 3))
-            translation[:, 1] = scan.positions_px[:, 0] * scan.pixel_size_m[0]
-            translation[:, 0] = scan.positions_px[:, 1] * scan.pixel_size_m[1]
-            f.create_dataset(_TRANSLATION, data=translation)
-            f["entry_1/data_1/data"] = h5py.SoftLink(f"/{_DETECTOR}/data")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, suffix=".cxi.tmp") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["creator"] = "adptycho"
+        f.create_dataset("cxi_version", data=150)
+        det = f.create_group(_DETECTOR)
+        det.create_dataset("data", data=scan.patterns, chunks=(1,) + scan.detector_shape,
+                           compression="gzip", compression_opts=1)
+        det.create_dataset("distance", data=scan.detector_distance_m)
+        det.create_dataset("y_pixel_size", data=scan.detector_pixel_size_m[0])
+        det.create_dataset("x_pixel_size", data=scan.detector_pixel_size_m[1])
+        if scan.mask is not None:
+            det.create_dataset("mask", data=(~scan.mask).astype(np.uint32))
+        src = f.create_group(_SOURCE)
+        src.create_dataset("wavelength", data=scan.wavelength_m)
+        src.create_dataset("energy", data=PLANCK_JOULE_METRE / scan.wavelength_m)
+        if scan.probe is not None:
+            src.create_dataset("illumination", data=scan.probe)
+        translation = np.zeros((scan.num_patterns, 3))
+        translation[:, 1] = scan.positions_px[:, 0] * scan.pixel_size_m[0]
+        translation[:, 0] = scan.positions_px[:, 1] * scan.pixel_size_m[1]
+        f.create_dataset(_TRANSLATION, data=translation)
+        f["entry_1/data_1/data"] = h5py.SoftLink(f"/{_DETECTOR}/data")

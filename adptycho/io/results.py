@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Optional
 
 import h5py
 import numpy as np
 
 from adptycho.errors import DataError
+from adptycho.io.atomic import atomic_path
 
 __all__ = ["ReconstructionResult", "save_reconstruction", "load_reconstruction"]
 
@@ -66,36 +66,25 @@ def save_reconstruction(path, result: ReconstructionResult) -> None:
     """Write ``result`` to HDF5 atomically (temporary file, then rename)."""
     from adptycho import __version__
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("object", data=np.asarray(result.object, np.complex64))
-            probe = np.asarray(result.probe, np.complex64)
-            f.create_dataset("probe", data=probe[None] if probe.ndim == 2 else probe)
-            f.create_dataset("positions_px", data=np.asarray(result.positions_px, np.float64))
-            f.create_dataset("nominal_positions_px",
-                             data=np.asarray(result.nominal_positions_px, np.float64))
-            f.create_dataset("loss_history", data=np.asarray(result.loss_history, np.float64))
-            f.create_dataset("residual_history", data=np.asarray(result.residual_history, np.float64))
-            for name, values in result.extra_histories.items():
-                f.create_dataset(name, data=np.asarray(values, np.float64))
-            if result.distance_m is not None:
-                f.attrs["distance_m"] = float(result.distance_m)
-            if result.pixel_size_m is not None:
-                f.attrs["pixel_size_m"] = np.asarray(result.pixel_size_m, np.float64)
-            f.attrs["geometry"] = result.geometry
-            f.attrs["object_origin_px"] = np.asarray(result.object_origin_px, np.float64)
-            f.attrs["settings"] = json.dumps(result.settings, sort_keys=True, default=str)
-            f.attrs["adptycho_version"] = __version__
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("object", data=np.asarray(result.object, np.complex64))
+        probe = np.asarray(result.probe, np.complex64)
+        f.create_dataset("probe", data=probe[None] if probe.ndim == 2 else probe)
+        f.create_dataset("positions_px", data=np.asarray(result.positions_px, np.float64))
+        f.create_dataset("nominal_positions_px",
+                         data=np.asarray(result.nominal_positions_px, np.float64))
+        f.create_dataset("loss_history", data=np.asarray(result.loss_history, np.float64))
+        f.create_dataset("residual_history", data=np.asarray(result.residual_history, np.float64))
+        for name, values in result.extra_histories.items():
+            f.create_dataset(name, data=np.asarray(values, np.float64))
+        if result.distance_m is not None:
+            f.attrs["distance_m"] = float(result.distance_m)
+        if result.pixel_size_m is not None:
+            f.attrs["pixel_size_m"] = np.asarray(result.pixel_size_m, np.float64)
+        f.attrs["geometry"] = result.geometry
+        f.attrs["object_origin_px"] = np.asarray(result.object_origin_px, np.float64)
+        f.attrs["settings"] = json.dumps(result.settings, sort_keys=True, default=str)
+        f.attrs["adptycho_version"] = __version__
 
 
 def load_reconstruction(path) -> ReconstructionResult:
