@@ -337,7 +337,7 @@ def test_extract_patches_gradient_is_scatter_add():
 # --------------------------------------------------------------------------------------------
 # forward model
 # --------------------------------------------------------------------------------------------
-def _scene(rng, obj_shape=(40, 44), probe_shape=(16, 16), modes=2):
+def _scene(rng, obj_shape=(40, 46), probe_shape=(16, 16), modes=2):
     obj = (1.0 + 0.3 * rng.normal(size=obj_shape)) * np.exp(1j * rng.normal(size=obj_shape))
     yy, xx = np.mgrid[:probe_shape[0], :probe_shape[1]]
     cy, cx = (probe_shape[0] - 1) / 2, (probe_shape[1] - 1) / 2
@@ -349,16 +349,20 @@ def _scene(rng, obj_shape=(40, 44), probe_shape=(16, 16), modes=2):
     return obj.astype(np.complex64), probe, positions
 
 
-def test_forward_intensities_far_field_matches_numpy():
-    obj, probe, positions = _scene(np.random.default_rng(17))
+@pytest.mark.parametrize("probe_shape", [(16, 16), (16, 18), (15, 16), (15, 17)],
+                         ids=["even", "even-rect", "odd-even", "odd"])
+def test_forward_intensities_far_field_matches_numpy(probe_shape):
+    # even shapes take the fast path (fftshift folded into the probe), odd ones the plain one
+    obj, probe, positions = _scene(np.random.default_rng(17), probe_shape=probe_shape)
     actual = forward_intensities(c64(obj), c64(probe), tf.constant(positions, tf.float32)).numpy()
     expected = np_forward(obj.astype(complex), probe.astype(complex), positions)
-    assert actual.shape == expected.shape == (5, 16, 16)
+    assert actual.shape == expected.shape == (5,) + probe_shape
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * expected.max())
 
 
-def test_forward_intensities_subpixel_false_ignores_fraction():
-    obj, probe, positions = _scene(np.random.default_rng(18))
+@pytest.mark.parametrize("probe_shape", [(16, 16), (15, 17)])
+def test_forward_intensities_subpixel_false_ignores_fraction(probe_shape):
+    obj, probe, positions = _scene(np.random.default_rng(18), probe_shape=probe_shape)
     actual = forward_intensities(c64(obj), c64(probe), tf.constant(positions, tf.float32),
                                  subpixel=False).numpy()
     expected = np_forward(obj.astype(complex), probe.astype(complex), np.floor(positions))
@@ -367,9 +371,10 @@ def test_forward_intensities_subpixel_false_ignores_fraction():
     assert np.max(np.abs(expected[1:] - with_fraction[1:])) > 1e-2 * expected.max()
 
 
+@pytest.mark.parametrize("probe_shape", [(16, 16), (15, 17)])
 @pytest.mark.parametrize("geometry", [XRAY_16, OPTICAL_16])
-def test_forward_intensities_near_field_matches_numpy(geometry):
-    obj, probe, positions = _scene(np.random.default_rng(19))
+def test_forward_intensities_near_field_matches_numpy(geometry, probe_shape):
+    obj, probe, positions = _scene(np.random.default_rng(19), probe_shape=probe_shape)
     lam, dx, z = geometry["wavelength"], geometry["pixel"], geometry["distance"]
     transfer = angular_spectrum_transfer(probe.shape[1:], dx, lam, z)
     actual = forward_intensities(c64(obj), c64(probe), tf.constant(positions, tf.float32),
@@ -381,9 +386,10 @@ def test_forward_intensities_near_field_matches_numpy(geometry):
     assert np.max(np.abs(far - expected)) > 0.1 * expected.max()
 
 
+@pytest.mark.parametrize("probe_shape", [(16, 16), (15, 17)])
 @pytest.mark.parametrize("near", [False, True])
-def test_mixed_state_intensity_is_sum_of_modes(near):
-    obj, probe, positions = _scene(np.random.default_rng(20))
+def test_mixed_state_intensity_is_sum_of_modes(near, probe_shape):
+    obj, probe, positions = _scene(np.random.default_rng(20), probe_shape=probe_shape)
     transfer = (angular_spectrum_transfer(probe.shape[1:], 1e-6, 561e-9, 1e-4) if near else None)
     pos = tf.constant(positions, tf.float32)
     both = forward_intensities(c64(obj), c64(probe), pos, transfer).numpy()
@@ -397,8 +403,8 @@ def test_mixed_state_intensity_is_sum_of_modes(near):
 # --------------------------------------------------------------------------------------------
 # PtychoModel: mask and gradients
 # --------------------------------------------------------------------------------------------
-def _model_scene(rng, near=None, loss="amplitude", mask=None):
-    obj, probe, positions = _scene(rng, obj_shape=(30, 32), modes=2)
+def _model_scene(rng, near=None, loss="amplitude", mask=None, probe_shape=(16, 16)):
+    obj, probe, positions = _scene(rng, obj_shape=(30, 32), probe_shape=probe_shape, modes=2)
     positions = np.array([[1.3, 2.6], [6.7, 10.2], [12.4, 4.9], [9.5, 14.35]])
     true_obj = obj
     start_obj = np.exp(0.2j * rng.normal(size=obj.shape)) * (1 + 0.1 * rng.normal(size=obj.shape))
@@ -411,6 +417,28 @@ def _model_scene(rng, near=None, loss="amplitude", mask=None):
     data = forward_intensities(c64(true_obj), c64(probe), tf.constant(positions, tf.float32),
                                transfer)
     return model, data, positions
+
+
+@pytest.mark.parametrize("probe_shape", [(16, 16), (15, 17)])
+@pytest.mark.parametrize("geometry", [None, XRAY_16, OPTICAL_16])
+def test_model_call_matches_numpy(geometry, probe_shape):
+    near = None
+    if geometry is not None:
+        near = NearFieldGeometry(geometry["wavelength"], (geometry["pixel"],) * 2,
+                                 geometry["distance"])
+    model, _, positions = _model_scene(np.random.default_rng(26), near=near,
+                                       probe_shape=probe_shape)
+    transfer = None
+    if near is not None:
+        transfer = np_asm_transfer(probe_shape, near.pixel_size_m, near.wavelength_m,
+                                   near.distance_m)
+    expected = np_forward(model.get_object().astype(complex), model.get_probe().astype(complex),
+                          positions, transfer)
+    actual = model(np.arange(len(positions))).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * expected.max())
+    # a subset of indices, in any order
+    np.testing.assert_allclose(model(np.array([3, 0])).numpy(), expected[[3, 0]], rtol=1e-4,
+                               atol=1e-4 * expected.max())
 
 
 def test_model_mask_ignores_masked_pixels():
@@ -473,14 +501,16 @@ def test_model_gradient_object():
     _check_gradient(model, data, imag, (14, 10), step=1e-2)
 
 
-def test_model_gradient_probe():
-    model, data, _ = _model_scene(np.random.default_rng(23))
+@pytest.mark.parametrize("probe_shape", [(16, 16), (15, 17)])
+def test_model_gradient_probe(probe_shape):
+    model, data, _ = _model_scene(np.random.default_rng(23), probe_shape=probe_shape)
     _check_gradient(model, data, model.probe_real, (0, 7, 8), step=1e-2)
     _check_gradient(model, data, model.probe_imag, (1, 6, 10), step=1e-2)
 
 
-def test_model_gradient_positions():
-    model, data, positions = _model_scene(np.random.default_rng(24))
+@pytest.mark.parametrize("probe_shape", [(16, 16), (15, 17)])
+def test_model_gradient_positions(probe_shape):
+    model, data, positions = _model_scene(np.random.default_rng(24), probe_shape=probe_shape)
     assert model._subpixel_now  # fractional positions: the Fourier shift path is used
     _check_gradient(model, data, model.position_corrections, (1, 0), step=1e-2)
     _check_gradient(model, data, model.position_corrections, (2, 1), step=1e-2)

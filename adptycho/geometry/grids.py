@@ -68,6 +68,8 @@ def object_grid(positions_px, probe_shape, padding_px: int = 4, object_shape=Non
     With ``object_shape``, positions are used as they are and must fit inside it.
     """
     positions = np.asarray(positions_px, np.float64)
+    if not np.isfinite(positions).all():
+        raise GeometryError("scan positions contain non-finite values (NaN or inf)")
     h, w = int(probe_shape[0]), int(probe_shape[1])
     if object_shape is not None:
         shape = (int(object_shape[0]), int(object_shape[1]))
@@ -87,7 +89,8 @@ def check_positions_inside(corners_px, probe_shape, object_shape):
     corners = np.asarray(corners_px, np.float64)
     h, w = probe_shape
     limit = np.array([object_shape[0] - h, object_shape[1] - w], np.float64)
-    bad = np.flatnonzero(np.any((corners < 0) | (np.floor(corners) > limit), axis=1))
+    bad = np.flatnonzero(np.any(~np.isfinite(corners) | (corners < 0) | (np.floor(corners) > limit),
+                                axis=1))
     if bad.size:
         j = int(bad[0])
         raise GeometryError(
