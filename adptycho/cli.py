@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulate, reconstruct and report the error (about a minute)")
     p.add_argument("--out", default="adptycho-demo", help="output directory")
-    p.add_argument("--epochs", type=_positive_int, default=60)
+    p.add_argument("--epochs", type=_positive_int, default=100)
     p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
     return parser
 
