@@ -222,7 +222,7 @@ class PtychoModel(keras.Model):
         """(B,) int pattern indices -> (B, H, W) float32 predicted intensities."""
         indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
         fold = self.near_field is None and can_fold_fftshift(self.detector_shape)
-        waves = exit_waves(self.object_representation.transmission(), self.probe_tensor(),
+        waves = exit_waves(self.object_representation.transmission_parts(), self.probe_tensor(),
                            self.positions_tensor(indices), subpixel=self._subpixel_now,
                            fold_fftshift=fold)
         return intensities_from_waves(waves, self.transfer_function(), folded=fold)

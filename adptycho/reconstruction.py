@@ -122,8 +122,11 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
     later = max(1, epochs // 5)
     starts = {"object": 0, "probe": 1 if epochs > 1 else 0, "positions": later, "distance": later}
     starts.update(start_epochs or {})
+    steps = int(np.ceil(scan.num_patterns / min(batch_size, scan.num_patterns)))
+    # One compiled call per epoch (up to 64 steps): removes the per-step Python overhead.
     model.compile(refine=refine, learning_rates=learning_rates, start_epochs=starts,
-                  decay_rate=decay_rate, jit_compile=jit_compile)
+                  decay_rate=decay_rate, jit_compile=jit_compile,
+                  steps_per_execution=min(steps, 64))
     callbacks = list(callbacks or [])
     if checkpoint_dir is not None:  # first, so later callbacks see the epoch backed up
         callbacks.insert(0, keras.callbacks.BackupAndRestore(os.fspath(checkpoint_dir)))

@@ -83,7 +83,8 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile=True):
     keras.utils.set_random_seed(0)
     guess = gaussian_probe(scan.detector_shape, 60.0)
     model, _ = build_model(scan, probe=guess, normalise_probe=True, object_shape=(512, 512))
-    model.compile(refine=refine, jit_compile=jit_compile)
+    model.compile(refine=refine, jit_compile=jit_compile,
+                  steps_per_execution=int(np.ceil(scan.num_patterns / batch_size)))
     timer = EpochTimer().callback
     history = model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=batch_size,
                         epochs=warmup + epochs, shuffle=True, verbose=0, callbacks=[timer])

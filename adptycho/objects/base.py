@@ -32,6 +32,15 @@ class ObjectRepresentation(keras.layers.Layer):
         """(Y, X) complex64 object transmission function."""
         raise TypeError(f"{type(self).__name__} must define transmission()")
 
+    def transmission_parts(self):
+        """``(real, imag)`` (Y, X) float32 parts of the object (the model's fast path).
+
+        Representations that store real and imaginary parts override this to hand them over
+        without forming the complex tensor first.
+        """
+        value = self.transmission()
+        return tf.math.real(value), tf.math.imag(value)
+
     def call(self, inputs=None):
         return self.transmission()
 

@@ -68,6 +68,12 @@ class PixelObject(ObjectRepresentation):
         amplitude = p.get("amplitude", tf.ones_like(phase))
         return tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
 
+    def transmission_parts(self):
+        if self.parametrisation == "complex":
+            return (tf.convert_to_tensor(self._parts["real"]),
+                    tf.convert_to_tensor(self._parts["imag"]))
+        return super().transmission_parts()
+
     def assign(self, value) -> None:
         """Set the object to the (Y, X) complex array ``value`` (projected on the parametrisation)."""
         value = np.asarray(value)

@@ -74,7 +74,8 @@ def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
     """Exit waves behind the object for a batch of scan positions.
 
     Args:
-        object_: (Y, X) complex64 transmission function.
+        object_: (Y, X) complex64 transmission function, or a ``(real, imag)`` pair of (Y, X)
+            float32 tensors.
         probe: (M, H, W) complex64 probe modes.
         positions_px: (B, 2) float32 top-left corners (y, x) in object pixels; windows must lie
             inside the object.
@@ -87,12 +88,16 @@ def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
         (B, M, H, W) complex64 exit waves.
     """
     probe = tf.convert_to_tensor(probe, tf.complex64)
-    object_ = tf.convert_to_tensor(object_, tf.complex64)
+    if isinstance(object_, (tuple, list)):
+        real, imag = object_
+    else:
+        object_ = tf.convert_to_tensor(object_, tf.complex64)
+        real, imag = tf.math.real(object_), tf.math.imag(object_)
     h, w = probe.shape[-2], probe.shape[-1]
     corners, fractions = split_positions(positions_px)
     # Gathering the real and imaginary parts separately is faster (real scatter-add gradient).
-    patches = tf.complex(extract_patches(tf.math.real(object_), corners, (h, w)),
-                         extract_patches(tf.math.imag(object_), corners, (h, w)))  # (B, H, W)
+    patches = tf.complex(extract_patches(real, corners, (h, w)),
+                         extract_patches(imag, corners, (h, w)))  # (B, H, W)
     probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift)
     return probes * patches[:, None]
 
