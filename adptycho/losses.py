@@ -73,7 +73,7 @@ def get_loss(name: str):
 
 
 def amplitude_residual_sums(measured, predicted, mask=None):
-    """Sums for the relative amplitude residual sqrt(sum (sqrt I - sqrt X)^2 / sum X).
+    """Sums for the relative amplitude residual ``sum (sqrt I - sqrt X)^2 / sum X``.
 
     Returns ``(numerator, denominator)`` scalars over the batch, so the ratio can be
     accumulated over an epoch.

@@ -44,13 +44,20 @@ def plot_reconstruction(result, path, title: str = None, crop_to_scan: bool = Tr
         x1 = min(int(np.ceil(positions[:, 1].max())) + w, obj.shape[1])
         view = obj[y0:y1, x0:x1]
     fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
+    # Robust colour limits from the central half of the view (edges are poorly constrained).
+    cy, cx = view.shape[0] // 4, view.shape[1] // 4
+    centre_view = view[cy:view.shape[0] - cy or None, cx:view.shape[1] - cx or None]
+    phase = np.angle(view * np.exp(-1j * np.angle(np.mean(centre_view))))
     ax = axes[0, 0]
-    im = ax.imshow(np.abs(view), cmap="gray")
+    lo, hi = np.percentile(np.abs(centre_view), [1, 99])
+    im = ax.imshow(np.abs(view), cmap="gray", vmin=lo, vmax=hi)
     ax.set_title("object amplitude")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax = axes[0, 1]
-    im = ax.imshow(np.angle(view), cmap="twilight", vmin=-np.pi, vmax=np.pi)
-    ax.set_title("object phase (rad)")
+    centre_phase = np.angle(centre_view * np.exp(-1j * np.angle(np.mean(centre_view))))
+    lo, hi = np.percentile(centre_phase, [1, 99])
+    im = ax.imshow(phase, cmap="gray", vmin=lo, vmax=hi)
+    ax.set_title("object phase (rad, global phase removed)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax = axes[0, 2]
     power = np.sum(np.abs(probe) ** 2, axis=(1, 2))

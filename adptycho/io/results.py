@@ -7,7 +7,8 @@ File layout (all at the root of the HDF5 file):
 * ``positions_px``: (N, 2) float64 refined top-left corners (y, x) in object pixels
 * ``nominal_positions_px``: (N, 2) float64 starting positions on the same grid
 * ``loss_history``: (epochs,) float64 training loss per epoch
-* ``residual_history``: (epochs,) float64 relative amplitude residual per epoch
+* ``residual_history``: (epochs,) float64 relative amplitude residual per epoch,
+  ``sum (sqrt I - sqrt X)^2 / sum X`` averaged over the epoch's batches
 * attributes: ``distance_m`` (near field), ``pixel_size_m``, ``geometry``, ``adptycho_version``,
   ``settings`` (JSON of every option used), ``object_origin_px`` (offset from scan positions
   to object-grid corners).
