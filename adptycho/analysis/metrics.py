@@ -35,11 +35,12 @@ def align(estimate, truth, mask=None, scale: bool = True):
     return np.asarray(estimate) * global_factor(estimate, truth, mask, scale)
 
 
-def register(estimate, truth, upsample_factor: int = 20):
+def register(estimate, truth, upsample_factor: int = 20, on: str = "complex"):
     """Sub-pixel registration of ``estimate`` onto ``truth`` (skimage phase correlation).
 
     The whole images are correlated (cropping them to a region with a hard edge biases the
-    shift).
+    shift). ``on="amplitude"`` correlates |estimate| with |truth|, which a linear phase ramp
+    (probe-object ambiguity) does not disturb; ``"complex"`` uses the complex images.
 
     Returns:
         ``(shifted_estimate, shift_yx)``, the shift applied with a Fourier shift.
@@ -48,6 +49,8 @@ def register(estimate, truth, upsample_factor: int = 20):
 
     t = np.asarray(truth)
     e = np.asarray(estimate)
+    if on == "amplitude":
+        t, e = np.abs(t), np.abs(e)
     shift, _, _ = phase_cross_correlation(t, e, upsample_factor=upsample_factor, normalization=None)
     shifted = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(estimate), shift))
     return shifted.astype(np.complex64), np.asarray(shift)
@@ -89,7 +92,9 @@ def nrmse(truth, estimate, mask=None, scale: bool = True, registration: bool = F
         truth, estimate: (Y, X) complex arrays.
         mask: (Y, X) bool region to compare (e.g. ``illuminated_region``); default everything.
         scale: fit a complex factor (global phase and amplitude); ``False``: phase only.
-        registration: first register the estimate to sub-pixel precision.
+        registration: first register the estimate to sub-pixel precision (on the amplitudes
+            when ``ramp`` is set and the truth's amplitude has structure, since a phase ramp
+            shifts the complex correlation peak).
         ramp: remove a linear phase ramp (``remove_phase_ramp``), for probe-refined results.
     """
     truth = np.asarray(truth)
@@ -97,7 +102,9 @@ def nrmse(truth, estimate, mask=None, scale: bool = True, registration: bool = F
     if truth.shape != estimate.shape:
         raise ValueError(f"truth {truth.shape} and estimate {estimate.shape} differ in shape")
     if registration:
-        estimate, _ = register(estimate, truth)
+        amplitude = np.abs(truth)
+        structured = amplitude.std() > 1e-3 * max(amplitude.mean(), 1e-30)
+        estimate, _ = register(estimate, truth, on="amplitude" if ramp and structured else "complex")
     if ramp:
         estimate = remove_phase_ramp(estimate, truth, mask)
     sel = _region(truth.shape, mask)
