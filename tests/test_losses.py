@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from adptycho.errors import AdptychoError
-from adptycho.losses import (LOSSES, amplitude_loss, amplitude_residual_sums, get_loss,
+from adptycho.losses import (LOSSES, POISSON_OFFSET, amplitude_loss, amplitude_residual_sums, get_loss,
                              poisson_gaussian_loss, poisson_loss)
 from adptycho.model import NearFieldGeometry
 from adptycho.simulate import simulate
@@ -89,7 +89,8 @@ def test_amplitude_and_poisson_formulas():
     predicted = truth * rng.uniform(0.7, 1.3, size=truth.shape)
     eps = 1e-6
     amp = np.sum((np.sqrt(predicted + eps) - np.sqrt(measured)) ** 2, axis=(1, 2))
-    poi = np.sum(predicted - measured - measured * np.log((predicted + eps) / (measured + eps)),
+    b = POISSON_OFFSET
+    poi = np.sum((predicted + b) - (measured + b) - (measured + b) * np.log((predicted + b) / (measured + b)),
                  axis=(1, 2))
     np.testing.assert_allclose(amplitude_loss(f32(measured), f32(predicted)).numpy(), amp,
                                rtol=1e-4)
