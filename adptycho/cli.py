@@ -80,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
     p.add_argument("--readout-noise", type=_positive_float, default=1.0,
                    help="camera readout std in photons (poisson-gaussian loss)")
-    p.add_argument("--refine", type=_groups, default=["probe"],
-                   help="comma-separated groups to refine besides the object: probe,positions,distance")
+    p.add_argument("--refine", type=_groups, default=None,
+                   help="comma-separated groups to refine besides the object: probe,positions,distance "
+                        "(default: probe; none with --calibration)")
+    p.add_argument("--calibration", help="calibration file from 'adptycho calibrate': probe, "
+                                         "positions and distance are taken from it and frozen")
+    p.add_argument("--position-model", choices=("offsets", "affine"), default="offsets")
     p.add_argument("--fixed-object", action="store_true", help="do not refine the object")
     p.add_argument("--object", default="pixels", help="object representation (pixels)")
     p.add_argument("--parametrisation", default="complex",
@@ -100,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", help="resumable fit: backup directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+
+    p = sub.add_parser("calibrate", help="calibrate probe, positions and distance on a bright scan")
+    p.add_argument("input", help="high-SNR scan (.cxi, or tike .npz.bz2)")
+    p.add_argument("--out", required=True, help="output calibration .h5")
+    p.add_argument("--epochs", type=_positive_int, default=60)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
+    p.add_argument("--position-model", choices=("offsets", "affine"), default="offsets")
+    p.add_argument("--no-positions", action="store_true", help="do not refine positions")
+    p.add_argument("--no-distance", action="store_true", help="do not refine the distance")
+    p.add_argument("--probe-modes", type=_positive_int, default=1)
+    p.add_argument("--focus-distance", type=_positive_float,
+                   help="cone-beam near field: focus-to-sample distance z1 in metres")
+    p.add_argument("--nearfield", action="store_true", help="parallel-beam near field")
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("show", help="write a PNG of a reconstruction file")
     p.add_argument("input", help="reconstruction .h5")
@@ -132,16 +151,27 @@ def _cmd_reconstruct(args):
 
     scan = _load_scan(args)
     print(f"adptycho: {scan.describe()}")
-    refine = ([] if args.fixed_object else ["object"]) + list(args.refine)
+    probe = None
+    if args.calibration:
+        from adptycho.calibration import Calibration, apply_calibration
+
+        scan = apply_calibration(scan, Calibration.load(args.calibration))
+        probe = scan.probe
+        print(f"adptycho: calibration {args.calibration} applied (probe, positions, distance frozen)")
+    groups = args.refine if args.refine is not None else ([] if args.calibration else ["probe"])
+    refine = ([] if args.fixed_object else ["object"]) + list(groups)
     rates = {g: getattr(args, f"lr_{g}") for g in ("object", "probe", "positions", "distance")
              if getattr(args, f"lr_{g}") is not None}
     started = time.perf_counter()
     result = reconstruct(scan, epochs=args.epochs, batch_size=args.batch_size, refine=refine,
                          loss=args.loss, learning_rates=rates, decay_rate=args.decay,
                          engine=args.engine, object=args.object, parametrisation=args.parametrisation,
-                         probe_modes=args.probe_modes, readout_noise=args.readout_noise,
-                         seed=args.seed, verbose=2 if args.quiet else 1,
-                         checkpoint_dir=args.checkpoint_dir)
+                         probe=probe, probe_modes=args.probe_modes,
+                         readout_noise=args.readout_noise, seed=args.seed,
+                         verbose=2 if args.quiet else 1, checkpoint_dir=args.checkpoint_dir,
+                         position_model=args.position_model)
+    if args.calibration:
+        result.settings["calibration"] = os.path.abspath(args.calibration)
     elapsed = time.perf_counter() - started
     result.settings["input"] = os.path.abspath(args.input)
     if args.focus_distance:
@@ -261,8 +291,30 @@ def _cmd_demo(args):
     return error
 
 
+def _cmd_calibrate(args):
+    from adptycho.calibration import calibrate
+
+    args.readout_noise = 1.0
+    scan = _load_scan(args)
+    print(f"adptycho: {scan.describe()}")
+    near = scan.geometry == "nearfield"
+    started = time.perf_counter()
+    calibration = calibrate(scan, epochs=args.epochs, batch_size=args.batch_size,
+                            refine_positions=not args.no_positions,
+                            refine_distance=near and not args.no_distance,
+                            position_model=args.position_model, loss=args.loss,
+                            probe_modes=args.probe_modes, seed=args.seed, verbose=1)
+    calibration.save(args.out)
+    shift = calibration.positions_px - calibration.nominal_positions_px
+    shift -= shift.mean(axis=0)
+    rms = float(np.sqrt(np.mean(np.sum(shift ** 2, axis=1))))
+    distance = f", distance {calibration.distance_m * 1e3:.4f} mm" if calibration.distance_m else ""
+    print(f"adptycho: calibrated in {time.perf_counter() - started:.0f} s: position corrections "
+          f"{rms:.3f} px RMS{distance}; wrote {args.out}")
+
+
 COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": _cmd_show,
-            "demo": _cmd_demo}
+            "demo": _cmd_demo, "calibrate": _cmd_calibrate}
 
 
 def main(argv=None) -> int:

@@ -95,11 +95,15 @@ class PtychoModel(keras.Model):
             Poisson-Gaussian loss.
         subpixel: ``"auto"`` (Fourier sub-pixel shift when positions are fractional or refined),
             ``True`` or ``False`` (integer part only).
+        position_model: ``"offsets"`` (free zero-mean per-position corrections) or ``"affine"``
+            (a global affine map about the scan centroid, i.e. scale, rotation and shear of the
+            stage, fitted alongside the free offsets).
     """
 
     def __init__(self, object_representation: ObjectRepresentation, probe, positions_px,
                  near_field: Optional[NearFieldGeometry] = None, mask=None,
-                 loss: str = "amplitude", readout_noise=1.0, subpixel="auto", name="ptycho_model"):
+                 loss: str = "amplitude", readout_noise=1.0, subpixel="auto",
+                 position_model: str = "offsets", name="ptycho_model"):
         super().__init__(name=name)
         if not isinstance(object_representation, ObjectRepresentation):
             raise AdptychoError("object_representation must be an ObjectRepresentation "
@@ -141,6 +145,16 @@ class PtychoModel(keras.Model):
 
         # -- constants --------------------------------------------------------------------
         self._nominal_positions = tf.constant(positions_px, tf.float32)
+        if position_model not in ("offsets", "affine"):
+            raise AdptychoError(
+                f"position_model must be 'offsets' or 'affine', got {position_model!r}")
+        self.position_model = position_model
+        centroid = positions_px.mean(axis=0)
+        # Affine parameters are scaled by the RMS radius of the scan, so a unit change moves the
+        # outer positions by about one pixel (same Adam step size as the offsets).
+        self._position_extent = float(np.sqrt(np.mean(np.sum((positions_px - centroid) ** 2, 1)))) or 1.0
+        self._centred_positions = tf.constant(positions_px - centroid, tf.float32)
+        self._centred_pinv = tf.constant(np.linalg.pinv(positions_px - centroid), tf.float32)
         self._position_limit = tf.constant(
             [self.object_shape[0] - self.detector_shape[0],
              self.object_shape[1] - self.detector_shape[1]], tf.float32)
@@ -160,12 +174,15 @@ class PtychoModel(keras.Model):
                                           initializer=_constant(scaled.imag))
         self.position_corrections = self.add_weight(
             shape=(self.num_patterns, 2), name="position_corrections", initializer="zeros")
+        self.position_affine = self.add_weight(shape=(2, 2), name="position_affine",
+                                               initializer="zeros")
         self.log_distance_scale = self.add_weight(shape=(), name="log_distance_scale",
                                                   initializer="zeros")
         self.groups = {
             "object": list(self.object_representation.trainable_weights),
             "probe": [self.probe_real, self.probe_imag],
-            "positions": [self.position_corrections],
+            "positions": ([self.position_corrections, self.position_affine]
+                          if position_model == "affine" else [self.position_corrections]),
             "distance": [self.log_distance_scale],
         }
         self.active_groups = ("object",)
@@ -190,10 +207,23 @@ class PtychoModel(keras.Model):
         corrections = tf.convert_to_tensor(self.position_corrections)
         if indices is None:
             positions = self._nominal_positions + corrections
+            centred = self._centred_positions
         else:
             positions = (tf.gather(self._nominal_positions, indices)
                          + tf.gather(corrections, indices))
+            centred = tf.gather(self._centred_positions, indices)
+        if self.position_model == "affine":
+            deviation = tf.convert_to_tensor(self.position_affine) / self._position_extent
+            positions = positions + tf.matmul(centred, deviation, transpose_b=True)
         return tf.clip_by_value(positions, 0.0, self._position_limit + 0.999)
+
+    def affine_matrix(self) -> np.ndarray:
+        """(2, 2) fitted affine map of the nominal positions about their centroid ((y, x) order).
+
+        Identity unless ``position_model="affine"``; its polar decomposition gives rotation,
+        scale and shear of the scan stage.
+        """
+        return np.eye(2) + self.position_affine.numpy().astype(np.float64) / self._position_extent
 
     def distance_tensor(self) -> tf.Tensor:
         """Scalar float32 propagation distance in metres (near field)."""
@@ -219,7 +249,8 @@ class PtychoModel(keras.Model):
         if "positions" in self.active_groups:
             return True
         corrections = np.asarray(self.position_corrections.numpy())
-        return not (self._positions_integral and not np.any(corrections))
+        affine = np.asarray(self.position_affine.numpy())
+        return not (self._positions_integral and not np.any(corrections) and not np.any(affine))
 
     # -- forward ------------------------------------------------------------------------
     def call(self, indices, training=False):
@@ -294,6 +325,18 @@ class PtychoModel(keras.Model):
             lr = self.learning_rates[group] * self.decay_rate ** (epoch - self.start_epochs[group])
             self.group_optimizers[group].learning_rate = lr
 
+    def _project_position_corrections(self):
+        """Keep the free offsets at zero mean; with the affine model also free of any linear
+        trend, which moves into the affine matrix (so the split is unique)."""
+        corrections = tf.convert_to_tensor(self.position_corrections)
+        corrections = corrections - tf.reduce_mean(corrections, axis=0, keepdims=True)
+        if self.position_model == "affine":
+            # least squares corrections ~ centred @ L^T, L^T = pinv(centred) @ corrections
+            linear_t = tf.matmul(self._centred_pinv, corrections)  # (2, 2) = L^T
+            corrections = corrections - tf.matmul(self._centred_positions, linear_t)
+            self.position_affine.assign_add(tf.transpose(linear_t) * self._position_extent)
+        self.position_corrections.assign(corrections)
+
     def train_step(self, data):
         indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         active = [g for g in self.active_groups]
@@ -313,9 +356,7 @@ class PtychoModel(keras.Model):
             self.group_optimizers[group].apply(gradients[start:start + n], self.groups[group])
             start += n
         if "positions" in active:
-            corrections = tf.convert_to_tensor(self.position_corrections)
-            self.position_corrections.assign(
-                corrections - tf.reduce_mean(corrections, axis=0, keepdims=True))
+            self._project_position_corrections()
         self.loss_tracker.update_state(losses)
         self.residual_tracker.update_state(*amplitude_residual_sums(measured, predicted, self._mask))
         return {"loss": self.loss_tracker.result(), "residual": self.residual_tracker.result()}

@@ -26,7 +26,7 @@ OBJECTS = ("pixels",)
 def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str = "amplitude",
                 readout_noise=1.0, object_shape=None, padding_px: int = 8,
                 parametrisation: str = "complex", initial_object=None, subpixel="auto",
-                normalise_probe: Optional[bool] = None):
+                normalise_probe: Optional[bool] = None, position_model: str = "offsets"):
     """Build a ``PtychoModel`` (pixel object) and its object grid for ``scan``.
 
     Args:
@@ -66,7 +66,8 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
         near = NearFieldGeometry(scan.wavelength_m, scan.pixel_size_m, scan.propagation_distance_m)
     model = PtychoModel(PixelObject(grid.shape, parametrisation, initial=initial_object), probe,
                         grid.corners(scan.positions_px), near_field=near, mask=scan.mask,
-                        loss=loss, readout_noise=readout_noise, subpixel=subpixel)
+                        loss=loss, readout_noise=readout_noise, subpixel=subpixel,
+                        position_model=position_model)
     return model, grid
 
 
@@ -77,7 +78,8 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
                 parametrisation: str = "complex", probe=None, probe_modes: int = 1,
                 readout_noise=1.0, object_shape=None, padding_px: int = 8, initial_object=None,
                 seed: int = 0, verbose: int = 1, callbacks=None, checkpoint_dir=None,
-                jit_compile="auto", subpixel="auto") -> ReconstructionResult:
+                jit_compile="auto", subpixel="auto",
+                position_model: str = "offsets") -> ReconstructionResult:
     """Reconstruct object (and probe, positions, distance) from a scan with Adam.
 
     Args:
@@ -102,6 +104,7 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         checkpoint_dir: if given, a ``keras.callbacks.BackupAndRestore`` directory: an interrupted
             fit restarted with the same arguments continues from the last completed epoch.
         jit_compile: XLA-compile the training step.
+        position_model: ``offsets`` or ``affine`` (global affine stage model plus offsets).
 
     Returns:
         ``ReconstructionResult``.
@@ -118,7 +121,8 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
     model, grid = build_model(scan, probe=probe, probe_modes=probe_modes, loss=loss,
                               readout_noise=readout_noise, object_shape=object_shape,
                               padding_px=padding_px, parametrisation=parametrisation,
-                              initial_object=initial_object, subpixel=subpixel)
+                              initial_object=initial_object, subpixel=subpixel,
+                              position_model=position_model)
     later = max(1, epochs // 5)
     starts = {"object": 0, "probe": 1 if epochs > 1 else 0, "positions": later, "distance": later}
     starts.update(start_epochs or {})
@@ -142,6 +146,7 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         "readout_noise": np.asarray(readout_noise).tolist() if np.ndim(readout_noise) == 0 else "per-pixel",
         "seed": seed, "padding_px": padding_px, "geometry": scan.geometry,
         "num_patterns": scan.num_patterns, "detector_shape": list(scan.detector_shape),
+        "position_model": position_model, "affine": model.affine_matrix().tolist(),
     }
     extra = {f"{k}_history": np.asarray(v) for k, v in logs.items() if k not in ("loss", "residual")}
     return ReconstructionResult(

@@ -66,3 +66,25 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "no such file" in proc.stderr
+
+
+def test_calibrate_then_reconstruct_with_calibration(tmp_path):
+    bright = tmp_path / "bright.cxi"
+    assert main(["simulate", "--out", str(bright), "--object-size", "128", "--probe-size", "32",
+                 "--probe-diameter", "16", "--overlap", "0.7", "--photons", "1e6"]) == 0
+    calibration = tmp_path / "calibration.h5"
+    assert main(["calibrate", str(bright), "--out", str(calibration), "--epochs", "4",
+                 "--batch-size", "8"]) == 0
+    with h5py.File(calibration, "r") as f:  # the public calibration contract
+        assert f["probe"].dtype == np.complex64 and f["probe"].shape == (1, 32, 32)
+        assert f["positions_px"].shape[1] == 2
+        assert "distance_m" in f.attrs
+    dim = tmp_path / "dim.cxi"
+    assert main(["simulate", "--out", str(dim), "--object-size", "128", "--probe-size", "32",
+                 "--probe-diameter", "16", "--overlap", "0.7", "--photons", "1e4", "--poisson"]) == 0
+    out = tmp_path / "dim.h5"
+    assert main(["reconstruct", str(dim), "--out", str(out), "--calibration", str(calibration),
+                 "--epochs", "2", "--quiet", "--no-png"]) == 0
+    result = load_reconstruction(out)
+    assert result.settings["refine"] == ["object"]
+    assert result.settings["calibration"].endswith("calibration.h5")

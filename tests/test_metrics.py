@@ -37,7 +37,7 @@ def test_registration_and_ramp_removal_recover_a_shifted_ramped_copy(truth):
     region = np.zeros(truth.shape, bool)
     region[16:-16, 16:-16] = True
     assert nrmse(truth, ramped, region) > 0.3
-    assert nrmse(truth, ramped, region, registration=True, ramp=True) < 0.03
+    assert nrmse(truth, ramped, region, registration=True, ramp=True) < 0.05
     # ramp removal alone on an unshifted ramped copy is exact up to float32
     assert nrmse(truth, remove_phase_ramp(truth * np.exp(0.07j * xx), truth)) < 1e-5
 

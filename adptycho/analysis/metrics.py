@@ -35,12 +35,14 @@ def align(estimate, truth, mask=None, scale: bool = True):
     return np.asarray(estimate) * global_factor(estimate, truth, mask, scale)
 
 
-def register(estimate, truth, upsample_factor: int = 20, on: str = "complex"):
+def register(estimate, truth, upsample_factor: int = 20, on: str = "complex", mask=None):
     """Sub-pixel registration of ``estimate`` onto ``truth`` (skimage phase correlation).
 
     The whole images are correlated (cropping them to a region with a hard edge biases the
     shift). ``on="amplitude"`` correlates |estimate| with |truth|, which a linear phase ramp
-    (probe-object ambiguity) does not disturb; ``"complex"`` uses the complex images.
+    (probe-object ambiguity) does not disturb; ``"complex"`` uses the complex images. With a
+    ``mask``, only its bounding box is correlated (the unscanned surroundings of a
+    reconstruction carry no information about the shift).
 
     Returns:
         ``(shifted_estimate, shift_yx)``, the shift applied with a Fourier shift.
@@ -49,6 +51,11 @@ def register(estimate, truth, upsample_factor: int = 20, on: str = "complex"):
 
     t = np.asarray(truth)
     e = np.asarray(estimate)
+    if mask is not None and np.any(mask):
+        rows = np.flatnonzero(np.any(mask, axis=1))
+        cols = np.flatnonzero(np.any(mask, axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        t, e = t[box], e[box]
     if on == "amplitude":
         t, e = np.abs(t), np.abs(e)
     shift, _, _ = phase_cross_correlation(t, e, upsample_factor=upsample_factor, normalization=None)
@@ -104,7 +111,8 @@ def nrmse(truth, estimate, mask=None, scale: bool = True, registration: bool = F
     if registration:
         amplitude = np.abs(truth)
         structured = amplitude.std() > 1e-3 * max(amplitude.mean(), 1e-30)
-        estimate, _ = register(estimate, truth, on="amplitude" if ramp and structured else "complex")
+        estimate, _ = register(estimate, truth, on="amplitude" if ramp and structured else "complex",
+                               mask=mask)
     if ramp:
         estimate = remove_phase_ramp(estimate, truth, mask)
     sel = _region(truth.shape, mask)

@@ -1,0 +1,252 @@
+"""Calibrate once on a bright scan, reuse for low-dose scans.
+
+``calibrate(scan)`` fits object, probe, scan positions (optionally a global affine stage model)
+and, in near field, the propagation distance with a staged schedule: object and probe first,
+then positions, then distance (each group with its own Adam and the 0.97-per-epoch decay).
+The result is a ``Calibration`` saved to HDF5 (a public contract):
+
+* ``probe``: (M, H, W) complex64, photon units of the calibration scan
+* ``positions_px``: (N, 2) float64 refined positions (y, x) in the calibration scan's frame
+  (the same frame as its ``ScanData.positions_px``)
+* ``nominal_positions_px``: (N, 2) float64 the positions the calibration started from
+* ``affine``: (2, 2) float64 fitted affine map of positions about their centroid
+* ``loss_history``, ``residual_history``
+* attributes ``mean_counts`` (photons per pattern of the calibration scan), ``distance_m`` (refined propagation distance in near field; the sample-detector
+  distance in far field), ``focus_distance_m`` (cone beam, if known), ``geometry``,
+  ``wavelength_m``, ``pixel_size_m``, ``settings`` (JSON)
+
+``apply_calibration(scan, calibration)`` returns a copy of another scan of the same instrument
+with the calibrated positions (where it shares the calibration's positions) or the affine map
+applied to its own positions, the calibrated distance, and the calibrated probe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from adptycho.errors import AdptychoError, DataError
+from adptycho.io.atomic import atomic_path
+from adptycho.io.scan_data import NEARFIELD, ScanData
+from adptycho.reconstruction import reconstruct
+
+__all__ = ["Calibration", "calibrate", "apply_calibration", "remove_probe_phase_ramp", "centre_probe"]
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Instrument calibration from a high-SNR scan (see the module docstring for the file)."""
+
+    probe: np.ndarray
+    positions_px: np.ndarray
+    nominal_positions_px: np.ndarray
+    affine: np.ndarray
+    distance_m: Optional[float]
+    geometry: str
+    wavelength_m: Optional[float] = None
+    pixel_size_m: Optional[tuple] = None
+    focus_distance_m: Optional[float] = None
+    mean_counts: Optional[float] = None
+    loss_history: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    residual_history: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    settings: dict = dataclasses.field(default_factory=dict)
+
+    def save(self, path) -> None:
+        """Write the calibration file atomically."""
+        with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+            probe = np.asarray(self.probe, np.complex64)
+            f.create_dataset("probe", data=probe[None] if probe.ndim == 2 else probe)
+            f.create_dataset("positions_px", data=np.asarray(self.positions_px, np.float64))
+            f.create_dataset("nominal_positions_px",
+                             data=np.asarray(self.nominal_positions_px, np.float64))
+            f.create_dataset("affine", data=np.asarray(self.affine, np.float64))
+            f.create_dataset("loss_history", data=np.asarray(self.loss_history, np.float64))
+            f.create_dataset("residual_history", data=np.asarray(self.residual_history, np.float64))
+            if self.distance_m is not None:
+                f.attrs["distance_m"] = float(self.distance_m)
+            if self.focus_distance_m is not None:
+                f.attrs["focus_distance_m"] = float(self.focus_distance_m)
+            if self.wavelength_m is not None:
+                f.attrs["wavelength_m"] = float(self.wavelength_m)
+            if self.mean_counts is not None:
+                f.attrs["mean_counts"] = float(self.mean_counts)
+            if self.pixel_size_m is not None:
+                f.attrs["pixel_size_m"] = np.asarray(self.pixel_size_m, np.float64)
+            f.attrs["geometry"] = self.geometry
+            f.attrs["settings"] = json.dumps(self.settings, sort_keys=True, default=str)
+            f.attrs["kind"] = "adptycho calibration"
+
+    @classmethod
+    def load(cls, path) -> "Calibration":
+        """Read a file written by ``save``."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise DataError(f"no such file: {path}")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise DataError(f"cannot read {path} as HDF5: {exc}") from None
+        with f:
+            for name in ("probe", "positions_px"):
+                if name not in f:
+                    raise DataError(f"{path} is not a calibration file: no '{name}' dataset")
+            positions = f["positions_px"][()]
+            return cls(
+                probe=f["probe"][()], positions_px=positions,
+                nominal_positions_px=f["nominal_positions_px"][()] if "nominal_positions_px" in f else positions,
+                affine=f["affine"][()] if "affine" in f else np.eye(2),
+                distance_m=float(f.attrs["distance_m"]) if "distance_m" in f.attrs else None,
+                geometry=str(f.attrs.get("geometry", "farfield")),
+                wavelength_m=float(f.attrs["wavelength_m"]) if "wavelength_m" in f.attrs else None,
+                pixel_size_m=tuple(f.attrs["pixel_size_m"]) if "pixel_size_m" in f.attrs else None,
+                focus_distance_m=(float(f.attrs["focus_distance_m"])
+                                  if "focus_distance_m" in f.attrs else None),
+                mean_counts=float(f.attrs["mean_counts"]) if "mean_counts" in f.attrs else None,
+                loss_history=f["loss_history"][()] if "loss_history" in f else np.zeros(0),
+                residual_history=f["residual_history"][()] if "residual_history" in f else np.zeros(0),
+                settings=json.loads(f.attrs.get("settings", "{}")))
+
+
+def remove_probe_phase_ramp(probe):
+    """Remove the probe's linear phase ramp (the probe-object ramp ambiguity).
+
+    ``P exp(i k.r)`` with ``O exp(-i k.r)`` predicts the same data, and a reconstruction started
+    from a flat object cannot easily build the compensating ramp, so a calibrated probe should
+    carry none. The ramp is found from the |P|^2-weighted mean phase difference between
+    neighbouring pixels along y and x of the dominant mode (wrap-free, unlike fitting the phase
+    itself), and removed from all modes.
+
+    Args:
+        probe: (M, H, W) complex.
+
+    Returns:
+        (M, H, W) complex64.
+    """
+    probe = np.asarray(probe, np.complex64)
+    _, h, w = probe.shape
+    main = probe[int(np.argmax(np.sum(np.abs(probe) ** 2, axis=(1, 2))))].astype(np.complex128)
+    ky = np.angle(np.sum(main[1:, :] * np.conj(main[:-1, :])))
+    kx = np.angle(np.sum(main[:, 1:] * np.conj(main[:, :-1])))
+    yy, xx = np.mgrid[:h, :w]
+    return (probe * np.exp(-1j * (ky * yy + kx * xx))).astype(np.complex64)
+
+
+def centre_probe(probe):
+    """Move the probe's intensity centroid to the window centre.
+
+    Shifting probe and object together by ``d`` (positions unchanged) shifts every exit wave by
+    ``d`` and leaves the measured intensities unchanged, so a calibration may return a probe
+    drifted by a pixel or two together with an equally drifted object. Centring the calibrated
+    probe undoes that drift, so a later scan reconstructed with the calibration (its object
+    started flat) lands its object where the positions put it.
+
+    Args:
+        probe: (M, H, W) complex.
+
+    Returns:
+        ``(centred_probe, d)``, the shift removed (pixels, (y, x)).
+    """
+    from scipy import ndimage
+
+    probe = np.asarray(probe, np.complex64)
+    _, h, w = probe.shape
+    power = np.sum(np.abs(probe) ** 2, axis=0)
+    yy, xx = np.mgrid[:h, :w]
+    centroid = np.array([np.sum(yy * power), np.sum(xx * power)]) / max(power.sum(), 1e-30)
+    offset = centroid - np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+    centred = np.stack([np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(mode), -offset))
+                        for mode in probe]).astype(np.complex64)
+    return centred, offset
+
+
+def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
+              refine_positions: bool = True, refine_distance: Optional[bool] = None,
+              position_model: str = "offsets", loss: str = "amplitude", probe=None,
+              probe_modes: int = 1, learning_rates: Optional[dict] = None,
+              start_epochs: Optional[dict] = None, seed: int = 0, verbose: int = 0,
+              checkpoint_dir=None) -> Calibration:
+    """Staged joint refinement of probe, positions and (near field) distance on a bright scan.
+
+    Schedule (epochs from 0): object from 0, probe from 1, positions from ``epochs // 4``,
+    distance from ``epochs // 2``; each group decays its learning rate by 0.97 per epoch from its
+    start. ``start_epochs`` / ``learning_rates`` override it.
+
+    Args:
+        scan: the high-SNR calibration scan.
+        refine_distance: refine the propagation distance (default: in near field only; far-field
+            distance refinement is not available yet).
+        position_model: ``offsets`` or ``affine`` (global scale/rotation/shear plus offsets).
+        Other arguments as for ``reconstruct``.
+
+    Returns:
+        ``Calibration``.
+    """
+    if refine_distance is None:
+        refine_distance = scan.geometry == NEARFIELD
+    if refine_distance and scan.geometry != NEARFIELD:
+        raise AdptychoError("distance calibration is available for near-field scans only so far")
+    refine = ["object", "probe"] + (["positions"] if refine_positions else []) + \
+        (["distance"] if refine_distance else [])
+    starts = {"object": 0, "probe": 1, "positions": max(1, epochs // 4),
+              "distance": max(1, epochs // 2)}
+    starts.update(start_epochs or {})
+    result = reconstruct(scan, epochs=epochs, batch_size=batch_size, refine=tuple(refine),
+                         loss=loss, probe=probe, probe_modes=probe_modes,
+                         learning_rates=learning_rates, start_epochs=starts, seed=seed,
+                         verbose=verbose, checkpoint_dir=checkpoint_dir,
+                         position_model=position_model)
+    origin = np.asarray(result.object_origin_px, np.float64)
+    distance = result.distance_m if scan.geometry == NEARFIELD else scan.detector_distance_m
+    settings = dict(result.settings)
+    settings.update({"calibration_refine": refine, "position_model": position_model})
+    probe = result.probe
+    if scan.geometry != NEARFIELD:
+        probe = remove_probe_phase_ramp(probe)
+        settings["probe_ramp_removed"] = True
+    probe, offset = centre_probe(probe)
+    settings["probe_centring_shift_px"] = offset.tolist()
+    return Calibration(
+        probe=probe, positions_px=np.asarray(result.positions_px) - origin,
+        nominal_positions_px=np.asarray(scan.positions_px, np.float64),
+        affine=np.asarray(result.settings.get("affine", np.eye(2))), distance_m=distance,
+        geometry=scan.geometry, wavelength_m=scan.wavelength_m, pixel_size_m=scan.pixel_size_m,
+        focus_distance_m=scan.focus_distance_m, mean_counts=scan.mean_counts(),
+        loss_history=result.loss_history,
+        residual_history=result.residual_history, settings=settings)
+
+
+def apply_calibration(scan: ScanData, calibration: Calibration, tolerance_px: float = 0.5) -> ScanData:
+    """A copy of ``scan`` with the calibrated probe, positions and distance.
+
+    Positions: when ``scan`` has as many positions as the calibration and they agree with the
+    calibration's nominal positions within ``tolerance_px`` (the same programmed scan), the
+    calibrated positions are used; otherwise the calibration's affine map is applied to the
+    scan's own positions about their centroid. The probe is rescaled by
+    sqrt(mean counts of ``scan`` / mean counts of the calibration scan), so a lower dose keeps
+    the calibrated probe shape with the new photon budget.
+    """
+    if calibration.geometry != scan.geometry:
+        raise AdptychoError(f"calibration is {calibration.geometry} but the scan is {scan.geometry}")
+    probe = np.asarray(calibration.probe)
+    if probe.shape[-2:] != scan.detector_shape:
+        raise AdptychoError(f"calibrated probe {probe.shape[-2:]} does not match the detector "
+                            f"{scan.detector_shape}")
+    nominal = np.asarray(calibration.nominal_positions_px)
+    positions = np.asarray(scan.positions_px, np.float64)
+    if positions.shape == nominal.shape and np.max(np.abs(positions - nominal)) <= tolerance_px:
+        positions = np.asarray(calibration.positions_px, np.float64)
+    else:
+        centroid = positions.mean(axis=0)
+        positions = centroid + (positions - centroid) @ np.asarray(calibration.affine).T
+    if calibration.mean_counts:
+        probe = probe * np.sqrt(max(scan.mean_counts(), 0.0) / calibration.mean_counts)
+    changes = {"positions_px": positions, "probe": probe.astype(np.complex64),
+               "metadata": {**scan.metadata, "calibrated": True}}
+    if scan.geometry == NEARFIELD and calibration.distance_m is not None:
+        changes["propagation_distance_m"] = calibration.distance_m
+    return dataclasses.replace(scan, **changes)
