@@ -313,8 +313,28 @@ class PtychoModel(keras.Model):
             jit_compile = True
         super().compile(optimizer=main, jit_compile=jit_compile, **kwargs)
 
+    def orthogonalise_probe(self) -> None:
+        """Make the probe modes orthogonal and sort them by power (SVD of the (M, H*W) stack).
+
+        The incoherent sum sum_m |Prop(P_m O)|^2 is invariant under unitary mixing of the modes
+        (Thibault & Menzel 2013), so this changes no prediction; it gives the modes a unique,
+        interpretable form (the dominant mode first).
+        """
+        if self.num_modes < 2:
+            return
+        probe = self.get_probe().reshape(self.num_modes, -1).astype(np.complex128)
+        _, singular, vh = np.linalg.svd(probe, full_matrices=False)
+        modes = (singular[:, None] * vh).reshape((self.num_modes,) + self.detector_shape)
+        self.probe_real.assign((modes.real / self.probe_scale).astype(np.float32))
+        self.probe_imag.assign((modes.imag / self.probe_scale).astype(np.float32))
+
     def set_epoch(self, epoch: int) -> None:
-        """Activate the groups whose start epoch has come and decay their learning rates."""
+        """Activate the groups whose start epoch has come and decay their learning rates.
+
+        With several probe modes under refinement, the modes are also re-orthogonalised.
+        """
+        if "probe" in self.active_groups and self.num_modes > 1:
+            self.orthogonalise_probe()
         active = tuple(g for g in self.refine if epoch >= self.start_epochs[g])
         if active != self.active_groups:
             self.active_groups = active

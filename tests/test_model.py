@@ -180,3 +180,21 @@ def test_bad_input_errors_name_the_problem():
         reconstruct(scan, loss="gauss")
     with pytest.raises(AdptychoError, match="readout_noise must be positive"):
         build_model(scan, loss="poisson-gaussian", readout_noise=0.0)
+
+
+def test_probe_mode_orthogonalisation_keeps_intensities_and_orders_modes():
+    scan, obj, probe = _small_model()
+    rng = np.random.default_rng(3)
+    modes = np.stack([probe, 0.5 * probe * np.exp(1j * rng.uniform(0, 6, probe.shape)),
+                      0.8 * np.roll(probe, 3, axis=1)])
+    model = PtychoModel(PixelObject(obj.shape, initial=obj), modes, scan.positions_px)
+    before = model(np.arange(scan.num_patterns)).numpy()
+    model.orthogonalise_probe()
+    after = model(np.arange(scan.num_patterns)).numpy()
+    np.testing.assert_allclose(after, before, rtol=2e-4, atol=1e-3 * before.max())
+    flat = model.get_probe().reshape(3, -1)
+    gram = flat.conj() @ flat.T
+    off_diagonal = np.abs(gram - np.diag(np.diag(gram)))
+    assert off_diagonal.max() < 1e-4 * np.abs(np.diag(gram)).max()
+    power = np.real(np.diag(gram))
+    assert np.all(np.diff(power) <= 0)
