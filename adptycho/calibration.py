@@ -35,7 +35,8 @@ from adptycho.io.atomic import atomic_path
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.reconstruction import reconstruct
 
-__all__ = ["Calibration", "calibrate", "apply_calibration", "remove_probe_phase_ramp", "centre_probe"]
+__all__ = ["Calibration", "calibrate", "apply_calibration", "rescale_focus_distance",
+           "search_focus_distance", "remove_probe_phase_ramp", "centre_probe"]
 
 
 @dataclasses.dataclass
@@ -164,12 +165,69 @@ def centre_probe(probe):
     return centred, offset
 
 
+def rescale_focus_distance(scan: ScanData, focus_distance_m: float) -> ScanData:
+    """The same cone-beam scan described with another focus-to-sample distance z1.
+
+    Positions in metres are fixed; in pixels they scale with the magnification
+    M = (z1 + z2) / z1, and so do the effective pixel dx_det / M and distance z2 / M.
+    """
+    from adptycho.geometry.grids import cone_beam_geometry
+
+    if scan.geometry != NEARFIELD or None in (scan.focus_distance_m, scan.detector_distance_m,
+                                              scan.detector_pixel_size_m):
+        raise AdptychoError("rescale_focus_distance needs a cone-beam near-field scan "
+                            "(focus, detector distance and detector pixel size)")
+    old, _, _ = cone_beam_geometry(scan.focus_distance_m, scan.detector_distance_m,
+                                   scan.detector_pixel_size_m)
+    new, pixel, distance = cone_beam_geometry(focus_distance_m, scan.detector_distance_m,
+                                              scan.detector_pixel_size_m)
+    metadata = {**scan.metadata, "magnification": new}
+    return dataclasses.replace(scan, positions_px=scan.positions_px * (new / old),
+                               pixel_size_m=pixel, propagation_distance_m=distance,
+                               focus_distance_m=float(focus_distance_m), metadata=metadata)
+
+
+def search_focus_distance(scan: ScanData, factors=None, epochs: int = 20, batch_size: int = 16,
+                          loss: str = "amplitude", seed: int = 0):
+    """Profile search of the cone-beam z1: short object + probe fits on a grid of z1.
+
+    Joint gradient descent on z1 alone barely moves it (object and probe adapt to a wrong z1
+    first and the valley towards the right one is shallow), while the final loss of a short
+    reconstruction at each z1 has a clear minimum. The grid is ``z1_start * factors`` (default 9
+    values from z1/1.5 to 1.5 z1, geometric); a parabola through the best point and its
+    neighbours (in log z1) gives the estimate.
+
+    Returns:
+        ``(z1_best, table)`` with ``table`` a list of ``(z1, final_loss)``.
+    """
+    if factors is None:
+        factors = np.geomspace(1 / 1.5, 1.5, 9)
+    table = []
+    for factor in factors:
+        z1 = scan.focus_distance_m * float(factor)
+        result = reconstruct(rescale_focus_distance(scan, z1), epochs=epochs,
+                             batch_size=batch_size, refine=("object", "probe"), loss=loss,
+                             seed=seed, verbose=0)
+        table.append((z1, float(result.loss_history[-1])))
+    z = np.log([t[0] for t in table])
+    values = np.array([t[1] for t in table])
+    best = int(np.argmin(values))
+    if 0 < best < len(values) - 1:
+        a, b, _ = np.polyfit(z[best - 1:best + 2], values[best - 1:best + 2], 2)
+        estimate = -b / (2 * a) if a > 0 else z[best]
+        estimate = float(np.clip(estimate, z[best - 1], z[best + 1]))
+    else:
+        estimate = float(z[best])
+    return float(np.exp(estimate)), table
+
+
 def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
               refine_positions: bool = True, refine_distance: Optional[bool] = None,
               position_model: str = "offsets", loss: str = "amplitude", probe=None,
               probe_modes: int = 1, learning_rates: Optional[dict] = None,
               start_epochs: Optional[dict] = None, seed: int = 0, verbose: int = 0,
-              checkpoint_dir=None) -> Calibration:
+              checkpoint_dir=None, focus_search: Optional[bool] = None,
+              focus_search_epochs: int = 20) -> Calibration:
     """Staged joint refinement of probe, positions and (near field) distance on a bright scan.
 
     Schedule (epochs from 0): object from 0, probe from 1, positions from ``epochs // 4``,
@@ -181,6 +239,8 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
         refine_distance: refine the propagation distance (default: in near field only; far-field
             distance refinement is not available yet).
         position_model: ``offsets`` or ``affine`` (global scale/rotation/shear plus offsets).
+        focus_search: cone-beam scans: first locate z1 with ``search_focus_distance`` (default:
+            yes when the distance is refined), then refine it by gradient descent with the rest.
         Other arguments as for ``reconstruct``.
 
     Returns:
@@ -190,6 +250,17 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
         refine_distance = scan.geometry == NEARFIELD
     if refine_distance and scan.geometry != NEARFIELD:
         raise AdptychoError("distance calibration is available for near-field scans only so far")
+    cone = scan.geometry == NEARFIELD and None not in (
+        scan.focus_distance_m, scan.detector_distance_m, scan.detector_pixel_size_m)
+    if focus_search is None:
+        focus_search = bool(refine_distance and cone)
+    search_table = None
+    if focus_search:
+        if not cone:
+            raise AdptychoError("focus_search needs a cone-beam scan (give the focus distance)")
+        z1, search_table = search_focus_distance(scan, epochs=focus_search_epochs,
+                                                 batch_size=batch_size, loss=loss, seed=seed)
+        scan = rescale_focus_distance(scan, z1)
     refine = ["object", "probe"] + (["positions"] if refine_positions else []) + \
         (["distance"] if refine_distance else [])
     starts = {"object": 0, "probe": 1, "positions": max(1, epochs // 4),
@@ -204,6 +275,8 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     distance = result.distance_m if scan.geometry == NEARFIELD else scan.detector_distance_m
     settings = dict(result.settings)
     settings.update({"calibration_refine": refine, "position_model": position_model})
+    if search_table is not None:
+        settings["focus_search"] = [[z, v] for z, v in search_table]
     probe = result.probe
     if scan.geometry != NEARFIELD:
         probe = remove_probe_phase_ramp(probe)
@@ -215,7 +288,8 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
         nominal_positions_px=np.asarray(scan.positions_px, np.float64),
         affine=np.asarray(result.settings.get("affine", np.eye(2))), distance_m=distance,
         geometry=scan.geometry, wavelength_m=scan.wavelength_m, pixel_size_m=scan.pixel_size_m,
-        focus_distance_m=scan.focus_distance_m, mean_counts=scan.mean_counts(),
+        focus_distance_m=result.focus_distance_m or scan.focus_distance_m,
+        mean_counts=scan.mean_counts(),
         loss_history=result.loss_history,
         residual_history=result.residual_history, settings=settings)
 
@@ -232,6 +306,9 @@ def apply_calibration(scan: ScanData, calibration: Calibration, tolerance_px: fl
     """
     if calibration.geometry != scan.geometry:
         raise AdptychoError(f"calibration is {calibration.geometry} but the scan is {scan.geometry}")
+    if (calibration.focus_distance_m is not None and scan.focus_distance_m is not None
+            and scan.focus_distance_m != calibration.focus_distance_m):
+        scan = rescale_focus_distance(scan, calibration.focus_distance_m)
     probe = np.asarray(calibration.probe)
     if probe.shape[-2:] != scan.detector_shape:
         raise AdptychoError(f"calibrated probe {probe.shape[-2:]} does not match the detector "

@@ -34,6 +34,7 @@ from adptycho.losses import amplitude_residual_sums, get_loss
 from adptycho.objects.base import ObjectRepresentation
 from adptycho.physics.forward import can_fold_fftshift, exit_waves, intensities_from_waves
 from adptycho.physics.propagators import angular_spectrum_kernel
+from adptycho.physics.shifts import split_positions
 
 __all__ = ["PtychoModel", "NearFieldGeometry", "PARAMETER_GROUPS", "DEFAULT_LEARNING_RATES"]
 
@@ -49,11 +50,24 @@ class NearFieldGeometry:
         wavelength_m: wavelength in metres.
         pixel_size_m: (dy, dx) sample-plane pixel size in metres (effective for cone beam).
         distance_m: nominal propagation distance in metres (effective z2/M for cone beam).
+        focus_distance_m, detector_distance_m, detector_pixel_size_m: cone beam only (Fresnel
+            scaling): z1, z2 and the (square) detector pitch; with all three the trainable
+            distance is z1, M = (z1 + z2) / z1, pixel = dx_det / M, distance = z2 / M.
     """
 
     wavelength_m: float
     pixel_size_m: tuple
     distance_m: float
+    focus_distance_m: Optional[float] = None
+    detector_distance_m: Optional[float] = None
+    detector_pixel_size_m: Optional[float] = None
+
+    @property
+    def cone_beam(self) -> bool:
+        """True when z1, z2 and the detector pixel are known: the distance group then fits z1
+        (magnification, effective pixel, effective distance and positions in pixels all follow)."""
+        return None not in (self.focus_distance_m, self.detector_distance_m,
+                            self.detector_pixel_size_m)
 
 
 class _RelativeResidual(keras.metrics.Metric):
@@ -215,6 +229,12 @@ class PtychoModel(keras.Model):
         if self.position_model == "affine":
             deviation = tf.convert_to_tensor(self.position_affine) / self._position_extent
             positions = positions + tf.matmul(centred, deviation, transpose_b=True)
+        if self.near_field is not None and self.near_field.cone_beam:
+            # positions in metres are fixed; in pixels they scale with M(z1) / M(z1_nominal)
+            magnification = self._cone_beam_geometry()[0]
+            z1_0 = self.near_field.focus_distance_m
+            nominal = (z1_0 + self.near_field.detector_distance_m) / z1_0
+            positions = positions + centred * (magnification / nominal - 1.0)
         return tf.clip_by_value(positions, 0.0, self._position_limit + 0.999)
 
     def affine_matrix(self) -> np.ndarray:
@@ -225,17 +245,34 @@ class PtychoModel(keras.Model):
         """
         return np.eye(2) + self.position_affine.numpy().astype(np.float64) / self._position_extent
 
+    def focus_distance_tensor(self) -> tf.Tensor:
+        """Scalar float32 cone-beam focus-to-sample distance z1 in metres."""
+        return self.near_field.focus_distance_m * tf.exp(tf.convert_to_tensor(self.log_distance_scale))
+
+    def _cone_beam_geometry(self):
+        z1 = self.focus_distance_tensor()
+        z2 = self.near_field.detector_distance_m
+        magnification = (z1 + z2) / z1
+        return magnification, self.near_field.detector_pixel_size_m / magnification, z2 / magnification
+
     def distance_tensor(self) -> tf.Tensor:
-        """Scalar float32 propagation distance in metres (near field)."""
+        """Scalar float32 (effective) propagation distance in metres (near field)."""
         if self.near_field is None:
             raise AdptychoError("far-field models have no propagation distance parameter")
+        if self.near_field.cone_beam:
+            return self._cone_beam_geometry()[2]
         return self.near_field.distance_m * tf.exp(tf.convert_to_tensor(self.log_distance_scale))
 
     def transfer_function(self):
         """(H, W) complex64 band-limited angular-spectrum transfer function, or None (far field)."""
         if self.near_field is None:
             return None
-        from adptycho.physics.propagators import angular_spectrum_transfer
+        from adptycho.physics.propagators import (angular_spectrum_transfer,
+                                                  angular_spectrum_transfer_tf)
+        if self.near_field.cone_beam:
+            _, pixel, distance = self._cone_beam_geometry()
+            return angular_spectrum_transfer_tf(self.detector_shape, pixel,
+                                                self.near_field.wavelength_m, distance)
         return angular_spectrum_transfer(self.detector_shape, self.near_field.pixel_size_m,
                                          self.near_field.wavelength_m, self.distance_tensor())
 
@@ -257,10 +294,14 @@ class PtychoModel(keras.Model):
         """(B,) int pattern indices -> (B, H, W) float32 predicted intensities."""
         indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
         fold = self.near_field is None and can_fold_fftshift(self.detector_shape)
+        positions = self.positions_tensor(indices)
         waves = exit_waves(self.object_representation.transmission_parts(), self.probe_tensor(),
-                           self.positions_tensor(indices), subpixel=self._subpixel_now,
-                           fold_fftshift=fold)
-        return intensities_from_waves(waves, self.transfer_function(), folded=fold)
+                           positions, subpixel=self._subpixel_now, fold_fftshift=fold)
+        fractions = None
+        if self.near_field is not None and self._subpixel_now:
+            fractions = split_positions(positions)[1]
+        return intensities_from_waves(waves, self.transfer_function(), folded=fold,
+                                      fractions=fractions)
 
     def pattern_losses(self, measured, predicted):
         """(B,) per-pattern noise-model loss."""
@@ -415,6 +456,12 @@ class PtychoModel(keras.Model):
     def get_positions(self) -> np.ndarray:
         """(N, 2) float64 refined top-left corners (y, x) in object pixels."""
         return self.positions_tensor().numpy().astype(np.float64)
+
+    def get_focus_distance(self) -> Optional[float]:
+        """Refined cone-beam focus-to-sample distance z1 in metres, else None."""
+        if self.near_field is None or not self.near_field.cone_beam:
+            return None
+        return float(self.focus_distance_tensor().numpy())
 
     def get_distance(self) -> Optional[float]:
         """Refined propagation distance in metres (near field), else None."""

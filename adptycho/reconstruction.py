@@ -63,7 +63,14 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
             f"initial object shape {np.shape(initial_object)} does not match the grid {grid.shape}")
     near = None
     if scan.geometry == NEARFIELD:
-        near = NearFieldGeometry(scan.wavelength_m, scan.pixel_size_m, scan.propagation_distance_m)
+        cone = scan.focus_distance_m is not None and scan.detector_distance_m is not None \
+            and scan.detector_pixel_size_m is not None \
+            and abs(scan.detector_pixel_size_m[0] - scan.detector_pixel_size_m[1]) < 1e-15
+        near = NearFieldGeometry(
+            scan.wavelength_m, scan.pixel_size_m, scan.propagation_distance_m,
+            focus_distance_m=scan.focus_distance_m if cone else None,
+            detector_distance_m=scan.detector_distance_m if cone else None,
+            detector_pixel_size_m=scan.detector_pixel_size_m[0] if cone else None)
     model = PtychoModel(PixelObject(grid.shape, parametrisation, initial=initial_object), probe,
                         grid.corners(scan.positions_px), near_field=near, mask=scan.mask,
                         loss=loss, readout_noise=readout_noise, subpixel=subpixel,
@@ -154,5 +161,6 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         nominal_positions_px=grid.corners(scan.positions_px),
         loss_history=np.asarray(logs.get("loss", []), np.float64),
         residual_history=np.asarray(logs.get("residual", []), np.float64),
-        distance_m=model.get_distance(), pixel_size_m=scan.pixel_size_m, geometry=scan.geometry,
+        distance_m=model.get_distance(), focus_distance_m=model.get_focus_distance(),
+        pixel_size_m=scan.pixel_size_m, geometry=scan.geometry,
         object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)

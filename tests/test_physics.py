@@ -84,7 +84,11 @@ def np_fourier_shift(x, shift):
 
 
 def np_forward(obj, probe, positions, transfer=None):
-    """Numpy reference of I_j = sum_m |Prop{ shift(P_m, frac_j) * O[corner_j window] }|^2."""
+    """Numpy reference of I_j = sum_m |Prop{ shift(P_m, frac_j) * O[corner_j window] }|^2.
+
+    Near field: the detector is fixed to the probe, so the propagated wave is shifted back by
+    -frac_j (in far field that shift only adds a phase ramp, invisible in the intensity).
+    """
     m, h, w = probe.shape
     out = np.zeros((len(positions), h, w))
     for j, pos in enumerate(np.asarray(positions, float)):
@@ -93,7 +97,10 @@ def np_forward(obj, probe, positions, transfer=None):
         patch = obj[corner[0]:corner[0] + h, corner[1]:corner[1] + w]
         for mode in range(m):
             exit_wave = np_fourier_shift(probe[mode], frac) * patch
-            wave = np_far_field(exit_wave) if transfer is None else np_near_field(exit_wave, transfer)
+            if transfer is None:
+                wave = np_far_field(exit_wave)
+            else:
+                wave = np_fourier_shift(np_near_field(exit_wave, transfer), -frac)
             out[j] += np.abs(wave) ** 2
     return out
 
@@ -524,3 +531,19 @@ def test_model_gradient_distance(geometry):
     # data from a different object *and* a 5% different distance
     model.log_distance_scale.assign(0.05)
     _check_gradient(model, data, model.log_distance_scale, (), step=1e-3)
+
+
+def test_near_field_detector_is_fixed_to_the_probe_for_subpixel_positions():
+    """Moving the scan by 0.5 px equals moving the object by -0.5 px (probe, detector fixed)."""
+    rng = np.random.default_rng(33)
+    obj = low_pass(rng.normal(size=(64, 64)) + 1j * rng.normal(size=(64, 64)), 6) + 3.0
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    probe = np.exp(-(yy ** 2 + xx ** 2) / (2 * 4.0 ** 2))[None].astype(complex)  # compact
+    transfer = angular_spectrum_transfer((32, 32), 1e-6, 561e-9, 2e-4)
+    moved_scan = forward_intensities(c64(obj), c64(probe), tf.constant([[10.5, 12.5]], tf.float32),
+                                     transfer).numpy()
+    moved_object = np.fft.ifft2(np.fft.fft2(obj) * np.exp(
+        2j * np.pi * (0.5 * np.fft.fftfreq(64)[:, None] + 0.5 * np.fft.fftfreq(64)[None, :])))
+    reference = forward_intensities(c64(moved_object), c64(probe), tf.constant([[10.0, 12.0]], tf.float32),
+                                    transfer).numpy()
+    np.testing.assert_allclose(moved_scan, reference, rtol=0, atol=2e-3 * reference.max())

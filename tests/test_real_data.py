@@ -1,4 +1,11 @@
-"""Real data from ../shared/data (skips cleanly where it is absent)."""
+"""Real data from ../shared/data (skips cleanly where it is absent); about 35 s on 2 CPU cores.
+
+The residual is the library's ``sum (sqrt I - sqrt X)^2 / sum X`` (the quantity the shared-data
+README quotes for a numpy ePIE on the tike star, 0.17 -> 0.02). Measured with the settings below
+(seed 0, TF 2.21, CPU): tike 0.182 -> 0.0123 in 30 epochs (14.7x; the Poisson noise floor of the
+final model is about 0.006); PETRA at z1 = 3.65 mm 0.0110 -> 0.0044 in 30 epochs (2.5x; 2.2x at
+20, 2.9x at 60 epochs; the floor is 0.0003, the rest is model mismatch, e.g. the uncalibrated z1).
+"""
 
 import numpy as np
 import pytest
@@ -7,6 +14,9 @@ from adptycho.io import data_dir, load_petra_p25, load_tike_siemens_star
 from adptycho.reconstruction import reconstruct
 
 pytestmark = pytest.mark.real_data
+
+# The PETRA Siemens star has 28 spoke pairs: 28 periods of the phase per turn at every radius.
+PETRA_SPOKE_PERIODS = 28
 
 
 @pytest.fixture(scope="module")
@@ -18,41 +28,60 @@ def shared():
 
 
 def spoke_contrast(obj, positions_px, probe_shape, radius_px):
-    """Peak / median of the angular power spectrum of the phase on a circle around the scan centre.
+    """(peak / median, peak frequency) of the angular power spectrum of the phase on a circle.
 
-    A Siemens star gives one strong angular frequency (its number of spoke pairs); noise or a blank
-    object gives a flat spectrum (about 20 for this statistic).
+    The circle is centred on the middle of the scanned region. A Siemens star gives one strong
+    angular frequency (its number of spoke pairs when the circle is centred on the star); noise
+    gives a flat spectrum (about 20 for this statistic), a blank object 0.
     """
     centre = np.asarray(positions_px).mean(axis=0) + np.asarray(probe_shape) / 2.0
     theta = np.linspace(0, 2 * np.pi, 720, endpoint=False)
     ys = np.round(centre[0] + radius_px * np.sin(theta)).astype(int)
     xs = np.round(centre[1] + radius_px * np.cos(theta)).astype(int)
-    ring = obj[ys, xs]
+    ring = np.asarray(obj)[ys, xs]
     ring = np.angle(ring * np.conj(np.mean(ring)))
     power = np.abs(np.fft.rfft(ring - ring.mean())) ** 2
     band = power[4:200]
-    return float(band.max() / np.median(band)), int(4 + np.argmax(band))
+    median = np.median(band)
+    if not median > 0:
+        return 0.0, 0
+    return float(band.max() / median), int(4 + np.argmax(band))
 
 
-def test_spoke_contrast_is_low_for_noise():
+def test_spoke_contrast_is_low_for_noise_and_blank():
     rng = np.random.default_rng(0)
-    noise = np.exp(0.1j * rng.normal(size=(200, 200)))
-    assert spoke_contrast(noise, np.array([[50.0, 50.0]]), (100, 100), 35)[0] < 60
+    for k in range(5):
+        noise = np.exp(0.1j * rng.normal(size=(200, 200)))
+        assert spoke_contrast(noise, np.array([[50.0, 50.0]]), (100, 100), 35)[0] < 60
+    blank = np.ones((200, 200), np.complex64)
+    assert spoke_contrast(blank, np.array([[50.0, 50.0]]), (100, 100), 35)[0] == 0.0
+
+
+def test_spoke_contrast_finds_a_synthetic_star():
+    y, x = np.mgrid[:200, :200] - 100.0
+    star = np.exp(0.3j * (np.sin(28 * np.arctan2(y, x)) > 0))
+    contrast, periods = spoke_contrast(star, np.array([[50.0, 50.0]]), (100, 100), 35)
+    assert contrast > 1000 and periods == 28
 
 
 def test_tike_siemens_star_residual_drops_5x_within_30_epochs(shared):
     scan = load_tike_siemens_star()
     result = reconstruct(scan, epochs=30, batch_size=32, refine=("object", "probe"), verbose=0)
     residual = result.residual_history
-    assert residual[0] / residual[-1] >= 5.0, residual
+    assert residual[0] / residual[-1] >= 5.0, residual  # measured 14.7x
+    assert residual[-1] < 0.015, residual  # measured 0.0123; Poisson floor about 0.006
     contrast, _ = spoke_contrast(result.object, result.positions_px, scan.detector_shape, 100)
-    assert contrast > 100, contrast
+    assert contrast > 300, contrast  # measured about 1300; noise about 20
 
 
 def test_petra_near_field_star_appears_at_z1_3_65_mm(shared):
     scan = load_petra_p25(focus_distance_m=3.65e-3)
-    result = reconstruct(scan, epochs=20, batch_size=16, refine=("object", "probe"), verbose=0)
+    result = reconstruct(scan, epochs=30, batch_size=16, refine=("object", "probe"), verbose=0)
     residual = result.residual_history
-    assert residual[0] / residual[-1] > 2.0, residual
-    contrast, _ = spoke_contrast(result.object, result.positions_px, scan.detector_shape, 35)
-    assert contrast > 100, contrast
+    assert residual[0] / residual[-1] > 2.0, residual  # measured 2.5x
+    assert residual[-1] < 0.0055, residual  # measured 0.0044
+    for radius in (25, 35):  # the same number of spokes on two circles: a star, centred
+        contrast, periods = spoke_contrast(result.object, result.positions_px,
+                                           scan.detector_shape, radius)
+        assert contrast > 1000, (radius, contrast)  # measured about 2000 / 3300; noise about 20
+        assert abs(periods - PETRA_SPOKE_PERIODS) <= 1, (radius, periods)

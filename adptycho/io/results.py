@@ -10,7 +10,7 @@ File layout (all at the root of the HDF5 file):
 * ``residual_history``: (epochs,) float64 relative amplitude residual per epoch,
   ``sum (sqrt I - sqrt X)^2 / sum X`` averaged over the epoch's batches
 * attributes: ``distance_m`` (near field), ``pixel_size_m``, ``geometry``, ``adptycho_version``,
-  ``settings`` (JSON of every option used), ``object_origin_px`` (offset from scan positions
+  ``focus_distance_m`` (refined z1, cone beam), ``settings`` (JSON of every option used), ``object_origin_px`` (offset from scan positions
   to object-grid corners).
 """
 
@@ -42,6 +42,7 @@ class ReconstructionResult:
         loss_history: per-epoch training loss.
         residual_history: per-epoch relative amplitude residual.
         distance_m: refined propagation distance (near field) or None.
+        focus_distance_m: refined cone-beam focus-to-sample distance z1, or None.
         pixel_size_m: (dy, dx) object pixel size, if known.
         geometry: ``farfield`` or ``nearfield``.
         object_origin_px: (2,) offset from ``ScanData.positions_px`` to object-grid corners.
@@ -58,6 +59,7 @@ class ReconstructionResult:
     distance_m: Optional[float] = None
     pixel_size_m: Optional[tuple] = None
     geometry: str = "farfield"
+    focus_distance_m: Optional[float] = None
     object_origin_px: tuple = (0.0, 0.0)
     settings: dict = dataclasses.field(default_factory=dict)
     extra_histories: dict = dataclasses.field(default_factory=dict)
@@ -80,6 +82,8 @@ def save_reconstruction(path, result: ReconstructionResult) -> None:
             f.create_dataset(name, data=np.asarray(values, np.float64))
         if result.distance_m is not None:
             f.attrs["distance_m"] = float(result.distance_m)
+        if result.focus_distance_m is not None:
+            f.attrs["focus_distance_m"] = float(result.focus_distance_m)
         if result.pixel_size_m is not None:
             f.attrs["pixel_size_m"] = np.asarray(result.pixel_size_m, np.float64)
         f.attrs["geometry"] = result.geometry
@@ -113,6 +117,8 @@ def load_reconstruction(path) -> ReconstructionResult:
             distance_m=float(f.attrs["distance_m"]) if "distance_m" in f.attrs else None,
             pixel_size_m=tuple(f.attrs["pixel_size_m"]) if "pixel_size_m" in f.attrs else None,
             geometry=str(f.attrs.get("geometry", "farfield")),
+            focus_distance_m=(float(f.attrs["focus_distance_m"])
+                              if "focus_distance_m" in f.attrs else None),
             object_origin_px=tuple(f.attrs.get("object_origin_px", (0.0, 0.0))),
             settings=json.loads(f.attrs.get("settings", "{}")),
             extra_histories=extra)

@@ -102,7 +102,8 @@ def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
     return probes * patches[:, None]
 
 
-def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False) -> tf.Tensor:
+def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False,
+                           fractions=None) -> tf.Tensor:
     """Detected intensity of a batch of (incoherent) mode exit waves.
 
     Args:
@@ -111,11 +112,24 @@ def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False
             for near field.
         folded: far field only: the waves already carry the fftshift checkerboard
             (``exit_waves(..., fold_fftshift=True)``), so a plain FFT gives centred patterns.
+        fractions: near field only: the (B, 2) sub-pixel parts of the positions used to shift
+            the probe in ``exit_waves``. The detector is fixed to the probe, so the propagated
+            wave is shifted back by them (a phase ramp folded into the transfer function, no
+            extra FFT). In far field a shift of the exit wave does not change the intensity.
 
     Returns:
         (B, H, W) float32 intensities (far field centred), summed over modes.
     """
     if transfer is not None:
+        if fractions is not None:
+            h, w = waves.shape[-2], waves.shape[-1]
+            fy = tf.constant(np.fft.fftfreq(h), tf.float32)
+            fx = tf.constant(np.fft.fftfreq(w), tf.float32)
+            fractions = tf.cast(fractions, tf.float32)
+            phase = (2.0 * np.pi) * (fractions[:, 0, None, None] * fy[None, :, None]
+                                     + fractions[:, 1, None, None] * fx[None, None, :])
+            transfer = transfer[None] * tf.complex(tf.cos(phase), tf.sin(phase))  # (B, H, W)
+            transfer = transfer[:, None]  # (B, 1, H, W)
         detector = near_field(waves, transfer)
         scale = 1.0
     elif folded:
@@ -132,4 +146,5 @@ def forward_intensities(object_, probe, positions_px, transfer=None, subpixel=Tr
     """Predicted (B, H, W) float32 intensities; see ``exit_waves`` and ``intensities_from_waves``."""
     fold = transfer is None and can_fold_fftshift(np.shape(probe))
     waves = exit_waves(object_, probe, positions_px, subpixel, fold_fftshift=fold)
-    return intensities_from_waves(waves, transfer, folded=fold)
+    fractions = split_positions(positions_px)[1] if (subpixel and transfer is not None) else None
+    return intensities_from_waves(waves, transfer, folded=fold, fractions=fractions)

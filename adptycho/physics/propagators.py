@@ -28,6 +28,7 @@ __all__ = [
     "angular_spectrum_kernel",
     "angular_spectrum_transfer",
     "near_field",
+    "angular_spectrum_transfer_tf",
 ]
 
 
@@ -122,7 +123,33 @@ def angular_spectrum_transfer(shape, pixel_size_m, wavelength_m, distance_m) -> 
     return tf.complex(window * tf.cos(phase), window * tf.sin(phase))
 
 
+def angular_spectrum_transfer_tf(shape, pixel_size_m, wavelength_m, distance_m) -> tf.Tensor:
+    """``angular_spectrum_transfer`` with a pixel size that may be a tensor (cone-beam z1 fits).
+
+    Same transfer function, built in float32 with the cancellation-free phase
+    ``-2 pi z f^2 / (1/lambda + sqrt(1/lambda^2 - f^2))``; differentiable w.r.t. both
+    ``pixel_size_m`` (scalar, square pixels) and ``distance_m``.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    dx = tf.cast(pixel_size_m, tf.float32)
+    distance = tf.cast(distance_m, tf.float32)
+    fy = tf.constant(np.fft.fftfreq(h)[:, None], tf.float32) / dx  # 1/m
+    fx = tf.constant(np.fft.fftfreq(w)[None, :], tf.float32) / dx
+    f2 = fy * fy + fx * fx
+    inv_lambda = 1.0 / float(wavelength_m)
+    root = tf.sqrt(tf.maximum(inv_lambda ** 2 - f2, 0.0))
+    phase = distance * (-2.0 * np.pi) * f2 / (inv_lambda + root)
+    z = tf.abs(tf.stop_gradient(distance))
+    step = tf.stop_gradient(dx)
+    fy_lim = 1.0 / (float(wavelength_m) * tf.sqrt((2.0 * z / (h * step)) ** 2 + 1.0))
+    fx_lim = 1.0 / (float(wavelength_m) * tf.sqrt((2.0 * z / (w * step)) ** 2 + 1.0))
+    window = tf.cast(tf.logical_and(tf.logical_and(tf.abs(fy) < fy_lim, tf.abs(fx) < fx_lim),
+                                    f2 < inv_lambda ** 2), tf.float32)
+    return tf.complex(window * tf.cos(phase), window * tf.sin(phase))
+
+
 def near_field(field: tf.Tensor, transfer: tf.Tensor) -> tf.Tensor:
-    """Angular-spectrum propagation: (..., H, W) complex64 field, (H, W) transfer -> (..., H, W)."""
+    """Angular-spectrum propagation: (..., H, W) complex64 field, (H, W) (or broadcastable)
+    transfer -> (..., H, W)."""
     field = tf.convert_to_tensor(field, dtype=tf.complex64)
     return tf.signal.ifft2d(tf.signal.fft2d(field) * transfer)
