@@ -42,26 +42,6 @@ PETRA_SETTINGS = dict(epochs=60, batch_size=16, refine=("object", "probe"), loss
 SPOKE_RADIUS_PX = {"tike_siemens_star": 100, "petra_p25_nearfield": 35}
 
 
-def spoke_contrast(obj, positions_px, probe_shape, radius_px):
-    """(peak / median, peak frequency) of the angular power spectrum of the phase on a circle.
-
-    The circle is centred on the middle of the scanned region. A Siemens star gives one strong
-    angular frequency; noise a flat spectrum (ratio about 20); a blank object gives 0.
-    """
-    centre = np.asarray(positions_px).mean(axis=0) + np.asarray(probe_shape) / 2.0
-    theta = np.linspace(0, 2 * np.pi, 720, endpoint=False)
-    ys = np.round(centre[0] + radius_px * np.sin(theta)).astype(int)
-    xs = np.round(centre[1] + radius_px * np.cos(theta)).astype(int)
-    ring = np.asarray(obj)[ys, xs]
-    ring = np.angle(ring * np.conj(np.mean(ring)))
-    power = np.abs(np.fft.rfft(ring - ring.mean())) ** 2
-    band = power[4:200]
-    median = np.median(band)
-    if not median > 0:
-        return 0.0, 0
-    return float(band.max() / median), int(4 + np.argmax(band))
-
-
 def noise_floor(scan, result, seed=0):
     """Residual of the final model against a Poisson draw of its own prediction (see module doc)."""
     from adptycho.reconstruction import build_model
@@ -87,6 +67,7 @@ def _shrink_png(path):
 
 
 def run(name, loader, settings, out_dir, epochs=None):
+    from adptycho.analysis.metrics import spoke_contrast
     from adptycho.analysis.plots import plot_reconstruction
     from adptycho.reconstruction import reconstruct
 

@@ -10,6 +10,7 @@ final model is about 0.006); PETRA at z1 = 3.65 mm 0.0110 -> 0.0044 in 30 epochs
 import numpy as np
 import pytest
 
+from adptycho.analysis.metrics import spoke_contrast
 from adptycho.io import data_dir, load_petra_p25, load_tike_siemens_star
 from adptycho.reconstruction import reconstruct
 
@@ -25,27 +26,6 @@ def shared():
     if root is None:
         pytest.skip("../shared/data not available")
     return root
-
-
-def spoke_contrast(obj, positions_px, probe_shape, radius_px):
-    """(peak / median, peak frequency) of the angular power spectrum of the phase on a circle.
-
-    The circle is centred on the middle of the scanned region. A Siemens star gives one strong
-    angular frequency (its number of spoke pairs when the circle is centred on the star); noise
-    gives a flat spectrum (about 20 for this statistic), a blank object 0.
-    """
-    centre = np.asarray(positions_px).mean(axis=0) + np.asarray(probe_shape) / 2.0
-    theta = np.linspace(0, 2 * np.pi, 720, endpoint=False)
-    ys = np.round(centre[0] + radius_px * np.sin(theta)).astype(int)
-    xs = np.round(centre[1] + radius_px * np.cos(theta)).astype(int)
-    ring = np.asarray(obj)[ys, xs]
-    ring = np.angle(ring * np.conj(np.mean(ring)))
-    power = np.abs(np.fft.rfft(ring - ring.mean())) ** 2
-    band = power[4:200]
-    median = np.median(band)
-    if not median > 0:
-        return 0.0, 0
-    return float(band.max() / median), int(4 + np.argmax(band))
 
 
 def test_spoke_contrast_is_low_for_noise_and_blank():

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["global_factor", "align", "remove_phase_ramp", "nrmse", "psnr", "phase_error", "register",
-           "frc", "frc_resolution", "illuminated_region"]
+           "frc", "frc_resolution", "illuminated_region", "spoke_contrast"]
 
 
 def _region(shape, mask):
@@ -194,3 +194,24 @@ def illuminated_region(corners_px, probe, object_shape, threshold: float = 0.1):
 
     illumination = illumination_map(corners_px, probe, object_shape)
     return illumination > threshold * illumination.max()
+
+
+def spoke_contrast(obj, positions_px, probe_shape, radius_px):
+    """(peak / median, peak frequency) of the angular power spectrum of the phase on a circle.
+
+    The circle is centred on the middle of the scanned region. A Siemens star gives one strong
+    angular frequency (its number of spoke pairs when the circle is centred on the star); noise
+    gives a flat spectrum (about 20 for this statistic), a blank object 0.
+    """
+    centre = np.asarray(positions_px).mean(axis=0) + np.asarray(probe_shape) / 2.0
+    theta = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    ys = np.round(centre[0] + radius_px * np.sin(theta)).astype(int)
+    xs = np.round(centre[1] + radius_px * np.cos(theta)).astype(int)
+    ring = np.asarray(obj)[ys, xs]
+    ring = np.angle(ring * np.conj(np.mean(ring)))
+    power = np.abs(np.fft.rfft(ring - ring.mean())) ** 2
+    band = power[4:200]
+    median = np.median(band)
+    if not median > 0:
+        return 0.0, 0
+    return float(band.max() / median), int(4 + np.argmax(band))
