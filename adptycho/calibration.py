@@ -236,8 +236,10 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
 
     Args:
         scan: the high-SNR calibration scan.
-        refine_distance: refine the propagation distance (default: in near field only; far-field
-            distance refinement is not available yet).
+        refine_distance: refine the distance (default: in near field). In far field the
+            sample-detector distance only sets the object pixel size lambda z / (N dx), i.e. a
+            global scale of the positions in pixels; it needs ``scan.detector_distance_m`` and a
+            scan whose positions came from translations in metres.
         position_model: ``offsets`` or ``affine`` (global scale/rotation/shear plus offsets).
         focus_search: cone-beam scans: first locate z1 with ``search_focus_distance`` (default:
             yes when the distance is refined), then refine it by gradient descent with the rest.
@@ -248,8 +250,9 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     """
     if refine_distance is None:
         refine_distance = scan.geometry == NEARFIELD
-    if refine_distance and scan.geometry != NEARFIELD:
-        raise AdptychoError("distance calibration is available for near-field scans only so far")
+    if refine_distance and scan.geometry != NEARFIELD and scan.detector_distance_m is None:
+        raise AdptychoError("far-field distance calibration needs the scan's detector distance "
+                            "(detector_distance_m)")
     cone = scan.geometry == NEARFIELD and None not in (
         scan.focus_distance_m, scan.detector_distance_m, scan.detector_pixel_size_m)
     if focus_search is None:
@@ -272,7 +275,7 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
                          verbose=verbose, checkpoint_dir=checkpoint_dir,
                          position_model=position_model)
     origin = np.asarray(result.object_origin_px, np.float64)
-    distance = result.distance_m if scan.geometry == NEARFIELD else scan.detector_distance_m
+    distance = result.distance_m if result.distance_m is not None else scan.detector_distance_m
     settings = dict(result.settings)
     settings.update({"calibration_refine": refine, "position_model": position_model})
     if search_table is not None:
@@ -287,7 +290,7 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
         probe=probe, positions_px=np.asarray(result.positions_px) - origin,
         nominal_positions_px=np.asarray(scan.positions_px, np.float64),
         affine=np.asarray(result.settings.get("affine", np.eye(2))), distance_m=distance,
-        geometry=scan.geometry, wavelength_m=scan.wavelength_m, pixel_size_m=scan.pixel_size_m,
+        geometry=scan.geometry, wavelength_m=scan.wavelength_m, pixel_size_m=result.pixel_size_m,
         focus_distance_m=result.focus_distance_m or scan.focus_distance_m,
         mean_counts=scan.mean_counts(),
         loss_history=result.loss_history,
@@ -315,15 +318,24 @@ def apply_calibration(scan: ScanData, calibration: Calibration, tolerance_px: fl
                             f"{scan.detector_shape}")
     nominal = np.asarray(calibration.nominal_positions_px)
     positions = np.asarray(scan.positions_px, np.float64)
+    farfield_scale = 1.0
+    if (scan.geometry != NEARFIELD and calibration.distance_m is not None
+            and scan.detector_distance_m is not None):
+        # far field: positions in pixels scale as z_scan / z_calibrated (pixel lambda z / N dx)
+        farfield_scale = scan.detector_distance_m / calibration.distance_m
     if positions.shape == nominal.shape and np.max(np.abs(positions - nominal)) <= tolerance_px:
         positions = np.asarray(calibration.positions_px, np.float64)
     else:
         centroid = positions.mean(axis=0)
-        positions = centroid + (positions - centroid) @ np.asarray(calibration.affine).T
+        positions = centroid + farfield_scale * (positions - centroid) @ np.asarray(calibration.affine).T
     if calibration.mean_counts:
         probe = probe * np.sqrt(max(scan.mean_counts(), 0.0) / calibration.mean_counts)
     changes = {"positions_px": positions, "probe": probe.astype(np.complex64),
                "metadata": {**scan.metadata, "calibrated": True}}
     if scan.geometry == NEARFIELD and calibration.distance_m is not None:
         changes["propagation_distance_m"] = calibration.distance_m
+    elif farfield_scale != 1.0:
+        changes["detector_distance_m"] = calibration.distance_m
+        if scan.pixel_size_m is not None:
+            changes["pixel_size_m"] = tuple(p / farfield_scale for p in scan.pixel_size_m)
     return dataclasses.replace(scan, **changes)

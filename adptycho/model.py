@@ -112,12 +112,17 @@ class PtychoModel(keras.Model):
         position_model: ``"offsets"`` (free zero-mean per-position corrections) or ``"affine"``
             (a global affine map about the scan centroid, i.e. scale, rotation and shear of the
             stage, fitted alongside the free offsets).
+        farfield_distance_m: far field only: the nominal sample-detector distance z0. It makes
+            the distance a trainable parameter: the object pixel size is lambda z / (N dx_det),
+            so with translations fixed in metres the positions in pixels scale as z0 / z about
+            their centroid (the only place z enters a Fraunhofer model).
     """
 
     def __init__(self, object_representation: ObjectRepresentation, probe, positions_px,
                  near_field: Optional[NearFieldGeometry] = None, mask=None,
                  loss: str = "amplitude", readout_noise=1.0, subpixel="auto",
-                 position_model: str = "offsets", name="ptycho_model"):
+                 position_model: str = "offsets", farfield_distance_m: Optional[float] = None,
+                 name="ptycho_model"):
         super().__init__(name=name)
         if not isinstance(object_representation, ObjectRepresentation):
             raise AdptychoError("object_representation must be an ObjectRepresentation "
@@ -155,6 +160,14 @@ class PtychoModel(keras.Model):
                 raise AdptychoError("readout_noise must be positive for the poisson-gaussian loss")
         self.readout_noise = np.asarray(readout_noise, np.float32)
         self.near_field = near_field
+        if farfield_distance_m is not None:
+            if near_field is not None:
+                raise AdptychoError("farfield_distance_m is for far-field models only")
+            if not (np.isfinite(farfield_distance_m) and farfield_distance_m > 0):
+                raise AdptychoError(
+                    f"farfield_distance_m must be positive and finite, got {farfield_distance_m}")
+            farfield_distance_m = float(farfield_distance_m)
+        self.farfield_distance_m = farfield_distance_m
         self.subpixel = subpixel
 
         # -- constants --------------------------------------------------------------------
@@ -235,6 +248,10 @@ class PtychoModel(keras.Model):
             z1_0 = self.near_field.focus_distance_m
             nominal = (z1_0 + self.near_field.detector_distance_m) / z1_0
             positions = positions + centred * (magnification / nominal - 1.0)
+        elif self.farfield_distance_m is not None:
+            # object pixel lambda z / (N dx): positions in pixels scale as z0 / z
+            positions = positions + centred * (
+                tf.exp(-tf.convert_to_tensor(self.log_distance_scale)) - 1.0)
         return tf.clip_by_value(positions, 0.0, self._position_limit + 0.999)
 
     def affine_matrix(self) -> np.ndarray:
@@ -256,9 +273,13 @@ class PtychoModel(keras.Model):
         return magnification, self.near_field.detector_pixel_size_m / magnification, z2 / magnification
 
     def distance_tensor(self) -> tf.Tensor:
-        """Scalar float32 (effective) propagation distance in metres (near field)."""
+        """Scalar float32 (effective) propagation distance in metres (near field), or the
+        sample-detector distance (far field with ``farfield_distance_m``)."""
         if self.near_field is None:
-            raise AdptychoError("far-field models have no propagation distance parameter")
+            if self.farfield_distance_m is None:
+                raise AdptychoError("this far-field model has no distance parameter "
+                                    "(give farfield_distance_m)")
+            return self.farfield_distance_m * tf.exp(tf.convert_to_tensor(self.log_distance_scale))
         if self.near_field.cone_beam:
             return self._cone_beam_geometry()[2]
         return self.near_field.distance_m * tf.exp(tf.convert_to_tensor(self.log_distance_scale))
@@ -327,10 +348,10 @@ class PtychoModel(keras.Model):
             if group not in PARAMETER_GROUPS:
                 raise AdptychoError(
                     f"unknown parameter group {group!r}; choose from {', '.join(PARAMETER_GROUPS)}")
-        if "distance" in refine and self.near_field is None:
+        if "distance" in refine and self.near_field is None and self.farfield_distance_m is None:
             raise AdptychoError(
-                "distance refinement needs a near-field (angular-spectrum) geometry; in far field "
-                "the distance only sets the pixel size")
+                "far-field distance refinement needs the nominal sample-detector distance "
+                "(farfield_distance_m; in a scan: detector_distance_m)")
         if not refine:
             raise AdptychoError("nothing to refine: give at least one parameter group")
         self.refine = refine
@@ -396,6 +417,19 @@ class PtychoModel(keras.Model):
             linear_t = tf.matmul(self._centred_pinv, corrections)  # (2, 2) = L^T
             corrections = corrections - tf.matmul(self._centred_positions, linear_t)
             self.position_affine.assign_add(tf.transpose(linear_t) * self._position_extent)
+        if self.farfield_distance_m is not None and "distance" in self.active_groups:
+            # In far field an isotropic scale of the positions IS the distance: move it there so
+            # the offsets (or affine map) and the distance do not share one degree of freedom.
+            if self.position_model == "affine":
+                affine = tf.convert_to_tensor(self.position_affine)
+                alpha = 0.5 * tf.linalg.trace(affine) / self._position_extent
+                self.position_affine.assign(affine - tf.eye(2) * alpha * self._position_extent)
+            else:
+                centred = self._centred_positions
+                alpha = tf.reduce_sum(corrections * centred) / tf.reduce_sum(centred * centred)
+                corrections = corrections - alpha * centred
+            scale = tf.exp(-tf.convert_to_tensor(self.log_distance_scale)) + alpha
+            self.log_distance_scale.assign(-tf.math.log(tf.maximum(scale, 1e-3)))
         self.position_corrections.assign(corrections)
 
     def train_step(self, data):
@@ -464,8 +498,9 @@ class PtychoModel(keras.Model):
         return float(self.focus_distance_tensor().numpy())
 
     def get_distance(self) -> Optional[float]:
-        """Refined propagation distance in metres (near field), else None."""
-        if self.near_field is None:
+        """Refined propagation distance in metres (near field), the sample-detector distance
+        (far field with ``farfield_distance_m``), else None."""
+        if self.near_field is None and self.farfield_distance_m is None:
             return None
         return float(self.distance_tensor().numpy())
 

@@ -74,7 +74,9 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
     model = PtychoModel(PixelObject(grid.shape, parametrisation, initial=initial_object), probe,
                         grid.corners(scan.positions_px), near_field=near, mask=scan.mask,
                         loss=loss, readout_noise=readout_noise, subpixel=subpixel,
-                        position_model=position_model)
+                        position_model=position_model,
+                        farfield_distance_m=(scan.detector_distance_m
+                                             if scan.geometry != NEARFIELD else None))
     return model, grid
 
 
@@ -155,6 +157,17 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         "num_patterns": scan.num_patterns, "detector_shape": list(scan.detector_shape),
         "position_model": position_model, "affine": model.affine_matrix().tolist(),
     }
+    pixel_size_m = scan.pixel_size_m
+    if pixel_size_m is not None:
+        # the object pixel follows the refined distance: lambda z / (N dx) in far field,
+        # dx_det / M(z1) in cone-beam near field
+        if model.near_field is None and model.farfield_distance_m is not None:
+            factor = model.get_distance() / model.farfield_distance_m
+        elif model.near_field is not None and model.near_field.cone_beam:
+            factor = float(model._cone_beam_geometry()[1].numpy()) / model.near_field.pixel_size_m[0]
+        else:
+            factor = 1.0
+        pixel_size_m = tuple(float(p) * factor for p in pixel_size_m)
     extra = {f"{k}_history": np.asarray(v) for k, v in logs.items() if k not in ("loss", "residual")}
     return ReconstructionResult(
         object=model.get_object(), probe=model.get_probe(), positions_px=model.get_positions(),
@@ -162,5 +175,5 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         loss_history=np.asarray(logs.get("loss", []), np.float64),
         residual_history=np.asarray(logs.get("residual", []), np.float64),
         distance_m=model.get_distance(), focus_distance_m=model.get_focus_distance(),
-        pixel_size_m=scan.pixel_size_m, geometry=scan.geometry,
+        pixel_size_m=pixel_size_m, geometry=scan.geometry,
         object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)

@@ -111,3 +111,21 @@ def test_low_dose_scan_is_better_with_the_calibration(fermat_case, calibrated):
     error_plain = nrmse(obj, plain.object, region, registration=True, ramp=True)
     error_calibrated = nrmse(obj, with_calibration.object, region, registration=True, ramp=True)
     assert error_calibrated < 0.8 * error_plain, (error_calibrated, error_plain)
+
+
+def test_farfield_distance_calibration_recovers_the_distance(fermat_case):
+    """Far field: a 3 % wrong detector distance makes the nominal positions in pixels 3 % too
+    small about their centroid (pixel = lambda z / N dx); calibration finds z to < 0.5 %."""
+    obj, probe, true, scan = fermat_case
+    z_true, z_start = 0.5, 0.5 * 1.03
+    centroid = true.mean(axis=0)
+    nominal = centroid + (true - centroid) * (z_true / z_start)
+    start = ScanData(scan.patterns, nominal, wavelength_m=1e-10, detector_distance_m=z_start,
+                     detector_pixel_size_m=(75e-6, 75e-6))
+    calibration = calibrate(start, epochs=60, batch_size=8, refine_distance=True)
+    assert abs(calibration.distance_m / z_true - 1) < 0.005, calibration.distance_m
+    assert _rms(calibration.positions_px - true) < 0.2
+    # the low-dose reuse carries the distance (and so the object pixel size) along
+    applied = apply_calibration(start, calibration)
+    np.testing.assert_allclose(applied.positions_px, calibration.positions_px)
+    assert applied.detector_distance_m == pytest.approx(calibration.distance_m)

@@ -172,7 +172,7 @@ def test_bad_input_errors_name_the_problem():
     model, _ = build_model(scan, probe=probe)
     with pytest.raises(AdptychoError, match="unknown parameter group"):
         model.compile(refine=("object", "focus"))
-    with pytest.raises(AdptychoError, match="near-field"):
+    with pytest.raises(AdptychoError, match="farfield_distance_m"):
         model.compile(refine=("distance",))
     with pytest.raises(AdptychoError, match="unknown engine"):
         reconstruct(scan, engine="dm")

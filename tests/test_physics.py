@@ -410,13 +410,15 @@ def test_mixed_state_intensity_is_sum_of_modes(near, probe_shape):
 # --------------------------------------------------------------------------------------------
 # PtychoModel: mask and gradients
 # --------------------------------------------------------------------------------------------
-def _model_scene(rng, near=None, loss="amplitude", mask=None, probe_shape=(16, 16)):
+def _model_scene(rng, near=None, loss="amplitude", mask=None, probe_shape=(16, 16),
+                 farfield_distance_m=None):
     obj, probe, positions = _scene(rng, obj_shape=(30, 32), probe_shape=probe_shape, modes=2)
     positions = np.array([[1.3, 2.6], [6.7, 10.2], [12.4, 4.9], [9.5, 14.35]])
     true_obj = obj
     start_obj = np.exp(0.2j * rng.normal(size=obj.shape)) * (1 + 0.1 * rng.normal(size=obj.shape))
     model = PtychoModel(PixelObject(obj.shape, initial=start_obj.astype(np.complex64)), probe,
-                        positions, near_field=near, mask=mask, loss=loss)
+                        positions, near_field=near, mask=mask, loss=loss,
+                        farfield_distance_m=farfield_distance_m)
     transfer = None
     if near is not None:
         transfer = angular_spectrum_transfer(probe.shape[1:], near.pixel_size_m, near.wavelength_m,
@@ -530,6 +532,19 @@ def test_model_gradient_distance(geometry):
     model, data, _ = _model_scene(np.random.default_rng(25), near=near)
     # data from a different object *and* a 5% different distance
     model.log_distance_scale.assign(0.05)
+    _check_gradient(model, data, model.log_distance_scale, (), step=1e-3)
+
+
+def test_model_gradient_farfield_distance():
+    """Far field: the distance z sets the object pixel lambda z / (N dx), so the positions in
+    pixels scale as z0 / z about their centroid; the gradient reaches z through that scale."""
+    model, data, positions = _model_scene(np.random.default_rng(27), farfield_distance_m=0.5)
+    model.log_distance_scale.assign(0.03)
+    # the scale acts on the positions as documented: p = c + (p0 - c) z0 / z
+    centroid = positions.mean(axis=0)
+    expected = centroid + (positions - centroid) * np.exp(-0.03)
+    np.testing.assert_allclose(model.get_positions(), expected, atol=1e-5)
+    np.testing.assert_allclose(model.get_distance(), 0.5 * np.exp(0.03), rtol=1e-6)
     _check_gradient(model, data, model.log_distance_scale, (), step=1e-3)
 
 
