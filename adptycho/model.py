@@ -116,12 +116,19 @@ class PtychoModel(keras.Model):
             the distance a trainable parameter: the object pixel size is lambda z / (N dx_det),
             so with translations fixed in metres the positions in pixels scale as z0 / z about
             their centroid (the only place z enters a Fraunhofer model).
+        probe_support: optional (H, W) real mask (1 inside, 0 outside; soft edges allowed) that
+            multiplies every probe mode: the probe is zero where the illumination cannot be
+            (e.g. outside a pinhole image).
+        probe_power: optional total probe power sum_m sum |P_m|^2 in photons per exposure. After
+            every probe update the modes are rescaled to it, which removes the probe/object scale
+            ambiguity (the object then carries the transmission, at most about 1).
     """
 
     def __init__(self, object_representation: ObjectRepresentation, probe, positions_px,
                  near_field: Optional[NearFieldGeometry] = None, mask=None,
                  loss: str = "amplitude", readout_noise=1.0, subpixel="auto",
                  position_model: str = "offsets", farfield_distance_m: Optional[float] = None,
+                 probe_support=None, probe_power: Optional[float] = None,
                  name="ptycho_model"):
         super().__init__(name=name)
         if not isinstance(object_representation, ObjectRepresentation):
@@ -169,6 +176,21 @@ class PtychoModel(keras.Model):
             farfield_distance_m = float(farfield_distance_m)
         self.farfield_distance_m = farfield_distance_m
         self.subpixel = subpixel
+        self._probe_support = None
+        if probe_support is not None:
+            support = np.asarray(probe_support, np.float32)
+            if support.shape != self.detector_shape:
+                raise GeometryError(f"probe_support shape {support.shape} does not match the "
+                                    f"probe/detector shape {self.detector_shape}")
+            if not (np.isfinite(support).all() and support.min() >= 0 and support.max() > 0):
+                raise AdptychoError("probe_support must be finite, non-negative and not all zero")
+            self._probe_support = tf.constant(support)
+            probe = probe * support
+        if probe_power is not None:
+            if not (np.isfinite(probe_power) and probe_power > 0):
+                raise AdptychoError(f"probe_power must be positive and finite, got {probe_power}")
+            probe_power = float(probe_power)
+        self.probe_power = probe_power
 
         # -- constants --------------------------------------------------------------------
         self._nominal_positions = tf.constant(positions_px, tf.float32)
@@ -225,9 +247,13 @@ class PtychoModel(keras.Model):
 
     # -- parameters as physical quantities ----------------------------------------------
     def probe_tensor(self) -> tf.Tensor:
-        """(M, H, W) complex64 probe in photon units."""
-        return tf.complex(tf.convert_to_tensor(self.probe_real),
-                          tf.convert_to_tensor(self.probe_imag)) * self.probe_scale
+        """(M, H, W) complex64 probe in photon units (times the support, if any)."""
+        real = tf.convert_to_tensor(self.probe_real)
+        imag = tf.convert_to_tensor(self.probe_imag)
+        if self._probe_support is not None:
+            real = real * self._probe_support
+            imag = imag * self._probe_support
+        return tf.complex(real, imag) * self.probe_scale
 
     def positions_tensor(self, indices=None) -> tf.Tensor:
         """(B, 2) float32 refined positions (nominal + zero-mean corrections), clipped inside the object."""
@@ -432,6 +458,16 @@ class PtychoModel(keras.Model):
             self.log_distance_scale.assign(-tf.math.log(tf.maximum(scale, 1e-3)))
         self.position_corrections.assign(corrections)
 
+    def _constrain_probe_power(self):
+        """Rescale the probe modes to ``probe_power`` photons in total."""
+        real = tf.convert_to_tensor(self.probe_real)
+        imag = tf.convert_to_tensor(self.probe_imag)
+        weight = 1.0 if self._probe_support is None else self._probe_support ** 2
+        power = tf.reduce_sum((real ** 2 + imag ** 2) * weight) * self.probe_scale ** 2
+        factor = tf.sqrt(self.probe_power / tf.maximum(power, 1e-30))
+        self.probe_real.assign(real * factor)
+        self.probe_imag.assign(imag * factor)
+
     def train_step(self, data):
         indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         active = [g for g in self.active_groups]
@@ -452,6 +488,8 @@ class PtychoModel(keras.Model):
             start += n
         if "positions" in active:
             self._project_position_corrections()
+        if "probe" in active and self.probe_power is not None:
+            self._constrain_probe_power()
         self.loss_tracker.update_state(losses)
         self.residual_tracker.update_state(*amplitude_residual_sums(measured, predicted, self._mask))
         return {"loss": self.loss_tracker.result(), "residual": self.residual_tracker.result()}

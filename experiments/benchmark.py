@@ -13,7 +13,9 @@ It prints, measured in one run on this machine:
 * the FFT floor: the time of the 400 forward + 400 inverse 128x128 complex FFTs that an epoch
   must do (forward propagation, and its adjoint in the gradient), measured with the same batch
   size in a compiled tf.function; ``fraction of floor = floor / epoch``;
-* the same for a calibration-style epoch (object + probe + positions, Fourier sub-pixel shifts);
+* the same for an epoch with position refinement (object + probe + positions, Fourier sub-pixel
+  shifts) and for a calibration epoch (object + probe + positions + far-field distance), and the
+  ratio of the calibration epoch to the object + probe epoch;
 * cdtools ``SimplePtycho`` with Adam on the same data (``experiments/peer_cdtools.py`` in a
   subprocess; skipped with a note if torch/cdtools are not installed).
 
@@ -75,12 +77,16 @@ class EpochTimer:
 
 
 def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile=True):
+    import dataclasses
+
     import keras
 
     from adptycho.geometry import gaussian_probe
     from adptycho.reconstruction import build_model
 
     keras.utils.set_random_seed(0)
+    if "distance" in refine:  # far field: the distance is a trainable scale of the positions
+        scan = dataclasses.replace(scan, detector_distance_m=1.0)
     guess = gaussian_probe(scan.detector_shape, 60.0)
     model, _ = build_model(scan, probe=guess, normalise_probe=True, object_shape=(512, 512))
     model.compile(refine=refine, jit_compile=jit_compile,
@@ -158,16 +164,27 @@ def main(argv=None):
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         floor = time_fft_floor(n, scan.detector_shape, batch_size)
         for label, refine in (("object+probe", ("object", "probe")),
-                              ("object+probe+positions", ("object", "probe", "positions"))):
+                              ("object+probe+positions", ("object", "probe", "positions")),
+                              ("calibration: +positions+distance",
+                               ("object", "probe", "positions", "distance"))):
             fit = time_fit(scan, refine, batch_size, args.epochs, args.warmup)
             row = {"engine": "adptycho adam", "refine": label, "batch_size": batch_size,
                    "s_per_epoch": fit["median_s"], "patterns_per_s": n / fit["median_s"],
                    "fft_floor_s": floor, "fraction_of_floor": floor / fit["median_s"],
                    "epoch_times_s": fit["times_s"]}
             rows.append(row)
-            print(f"adptycho {label:24s} batch {batch_size:4d}: {fit['median_s']:.4f} s/epoch, "
+            print(f"adptycho {label:34s} batch {batch_size:4d}: {fit['median_s']:.4f} s/epoch, "
                   f"{n / fit['median_s']:.0f} patterns/s, FFT floor {floor:.4f} s "
                   f"({100 * floor / fit['median_s']:.0f}% of floor)")
+    by_label = {}
+    for r in rows:
+        by_label.setdefault(r["batch_size"], {})[r["refine"]] = r["s_per_epoch"]
+    for batch_size, times in by_label.items():
+        ratio = times["calibration: +positions+distance"] / times["object+probe"]
+        print(f"calibration epoch / object+probe epoch at batch {batch_size}: {ratio:.2f}")
+        for r in rows:
+            if r["batch_size"] == batch_size:
+                r["ratio_to_object_probe"] = r["s_per_epoch"] / times["object+probe"]
     peer = None
     if not args.no_peer:
         peer = run_peer(scan, probe, args.epochs, args.warmup, args.out_dir)

@@ -325,15 +325,22 @@ def test_extract_patches_non_square():
         np.testing.assert_array_equal(patches[b], image[cy:cy + 5, cx:cx + 11])
 
 
-def test_extract_patches_gradient_is_scatter_add():
+@pytest.mark.parametrize("jit", [False, True])
+def test_extract_patches_gradient_is_scatter_add(jit):
+    """Eagerly the adjoint is TF's scatter-add; under XLA a loop of dynamic-update-slices."""
     rng = np.random.default_rng(16)
     image = tf.Variable(rng.normal(size=(18, 20)))
     corners = np.array([[0, 0], [2, 3], [2, 3], [10, 12], [5, 1]])  # overlapping and repeated
     upstream = rng.normal(size=(len(corners), 8, 8))
-    with tf.GradientTape() as tape:
-        patches = extract_patches(image, tf.constant(corners, tf.int32), (8, 8))
-        loss = tf.reduce_sum(patches * upstream)
-    grad = tape.gradient(loss, image)
+
+    def gradient():
+        with tf.GradientTape() as tape:
+            patches = extract_patches(image, tf.constant(corners, tf.int32), (8, 8))
+            loss = tf.reduce_sum(patches * upstream)
+        return patches, tape.gradient(loss, image)
+
+    patches, grad = tf.function(gradient, jit_compile=True)() if jit else gradient()
+    np.testing.assert_array_equal(patches.numpy()[3], image.numpy()[10:18, 12:20])
     grad = tf.convert_to_tensor(grad).numpy()
     expected = np.zeros((18, 20))
     for b, (cy, cx) in enumerate(corners):
