@@ -122,6 +122,13 @@ class PtychoModel(keras.Model):
         probe_power: optional total probe power sum_m sum |P_m|^2 in photons per exposure. After
             every probe update the modes are rescaled to it, which removes the probe/object scale
             ambiguity (the object then carries the transmission, at most about 1).
+        copropagate: parallel-beam near field with the distance refined: the model's object and
+            probe are the stored ones propagated by (z0 - z), O = ASM_{z0-z}[O_var] and
+            P = ASM_{z0-z}[P_var]. A wrong distance is almost exactly absorbed by defocusing
+            object and probe together (ASM_z[P O] = ASM_{z0}[P_var O_var] up to the
+            product-rule terms at the probe edge), so with this coupling a change of z moves
+            along that valley instead of against the object, and the distance gradient carries
+            only the signal that identifies it.
     """
 
     def __init__(self, object_representation: ObjectRepresentation, probe, positions_px,
@@ -129,7 +136,7 @@ class PtychoModel(keras.Model):
                  loss: str = "amplitude", readout_noise=1.0, subpixel="auto",
                  position_model: str = "offsets", farfield_distance_m: Optional[float] = None,
                  probe_support=None, probe_power: Optional[float] = None,
-                 name="ptycho_model"):
+                 copropagate: bool = True, name="ptycho_model"):
         super().__init__(name=name)
         if not isinstance(object_representation, ObjectRepresentation):
             raise AdptychoError("object_representation must be an ObjectRepresentation "
@@ -191,6 +198,8 @@ class PtychoModel(keras.Model):
                 raise AdptychoError(f"probe_power must be positive and finite, got {probe_power}")
             probe_power = float(probe_power)
         self.probe_power = probe_power
+        self.copropagate = bool(copropagate)
+        self._copropagating = False  # set by compile: parallel-beam near field, distance refined
 
         # -- constants --------------------------------------------------------------------
         self._nominal_positions = tf.constant(positions_px, tf.float32)
@@ -247,7 +256,31 @@ class PtychoModel(keras.Model):
 
     # -- parameters as physical quantities ----------------------------------------------
     def probe_tensor(self) -> tf.Tensor:
-        """(M, H, W) complex64 probe in photon units (times the support, if any)."""
+        """(M, H, W) complex64 probe in photon units (times the support, if any; co-propagated
+        by z0 - z while a parallel-beam near-field distance is refined, see ``copropagate``)."""
+        probe = self._stored_probe_tensor()
+        if self._copropagating:
+            probe = self._copropagate(probe)
+        return probe
+
+    def object_parts(self):
+        """``(real, imag)`` (Y, X) float32 parts of the model's object (co-propagated by z0 - z
+        while a parallel-beam near-field distance is refined)."""
+        parts = self.object_representation.transmission_parts()
+        if not self._copropagating:
+            return parts
+        obj = self._copropagate(tf.complex(*parts))
+        return tf.math.real(obj), tf.math.imag(obj)
+
+    def _copropagate(self, field):
+        from adptycho.physics.propagators import angular_spectrum_transfer, near_field
+
+        delta = self.near_field.distance_m - self.distance_tensor()
+        transfer = angular_spectrum_transfer(field.shape[-2:], self.near_field.pixel_size_m,
+                                             self.near_field.wavelength_m, delta)
+        return near_field(field, transfer)
+
+    def _stored_probe_tensor(self) -> tf.Tensor:
         real = tf.convert_to_tensor(self.probe_real)
         imag = tf.convert_to_tensor(self.probe_imag)
         if self._probe_support is not None:
@@ -342,7 +375,7 @@ class PtychoModel(keras.Model):
         indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
         fold = self.near_field is None and can_fold_fftshift(self.detector_shape)
         positions = self.positions_tensor(indices)
-        waves = exit_waves(self.object_representation.transmission_parts(), self.probe_tensor(),
+        waves = exit_waves(self.object_parts(), self.probe_tensor(),
                            positions, subpixel=self._subpixel_now, fold_fftshift=fold)
         fractions = None
         if self.near_field is not None and self._subpixel_now:
@@ -381,6 +414,9 @@ class PtychoModel(keras.Model):
         if not refine:
             raise AdptychoError("nothing to refine: give at least one parameter group")
         self.refine = refine
+        self._copropagating = bool(self.copropagate and "distance" in refine
+                                   and self.near_field is not None
+                                   and not self.near_field.cone_beam)
         self.learning_rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
         self.start_epochs = {**{g: 0 for g in PARAMETER_GROUPS}, **(start_epochs or {})}
         if not 0 < decay_rate <= 1:
@@ -410,7 +446,7 @@ class PtychoModel(keras.Model):
         """
         if self.num_modes < 2:
             return
-        probe = self.get_probe().reshape(self.num_modes, -1).astype(np.complex128)
+        probe = self._stored_probe_tensor().numpy().reshape(self.num_modes, -1).astype(np.complex128)
         _, singular, vh = np.linalg.svd(probe, full_matrices=False)
         modes = (singular[:, None] * vh).reshape((self.num_modes,) + self.detector_shape)
         self.probe_real.assign((modes.real / self.probe_scale).astype(np.float32))
@@ -518,7 +554,10 @@ class PtychoModel(keras.Model):
 
     # -- results ------------------------------------------------------------------------
     def get_object(self) -> np.ndarray:
-        """(Y, X) complex64 object."""
+        """(Y, X) complex64 object (as the model uses it; see ``copropagate``)."""
+        if self._copropagating:
+            real, imag = self.object_parts()
+            return (real.numpy() + 1j * imag.numpy()).astype(np.complex64)
         return self.object_representation.to_numpy()
 
     def get_probe(self) -> np.ndarray:
