@@ -128,7 +128,8 @@ class PtychoModel(keras.Model):
             object and probe together (ASM_z[P O] = ASM_{z0}[P_var O_var] up to the
             product-rule terms at the probe edge), so with this coupling a change of z moves
             along that valley instead of against the object, and the distance gradient carries
-            only the signal that identifies it.
+            only the signal that identifies it. Applies to the object / probe only when they
+            are refined too.
     """
 
     def __init__(self, object_representation: ObjectRepresentation, probe, positions_px,
@@ -199,7 +200,9 @@ class PtychoModel(keras.Model):
             probe_power = float(probe_power)
         self.probe_power = probe_power
         self.copropagate = bool(copropagate)
-        self._copropagating = False  # set by compile: parallel-beam near field, distance refined
+        # set by compile: parallel-beam near field with the distance and object / probe refined
+        self._copropagating = False
+        self._copropagating_probe = False
 
         # -- constants --------------------------------------------------------------------
         self._nominal_positions = tf.constant(positions_px, tf.float32)
@@ -259,7 +262,7 @@ class PtychoModel(keras.Model):
         """(M, H, W) complex64 probe in photon units (times the support, if any; co-propagated
         by z0 - z while a parallel-beam near-field distance is refined, see ``copropagate``)."""
         probe = self._stored_probe_tensor()
-        if self._copropagating:
+        if self._copropagating_probe:
             probe = self._copropagate(probe)
         return probe
 
@@ -414,9 +417,11 @@ class PtychoModel(keras.Model):
         if not refine:
             raise AdptychoError("nothing to refine: give at least one parameter group")
         self.refine = refine
-        self._copropagating = bool(self.copropagate and "distance" in refine
-                                   and self.near_field is not None
-                                   and not self.near_field.cone_beam)
+        coupling = bool(self.copropagate and "distance" in refine
+                        and self.near_field is not None and not self.near_field.cone_beam)
+        # only what is refined co-propagates (a known, frozen object or probe stays as given)
+        self._copropagating = coupling and "object" in refine
+        self._copropagating_probe = coupling and "probe" in refine
         self.learning_rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
         self.start_epochs = {**{g: 0 for g in PARAMETER_GROUPS}, **(start_epochs or {})}
         if not 0 < decay_rate <= 1:

@@ -574,7 +574,7 @@ def test_copropagation_absorbs_most_of_a_distance_change():
     for coupled in (False, True):
         model = PtychoModel(PixelObject(obj.shape, initial=obj.astype(np.complex64)), probe,
                             positions, near_field=near, copropagate=coupled)
-        model.compile(refine=("object", "distance"))
+        model.compile(refine=("object", "probe", "distance"))
         reference = model(np.arange(4)).numpy()
         model.log_distance_scale.assign(0.05)
         changes[coupled] = np.linalg.norm(model(np.arange(4)).numpy() - reference)
