@@ -36,7 +36,7 @@ from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.reconstruction import reconstruct
 
 __all__ = ["Calibration", "calibrate", "apply_calibration", "rescale_focus_distance",
-           "search_focus_distance", "remove_probe_phase_ramp", "centre_probe"]
+           "search_focus_distance", "search_distance", "with_distance", "remove_probe_phase_ramp", "centre_probe"]
 
 
 @dataclasses.dataclass
@@ -187,28 +187,53 @@ def rescale_focus_distance(scan: ScanData, focus_distance_m: float) -> ScanData:
                                focus_distance_m=float(focus_distance_m), metadata=metadata)
 
 
-def search_focus_distance(scan: ScanData, factors=None, epochs: int = 20, batch_size: int = 16,
-                          loss: str = "amplitude", seed: int = 0):
-    """Profile search of the cone-beam z1: short object + probe fits on a grid of z1.
+def with_distance(scan: ScanData, distance_m: float) -> ScanData:
+    """The same near-field scan described with another distance.
 
-    Joint gradient descent on z1 alone barely moves it (object and probe adapt to a wrong z1
-    first and the valley towards the right one is shallow), while the final loss of a short
-    reconstruction at each z1 has a clear minimum. The grid is ``z1_start * factors`` (default 9
-    values from z1/1.5 to 1.5 z1, geometric); a parabola through the best point and its
-    neighbours (in log z1) gives the estimate.
+    Cone beam (focus distance known): ``distance_m`` is the focus-to-sample distance z1 (see
+    ``rescale_focus_distance``). Parallel beam: the propagation distance.
+    """
+    if scan.geometry != NEARFIELD:
+        raise AdptychoError("with_distance needs a near-field scan")
+    if _is_cone_beam(scan):
+        return rescale_focus_distance(scan, distance_m)
+    return dataclasses.replace(scan, propagation_distance_m=float(distance_m))
+
+
+def _is_cone_beam(scan: ScanData) -> bool:
+    return scan.geometry == NEARFIELD and None not in (
+        scan.focus_distance_m, scan.detector_distance_m, scan.detector_pixel_size_m)
+
+
+def search_distance(scan: ScanData, factors=None, epochs: int = 20, batch_size: int = 16,
+                    loss: str = "amplitude", seed: int = 0, probe=None):
+    """Profile search of the near-field distance: short object + probe fits on a grid.
+
+    The distance searched is the cone-beam focus-to-sample distance z1 where the scan has one,
+    else the propagation distance. Joint gradient descent on the distance alone barely moves it
+    from a start a few per cent off: object and probe adapt to the wrong distance first (a
+    defocused object and probe explain most of the data) and the valley towards the right one
+    is shallow, while the final loss of a short reconstruction at each distance (the profile
+    likelihood) has a clear minimum. The grid is ``start * factors`` (default 9 values from
+    1/1.5 to 1.5 times the start, geometric); a parabola through the best point and its
+    neighbours (in log distance) gives the estimate.
 
     Returns:
-        ``(z1_best, table)`` with ``table`` a list of ``(z1, final_loss)``.
+        ``(distance_best_m, table)`` with ``table`` a list of ``(distance_m, final_loss)``.
     """
+    if scan.geometry != NEARFIELD:
+        raise AdptychoError("the distance search is for near-field scans")
     if factors is None:
         factors = np.geomspace(1 / 1.5, 1.5, 9)
+    start = scan.focus_distance_m if _is_cone_beam(scan) else scan.propagation_distance_m
     table = []
     for factor in factors:
-        z1 = scan.focus_distance_m * float(factor)
-        result = reconstruct(rescale_focus_distance(scan, z1), epochs=epochs,
-                             batch_size=batch_size, refine=("object", "probe"), loss=loss,
-                             seed=seed, verbose=0)
-        table.append((z1, float(result.loss_history[-1])))
+        z = start * float(factor)
+        result = reconstruct(with_distance(scan, z), epochs=epochs, batch_size=batch_size,
+                             refine=("object", "probe"), loss=loss, seed=seed, verbose=0,
+                             probe=probe)
+        table.append((z, float(result.loss_history[-1])))
+    table.sort()
     z = np.log([t[0] for t in table])
     values = np.array([t[1] for t in table])
     best = int(np.argmin(values))
@@ -221,18 +246,30 @@ def search_focus_distance(scan: ScanData, factors=None, epochs: int = 20, batch_
     return float(np.exp(estimate)), table
 
 
+def search_focus_distance(scan: ScanData, factors=None, epochs: int = 20, batch_size: int = 16,
+                          loss: str = "amplitude", seed: int = 0):
+    """Cone-beam z1 profile search (``search_distance`` on a scan with a focus distance)."""
+    if not _is_cone_beam(scan):
+        raise AdptychoError("search_focus_distance needs a cone-beam scan (give the focus distance)")
+    return search_distance(scan, factors, epochs, batch_size, loss, seed)
+
+
 def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
               refine_positions: bool = True, refine_distance: Optional[bool] = None,
               position_model: str = "offsets", loss: str = "amplitude", probe=None,
               probe_modes: int = 1, learning_rates: Optional[dict] = None,
               start_epochs: Optional[dict] = None, seed: int = 0, verbose: int = 0,
-              checkpoint_dir=None, focus_search: Optional[bool] = None,
-              focus_search_epochs: int = 20) -> Calibration:
-    """Staged joint refinement of probe, positions and (near field) distance on a bright scan.
+              checkpoint_dir=None, distance_search: Optional[bool] = None,
+              distance_search_epochs: int = 20, distance_search_factors=None,
+              focus_search: Optional[bool] = None, focus_search_epochs: Optional[int] = None,
+              probe_support=None, probe_power=None) -> Calibration:
+    """Staged joint refinement of probe, positions and distance on a bright scan.
 
     Schedule (epochs from 0): object from 0, probe from 1, positions from ``epochs // 4``,
     distance from ``epochs // 2``; each group decays its learning rate by 0.97 per epoch from its
-    start. ``start_epochs`` / ``learning_rates`` override it.
+    start. ``start_epochs`` / ``learning_rates`` override it. In near field the distance is first
+    located by a profile search (``search_distance``), then refined by gradient descent with the
+    rest.
 
     Args:
         scan: the high-SNR calibration scan.
@@ -241,8 +278,17 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
             global scale of the positions in pixels; it needs ``scan.detector_distance_m`` and a
             scan whose positions came from translations in metres.
         position_model: ``offsets`` or ``affine`` (global scale/rotation/shear plus offsets).
-        focus_search: cone-beam scans: first locate z1 with ``search_focus_distance`` (default:
-            yes when the distance is refined), then refine it by gradient descent with the rest.
+        distance_search: near field: first locate the distance (z1 for cone beam, else the
+            propagation distance) by a profile search (default: for cone-beam scans when the
+            distance is refined).
+        distance_search_epochs, distance_search_factors: epochs per grid point and the grid of
+            factors of the starting distance (see ``search_distance``).
+        focus_search, focus_search_epochs: older names of ``distance_search`` and
+            ``distance_search_epochs``.
+        probe_support: optional (H, W) mask multiplying the probe.
+        probe_power: total probe power to hold the probe at (photons per exposure), or
+            ``"auto"``: the largest total count of a pattern (a transmission of at most 1 cannot
+            raise a pattern above the probe power).
         Other arguments as for ``reconstruct``.
 
     Returns:
@@ -253,17 +299,28 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     if refine_distance and scan.geometry != NEARFIELD and scan.detector_distance_m is None:
         raise AdptychoError("far-field distance calibration needs the scan's detector distance "
                             "(detector_distance_m)")
-    cone = scan.geometry == NEARFIELD and None not in (
-        scan.focus_distance_m, scan.detector_distance_m, scan.detector_pixel_size_m)
-    if focus_search is None:
-        focus_search = bool(refine_distance and cone)
+    if focus_search is not None and distance_search is None:
+        distance_search = focus_search
+    if focus_search_epochs is not None:
+        distance_search_epochs = focus_search_epochs
+    if isinstance(probe_power, str):
+        if probe_power != "auto":
+            raise AdptychoError(f"probe_power must be a number or 'auto', got {probe_power!r}")
+        probe_power = float(np.max(np.sum(np.clip(scan.patterns, 0, None), axis=(1, 2))))
+    cone = _is_cone_beam(scan)
+    if distance_search is None:
+        # cone beam: z1 changes the magnification, a strong signal a profile search finds; for
+        # parallel-beam near field the profile is nearly flat and gradient descent does better
+        distance_search = bool(refine_distance and cone)
     search_table = None
-    if focus_search:
-        if not cone:
-            raise AdptychoError("focus_search needs a cone-beam scan (give the focus distance)")
-        z1, search_table = search_focus_distance(scan, epochs=focus_search_epochs,
-                                                 batch_size=batch_size, loss=loss, seed=seed)
-        scan = rescale_focus_distance(scan, z1)
+    if distance_search:
+        if scan.geometry != NEARFIELD:
+            raise AdptychoError("the distance search is for near-field scans; in far field the "
+                                "distance is refined by gradient descent")
+        z, search_table = search_distance(scan, distance_search_factors,
+                                          epochs=distance_search_epochs, batch_size=batch_size,
+                                          loss=loss, seed=seed, probe=probe)
+        scan = with_distance(scan, z)
     refine = ["object", "probe"] + (["positions"] if refine_positions else []) + \
         (["distance"] if refine_distance else [])
     starts = {"object": 0, "probe": 1, "positions": max(1, epochs // 4),
@@ -273,13 +330,16 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
                          loss=loss, probe=probe, probe_modes=probe_modes,
                          learning_rates=learning_rates, start_epochs=starts, seed=seed,
                          verbose=verbose, checkpoint_dir=checkpoint_dir,
-                         position_model=position_model)
+                         position_model=position_model, probe_support=probe_support,
+                         probe_power=probe_power)
     origin = np.asarray(result.object_origin_px, np.float64)
     distance = result.distance_m if result.distance_m is not None else scan.detector_distance_m
     settings = dict(result.settings)
     settings.update({"calibration_refine": refine, "position_model": position_model})
     if search_table is not None:
-        settings["focus_search"] = [[z, v] for z, v in search_table]
+        settings["distance_search"] = [[z, v] for z, v in search_table]
+        if cone:
+            settings["focus_search"] = settings["distance_search"]
     probe = result.probe
     if scan.geometry != NEARFIELD:
         probe = remove_probe_phase_ramp(probe)

@@ -43,6 +43,32 @@ def _positive_float(text):
     return value
 
 
+def _probe_power(text):
+    if text == "auto":
+        return text
+    return _positive_float(text)
+
+
+def _add_probe_constraints(p):
+    p.add_argument("--probe-power", type=_probe_power,
+                   help="hold the total probe power at this many photons per exposure, or 'auto' "
+                        "(the largest total count of a pattern)")
+    p.add_argument("--probe-support", type=_positive_float, metavar="DIAMETER_PX",
+                   help="circular probe support of this diameter in pixels (zero outside)")
+
+
+def _probe_constraint_kwargs(args, scan):
+    from adptycho.geometry import circular_aperture
+
+    power = args.probe_power
+    if power == "auto":
+        power = float(np.max(np.sum(np.clip(scan.patterns, 0, None), axis=(1, 2))))
+    support = None
+    if args.probe_support is not None:
+        support = np.abs(circular_aperture(scan.detector_shape, args.probe_support, edge_px=2.0))
+    return {"probe_power": power, "probe_support": support}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adptycho", description="Ptychography reconstruction by automatic differentiation.")
@@ -87,10 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
                                          "positions and distance are taken from it and frozen")
     p.add_argument("--position-model", choices=("offsets", "affine"), default="offsets")
     p.add_argument("--fixed-object", action="store_true", help="do not refine the object")
-    p.add_argument("--object", default="pixels", help="object representation (pixels)")
+    p.add_argument("--object", default="pixels",
+                   help="object representation: pixels, irmae-mnist, irmae-mnist-3 (a latent "
+                        "vector through a pretrained IRMAE decoder) or a directory with IRMAE "
+                        "weights")
+    p.add_argument("--latent-mode", choices=("amplitude", "phase"), default="amplitude",
+                   help="latent objects: the decoder output is the amplitude (default) or phase")
+    p.add_argument("--train-decoder", action="store_true",
+                   help="latent objects: also train the decoder weights")
+    p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
+                   help="adam (default) or full-batch L-BFGS with --epochs iterations (object "
+                        "only: use --refine '')")
     p.add_argument("--parametrisation", default="complex",
                    choices=("complex", "amplitude-phase", "amplitude", "phase"))
-    p.add_argument("--engine", default="adam", help="reconstruction engine (adam)")
+    p.add_argument("--engine", default="adam",
+                   help="reconstruction engine: adam, epie, rpie or mpie (PIE engines: "
+                        "--batch-size patterns per update, 1 = sequential)")
+    p.add_argument("--alpha", type=float, help="PIE engines: object step size (default 1)")
+    p.add_argument("--beta", type=float, help="PIE engines: probe step size (default 1)")
+    p.add_argument("--rpie-alpha", type=float,
+                   help="rPIE/mPIE regularisation a in [0, 1] (default 0.1; 1 = ePIE)")
+    p.add_argument("--momentum", type=float, help="mPIE momentum eta in [0, 1) (default 0.7)")
     p.add_argument("--lr-object", type=_positive_float)
     p.add_argument("--lr-probe", type=_positive_float)
     p.add_argument("--lr-positions", type=_positive_float)
@@ -117,15 +160,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--farfield-distance", action="store_true",
                    help="far field: also refine the sample-detector distance (a global scale of "
                         "the positions; needs the detector distance in the file)")
+    _add_probe_constraints(p)
     p.add_argument("--probe-modes", type=_positive_int, default=1)
     p.add_argument("--focus-distance", type=_positive_float,
                    help="cone-beam near field: focus-to-sample distance z1 in metres")
     p.add_argument("--nearfield", action="store_true", help="parallel-beam near field")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("oversample", help="oversampling reconstruction (Barutcu et al.) from a "
+                       "sparse scan and an initial reconstruction")
+    p.add_argument("input", help="measured (sparse) scan .cxi")
+    p.add_argument("--init", required=True, help="initial reconstruction .h5 (object, probe)")
+    p.add_argument("--out", required=True, help="output reconstruction .h5")
+    p.add_argument("--factor", type=_positive_int, default=3, help="scan density factor Y")
+    p.add_argument("--weight", type=_positive_float, default=20.0,
+                   help="w: measured patterns step 1, simulated 1/w")
+    p.add_argument("--weight-schedule", help="comma-separated w per repeat (overrides --weight)")
+    p.add_argument("--repeats", type=_positive_int, default=1)
+    p.add_argument("--epochs", type=_positive_int, default=100, help="ePIE epochs per repeat")
+    p.add_argument("--engine", choices=("epie", "rpie", "mpie"), default="epie")
+    p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument("--step", type=_positive_float,
+                   help="measured scan step in object pixels (default: nearest-neighbour median)")
+    p.add_argument("--cold-start", action="store_true",
+                   help="ePIE from an empty object each repeat (Algorithm 1) instead of the "
+                        "object the simulation used")
+    p.add_argument("--truth", help="HDF5 with the true 'object' on the same grid: records "
+                                  "the NRMSE after every repeat")
+    p.add_argument("--focus-distance", type=_positive_float, help="cone-beam z1 (near field)")
+    p.add_argument("--nearfield", action="store_true", help="parallel-beam near field")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(loss="amplitude")
+
     p = sub.add_parser("show", help="write a PNG of a reconstruction file")
     p.add_argument("input", help="reconstruction .h5")
     p.add_argument("--out", help="output PNG (default: input with .png)")
+
+    p = sub.add_parser("landscape", help="loss landscape around a reconstruction (PNG + CSV)")
+    p.add_argument("input", help="the scan that was reconstructed (.cxi)")
+    p.add_argument("--reconstruction", required=True, help="reconstruction .h5 (adptycho reconstruct)")
+    p.add_argument("--out", required=True, help="output PNG (the CSV goes next to it)")
+    p.add_argument("--csv", help="output CSV (default: --out with .csv)")
+    p.add_argument("--data", help="latent objects: MNIST IDX directory for the validation "
+                                  "latents whose PCA gives the directions v1, v2")
+    p.add_argument("--range", type=_positive_float, default=None,
+                   help="a, b in [-range, range] (default 10 for latents, 1 for pixels)")
+    p.add_argument("--points", type=_positive_int, default=41, help="grid points per axis")
+    p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"),
+                   help="loss to map (default: the reconstruction's)")
+    p.add_argument("--readout-noise", type=_positive_float, help="default: the reconstruction's")
+    p.add_argument("--focus-distance", type=_positive_float,
+                   help="cone-beam near field: focus-to-sample distance z1 in metres")
+    p.add_argument("--nearfield", action="store_true", help="parallel-beam near field")
+    p.add_argument("--seed", type=int, default=0, help="random directions (pixel objects)")
 
     p = sub.add_parser("train-irmae", help="train an IRMAE (latent object prior) on MNIST")
     p.add_argument("--out", required=True, help="output model directory (weights, card, PNG)")
@@ -187,7 +274,11 @@ def _cmd_reconstruct(args):
                          probe=probe, probe_modes=args.probe_modes,
                          readout_noise=args.readout_noise, seed=args.seed,
                          verbose=2 if args.quiet else 1, checkpoint_dir=args.checkpoint_dir,
-                         position_model=args.position_model)
+                         position_model=args.position_model, optimizer=args.optimizer,
+                         pie_options=_pie_options(args),
+                         latent_options=(None if args.object == "pixels" else
+                                         {"mode": args.latent_mode,
+                                          "train_decoder": args.train_decoder}))
     if args.calibration:
         result.settings["calibration"] = os.path.abspath(args.calibration)
     elapsed = time.perf_counter() - started
@@ -322,7 +413,8 @@ def _cmd_calibrate(args):
                             refine_distance=(near and not args.no_distance)
                             or (not near and args.farfield_distance),
                             position_model=args.position_model, loss=args.loss,
-                            probe_modes=args.probe_modes, seed=args.seed, verbose=1)
+                            probe_modes=args.probe_modes, seed=args.seed, verbose=1,
+                            **_probe_constraint_kwargs(args, scan))
     calibration.save(args.out)
     shift = calibration.positions_px - calibration.nominal_positions_px
     shift -= shift.mean(axis=0)
@@ -332,22 +424,164 @@ def _cmd_calibrate(args):
           f"{rms:.3f} px RMS{distance}; wrote {args.out}")
 
 
+def _cmd_landscape(args):
+    from adptycho.analysis import landscape as ls
+    from adptycho.io import load_reconstruction
+    from adptycho.reconstruction import build_model
+
+    rec = load_reconstruction(args.reconstruction)
+    settings = rec.settings
+    args.loss = args.loss or settings.get("loss", "amplitude")
+    readout = args.readout_noise or float(settings.get("readout_noise", 1.0)
+                                          if not isinstance(settings.get("readout_noise"), str)
+                                          else 1.0)
+    scan = _load_scan(args)
+    name = settings.get("object", "pixels")
+    latent = "latent" in rec.extra_histories
+    if latent and name == "pixels":
+        raise AdptychoError(f"{args.reconstruction} holds a latent but no latent model name")
+    options = dict(settings.get("latent_options") or {})
+    if latent:
+        options["initial_latent"] = rec.extra_histories["latent"]
+    model, grid = build_model(scan, probe=rec.probe, normalise_probe=False, loss=args.loss,
+                              readout_noise=readout, object_shape=rec.object.shape,
+                              padding_px=int(settings.get("padding_px", 8)),
+                              parametrisation="complex", initial_object=None if latent else rec.object,
+                              object=name if latent else "pixels", latent_options=options)
+    nominal = grid.corners(scan.positions_px)
+    if np.shape(rec.positions_px) == np.shape(nominal):
+        model.position_corrections.assign((rec.positions_px - nominal).astype(np.float32))
+    span = args.range or (10.0 if latent else 1.0)
+    axis = np.linspace(-span, span, args.points)
+    started = time.perf_counter()
+    if latent:
+        if args.data is None:
+            raise AdptychoError("latent landscapes need --data (MNIST IDX directory) for the PCA "
+                                "directions of the validation latents")
+        directions, variance, _ = ls.pca_directions(ls.validation_latents(name, args.data))
+        losses = ls.latent_landscape(model, scan.patterns, rec.extra_histories["latent"],
+                                     directions[0], directions[1], axis, axis)
+        labels = ("a (PCA v1)", "b (PCA v2)")
+    else:
+        weights = [w.numpy() for w in model.object_representation.trainable_weights]
+        d1, d2 = ls.filter_normalised_directions(weights, seed=args.seed)
+        losses = ls.pixel_landscape(model, scan.patterns, d1, d2, axis, axis)
+        labels = ("a (random d1)", "b (random d2)")
+    seconds = time.perf_counter() - started
+    csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
+    ls.write_landscape_csv(csv_path, axis, axis, losses)
+    ls.plot_landscape(args.out, axis, axis, losses, labels=labels,
+                      title=f"{os.path.basename(args.reconstruction)}: {args.loss} loss, "
+                            f"{args.points}x{args.points} grid")
+    print(f"adptycho: {args.points}x{args.points} landscape in {seconds:.1f} s; loss at the "
+          f"optimum {losses[args.points // 2, args.points // 2]:.6g}, grid min "
+          f"{losses.min():.6g}, max {losses.max():.6g}; wrote {args.out} and {csv_path}")
+
+
 def _cmd_train_irmae(args):
     from adptycho.nn.training import train_irmae
 
     if args.linear_layers < 0:
         raise AdptychoError(f"--linear-layers must be >= 0, got {args.linear_layers}")
+    import shlex
+
+    options = [("--data", args.data), ("--digit", args.digit),
+               ("--linear-layers", args.linear_layers), ("--latent-dim", args.latent_dim),
+               ("--epochs", args.epochs), ("--batch-size", args.batch_size),
+               ("--learning-rate", args.learning_rate), ("--max-train", args.max_train),
+               ("--seed", args.seed), ("--out", args.out)]
+    command = "adptycho train-irmae " + " ".join(
+        f"{flag} {shlex.quote(str(value))}" for flag, value in options if value is not None)
     result = train_irmae(args.out, args.data, digit=args.digit, linear_layers=args.linear_layers,
                          latent_dim=args.latent_dim, epochs=args.epochs,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         seed=args.seed, max_train=args.max_train, verbose=1)
+                         seed=args.seed, max_train=args.max_train, verbose=1, command=command)
     print(f"adptycho: IRMAE trained in {result['seconds']:.0f} s: validation BCE "
           f"{result['val_bce']:.4f}, MSE {result['val_mse']:.5f}; wrote {args.out}/"
           "{encoder,decoder}.weights.h5, mean_latent.npy, card.md, samples.png")
 
 
+def _pie_options(args):
+    options = {"object_step": args.alpha, "probe_step": args.beta,
+               "regularisation": args.rpie_alpha, "momentum": args.momentum}
+    options = {k: v for k, v in options.items() if v is not None}
+    if options and args.engine not in ("epie", "rpie", "mpie"):
+        raise AdptychoError("--alpha, --beta, --rpie-alpha and --momentum are options of the "
+                            f"PIE engines (epie, rpie, mpie), not of {args.engine!r}")
+    return options or None
+
+
+def _cmd_oversample(args):
+    import h5py
+
+    from adptycho.analysis import nrmse
+    from adptycho.io import ReconstructionResult, load_reconstruction, save_reconstruction
+    from adptycho.io.atomic import atomic_path
+    from adptycho.training.oversampling import oversample
+
+    scan = _load_scan(args)
+    print(f"adptycho: {scan.describe()}")
+    if not os.path.exists(args.init):
+        raise AdptychoError(f"no such file: {args.init}")
+    initial = load_reconstruction(args.init)
+    schedule = None
+    if args.weight_schedule:
+        try:
+            schedule = [float(v) for v in args.weight_schedule.split(",") if v.strip()]
+        except ValueError:
+            raise AdptychoError(f"--weight-schedule must be comma-separated numbers, got "
+                                f"{args.weight_schedule!r}") from None
+    error_fn = None
+    if args.truth:
+        if not os.path.exists(args.truth):
+            raise AdptychoError(f"no such file: {args.truth}")
+        with h5py.File(args.truth, "r") as f:
+            if "object" not in f:
+                raise AdptychoError(f"{args.truth} has no 'object' dataset")
+            truth = f["object"][()]
+        if truth.shape != initial.object.shape:
+            raise AdptychoError(f"--truth object {truth.shape} and --init object "
+                                f"{initial.object.shape} differ in shape")
+        error_fn = lambda obj: nrmse(truth, obj)  # noqa: E731
+    started = time.perf_counter()
+    result = oversample(scan, initial, factor=args.factor, weight=args.weight,
+                        repeats=args.repeats, weight_schedule=schedule, epochs=args.epochs,
+                        engine=args.engine, batch_size=args.batch_size, step_px=args.step,
+                        warm_start=not args.cold_start, seed=args.seed, error_fn=error_fn,
+                        verbose=1)
+    corners = result.positions_px[result.measured]
+    extra = {"measured_residual_history": result.measured_residual,
+             "mixed_residual_history": result.residual_history,
+             "weight_history": result.weights,
+             "oversampled_positions_px": result.positions_px,
+             "oversampled_measured": result.measured.astype(np.float64)}
+    if error_fn is not None:
+        extra["error_history"] = result.error_history
+    settings = {"oversampling": result.settings, "input": os.path.abspath(args.input),
+                "init": os.path.abspath(args.init)}
+    rec = ReconstructionResult(
+        object=result.object, probe=initial.probe, positions_px=corners,
+        nominal_positions_px=corners, loss_history=result.measured_residual,
+        residual_history=result.measured_residual, pixel_size_m=initial.pixel_size_m,
+        geometry=scan.geometry, distance_m=initial.distance_m,
+        object_origin_px=initial.object_origin_px, settings=settings, extra_histories=extra)
+    with atomic_path(args.out, suffix=".h5.tmp") as tmp:
+        save_reconstruction(tmp, rec)
+        with h5py.File(tmp, "a") as f:
+            f.create_dataset("repeat_objects", data=result.objects.astype(np.complex64))
+            f.create_dataset("initial_object", data=result.initial_object.astype(np.complex64))
+    errors = (f", NRMSE {result.error_history[0]:.4g} -> {result.error_history[-1]:.4g}"
+              if error_fn is not None else "")
+    print(f"adptycho: {args.repeats} repeat(s) of {result.settings['num_patterns']} patterns "
+          f"({scan.num_patterns} measured) in {time.perf_counter() - started:.1f} s; measured "
+          f"residual {result.measured_residual[0]:.4g} -> {result.measured_residual[-1]:.4g}"
+          f"{errors}; wrote {args.out}")
+
+
 COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": _cmd_show,
-            "demo": _cmd_demo, "calibrate": _cmd_calibrate, "train-irmae": _cmd_train_irmae}
+            "demo": _cmd_demo, "calibrate": _cmd_calibrate, "train-irmae": _cmd_train_irmae,
+            "landscape": _cmd_landscape}
+COMMANDS["oversample"] = _cmd_oversample
 
 
 def main(argv=None) -> int:

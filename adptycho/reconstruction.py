@@ -15,19 +15,25 @@ from adptycho.initial import add_probe_modes, probe_guess, scale_probe_to_counts
 from adptycho.io.results import ReconstructionResult
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.model import DEFAULT_LEARNING_RATES, NearFieldGeometry, PtychoModel
+from adptycho.nn.irmae import SHIPPED_MODELS
 from adptycho.objects.pixels import PixelObject
+from adptycho.training.epie import PIE_ENGINES
 
 __all__ = ["reconstruct", "build_model", "ENGINES", "OBJECTS"]
 
-ENGINES = ("adam",)
-OBJECTS = ("pixels",)
+ENGINES = ("adam",) + PIE_ENGINES  # PIE engines: adptycho.training.epie
+OBJECTS = ("pixels",) + SHIPPED_MODELS  # or a directory with IRMAE weights (LatentObject)
+OPTIMIZERS = ("adam", "lbfgs")
+LATENT_LEARNING_RATE = 0.1
 
 
 def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str = "amplitude",
                 readout_noise=1.0, object_shape=None, padding_px: int = 8,
                 parametrisation: str = "complex", initial_object=None, subpixel="auto",
-                normalise_probe: Optional[bool] = None, position_model: str = "offsets"):
-    """Build a ``PtychoModel`` (pixel object) and its object grid for ``scan``.
+                normalise_probe: Optional[bool] = None, position_model: str = "offsets",
+                probe_support=None, probe_power: Optional[float] = None,
+                object: str = "pixels", latent_options: Optional[dict] = None):
+    """Build a ``PtychoModel`` (pixel or latent object) and its object grid for ``scan``.
 
     Args:
         scan: the measured data.
@@ -41,6 +47,12 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
         initial_object: optional (Y, X) complex starting object.
         normalise_probe: rescale the probe to the mean counts (default: yes for stored or guessed
             probes, no for a probe passed here).
+        probe_support, probe_power: probe constraints (see ``PtychoModel``): an (H, W) mask
+            that multiplies the probe, and a fixed total probe power in photons per exposure.
+        object: ``pixels``, a shipped IRMAE (``irmae-mnist``, ``irmae-mnist-3``) or a directory
+            with IRMAE weights: a ``LatentObject`` covering the object grid.
+        latent_options: keyword arguments of ``LatentObject`` (``mode``, ``region_px``,
+            ``background``, ``train_decoder``, ``initial_latent``, ...).
 
     Returns:
         ``(model, grid)``.
@@ -71,10 +83,17 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
             focus_distance_m=scan.focus_distance_m if cone else None,
             detector_distance_m=scan.detector_distance_m if cone else None,
             detector_pixel_size_m=scan.detector_pixel_size_m[0] if cone else None)
-    model = PtychoModel(PixelObject(grid.shape, parametrisation, initial=initial_object), probe,
+    if object == "pixels":
+        representation = PixelObject(grid.shape, parametrisation, initial=initial_object)
+    else:
+        from adptycho.objects.latent import LatentObject
+
+        representation = LatentObject.from_pretrained(grid.shape, object, **(latent_options or {}))
+    model = PtychoModel(representation, probe,
                         grid.corners(scan.positions_px), near_field=near, mask=scan.mask,
                         loss=loss, readout_noise=readout_noise, subpixel=subpixel,
                         position_model=position_model,
+                        probe_support=probe_support, probe_power=probe_power,
                         farfield_distance_m=(scan.detector_distance_m
                                              if scan.geometry != NEARFIELD else None))
     return model, grid
@@ -88,7 +107,10 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
                 readout_noise=1.0, object_shape=None, padding_px: int = 8, initial_object=None,
                 seed: int = 0, verbose: int = 1, callbacks=None, checkpoint_dir=None,
                 jit_compile="auto", subpixel="auto",
-                position_model: str = "offsets") -> ReconstructionResult:
+                position_model: str = "offsets", optimizer: str = "adam",
+                probe_support=None, probe_power: Optional[float] = None,
+                latent_options: Optional[dict] = None,
+                pie_options: Optional[dict] = None) -> ReconstructionResult:
     """Reconstruct object (and probe, positions, distance) from a scan with Adam.
 
     Args:
@@ -101,8 +123,12 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         start_epochs: per-group first epoch; default: object 0, probe 1, positions and distance
             after a fifth of the epochs (the object forms first).
         decay_rate: learning-rate decay per epoch (0.97, Seifert et al.).
-        engine: ``adam`` (more in later versions).
-        object: ``pixels``.
+        engine: ``adam``, or ``epie``, ``rpie``, ``mpie`` (``adptycho.training.epie``: object
+            and probe only; Keras callbacks and ``checkpoint_dir`` apply to ``adam``).
+        object: ``pixels``, a shipped IRMAE (``irmae-mnist``, ``irmae-mnist-3``) or a directory
+            with IRMAE weights (a ``LatentObject``: only its latent vector is fitted, Adam
+            learning rate ``LATENT_LEARNING_RATE`` unless given; the result's ``object`` is the
+            resized decoder output on the grid and ``extra_histories["latent"]`` the latent).
         parametrisation: pixel parametrisation (``complex``, ``amplitude-phase``, ``amplitude``,
             ``phase``).
         probe, probe_modes, readout_noise, object_shape, padding_px, initial_object: see
@@ -114,14 +140,27 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
             fit restarted with the same arguments continues from the last completed epoch.
         jit_compile: XLA-compile the training step.
         position_model: ``offsets`` or ``affine`` (global affine stage model plus offsets).
+        probe_support, probe_power: probe constraints (see ``build_model``).
+        optimizer: ``adam`` or ``lbfgs`` (full-batch L-BFGS of ``adptycho.training.lbfgs``,
+            ``epochs`` iterations; object only, meant for latent objects).
+        latent_options: ``LatentObject`` keyword arguments (see ``build_model``).
+        pie_options: PIE engines only: ``object_step`` (alpha), ``probe_step`` (beta),
+            ``regularisation`` (rPIE a), ``momentum`` (mPIE eta); ``batch_size`` is the number
+            of patterns per vectorised update (1 = sequential ePIE), ``start_epochs["probe"]``
+            the first epoch of probe updates.
 
     Returns:
         ``ReconstructionResult``.
     """
     if engine not in ENGINES:
         raise AdptychoError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
-    if object not in OBJECTS:
-        raise AdptychoError(f"unknown object representation {object!r}; available: {', '.join(OBJECTS)}")
+    if object not in OBJECTS and not os.path.isdir(str(object)):
+        raise AdptychoError(f"unknown object representation {object!r}; available: {', '.join(OBJECTS)}"
+                            " or a directory with IRMAE weights")
+    if optimizer not in OPTIMIZERS:
+        raise AdptychoError(f"unknown optimizer {optimizer!r}; available: {', '.join(OPTIMIZERS)}")
+    if optimizer == "lbfgs" and tuple(refine) != ("object",):
+        raise AdptychoError(f"the lbfgs optimizer refines the object only, got refine={tuple(refine)}")
     if epochs < 1:
         raise AdptychoError(f"epochs must be at least 1, got {epochs}")
     if batch_size < 1:
@@ -131,7 +170,12 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
                               readout_noise=readout_noise, object_shape=object_shape,
                               padding_px=padding_px, parametrisation=parametrisation,
                               initial_object=initial_object, subpixel=subpixel,
-                              position_model=position_model)
+                              position_model=position_model, object=object,
+                              probe_support=probe_support, probe_power=probe_power,
+                              latent_options=latent_options)
+    latent = object != "pixels"
+    if latent and "object" not in (learning_rates or {}):
+        learning_rates = {**(learning_rates or {}), "object": LATENT_LEARNING_RATE}
     later = max(1, epochs // 5)
     starts = {"object": 0, "probe": 1 if epochs > 1 else 0, "positions": later, "distance": later}
     starts.update(start_epochs or {})
@@ -143,10 +187,16 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
     callbacks = list(callbacks or [])
     if checkpoint_dir is not None:  # first, so later callbacks see the epoch backed up
         callbacks.insert(0, keras.callbacks.BackupAndRestore(os.fspath(checkpoint_dir)))
-    history = model.fit(np.arange(scan.num_patterns), scan.patterns,
-                        batch_size=min(batch_size, scan.num_patterns), epochs=epochs,
-                        shuffle=True, verbose=verbose, callbacks=callbacks)
-    logs = history.history
+    if engine in PIE_ENGINES:
+        logs = _fit_pie(model, scan, engine, epochs, batch_size, refine, starts, seed, verbose,
+                        pie_options)
+    elif optimizer == "lbfgs":
+        logs = _fit_lbfgs(model, scan, epochs, batch_size, verbose)
+    else:
+        history = model.fit(np.arange(scan.num_patterns), scan.patterns,
+                            batch_size=min(batch_size, scan.num_patterns), epochs=epochs,
+                            shuffle=True, verbose=verbose, callbacks=callbacks)
+        logs = history.history
     settings = {
         "engine": engine, "object": object, "parametrisation": parametrisation,
         "epochs": epochs, "batch_size": batch_size, "refine": list(refine), "loss": loss,
@@ -156,7 +206,11 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         "seed": seed, "padding_px": padding_px, "geometry": scan.geometry,
         "num_patterns": scan.num_patterns, "detector_shape": list(scan.detector_shape),
         "position_model": position_model, "affine": model.affine_matrix().tolist(),
+        "optimizer": optimizer,
+        "probe_support": probe_support is not None, "probe_power": probe_power,
     }
+    if engine in PIE_ENGINES:
+        settings["pie_options"] = dict(pie_options or {})
     pixel_size_m = scan.pixel_size_m
     if pixel_size_m is not None:
         # the object pixel follows the refined distance: lambda z / (N dx) in far field,
@@ -169,6 +223,10 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
             factor = 1.0
         pixel_size_m = tuple(float(p) * factor for p in pixel_size_m)
     extra = {f"{k}_history": np.asarray(v) for k, v in logs.items() if k not in ("loss", "residual")}
+    if latent:
+        extra["latent"] = model.object_representation.latent_numpy()
+        settings["latent_options"] = {k: v for k, v in (latent_options or {}).items()
+                                      if k != "initial_latent"}
     return ReconstructionResult(
         object=model.get_object(), probe=model.get_probe(), positions_px=model.get_positions(),
         nominal_positions_px=grid.corners(scan.positions_px),
@@ -177,3 +235,38 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         distance_m=model.get_distance(), focus_distance_m=model.get_focus_distance(),
         pixel_size_m=pixel_size_m, geometry=scan.geometry,
         object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)
+
+
+def _fit_lbfgs(model, scan: ScanData, iterations: int, batch_size: int, verbose: int) -> dict:
+    """Full-batch L-BFGS of the object group; returns Keras-like logs (loss per iteration,
+    relative amplitude residual before and after)."""
+    from adptycho.training.lbfgs import lbfgs_fit
+
+    indices = np.arange(scan.num_patterns)
+    before = model.evaluate(indices, scan.patterns, batch_size=batch_size, verbose=0,
+                            return_dict=True)
+    result = lbfgs_fit(model, scan.patterns, groups=("object",), max_iterations=iterations,
+                       chunk_iterations=1, batch_size=batch_size, verbose=int(verbose > 0))
+    after = model.evaluate(indices, scan.patterns, batch_size=batch_size, verbose=0,
+                           return_dict=True)
+    return {"loss": list(result.loss_history[1:]) or [after["loss"]],
+            "residual": [before["residual"], after["residual"]]}
+
+
+def _fit_pie(model, scan: ScanData, engine: str, epochs: int, batch_size: int, refine,
+             starts: dict, seed: int, verbose: int, pie_options: Optional[dict]) -> dict:
+    """Run an ePIE/rPIE/mPIE engine (``adptycho.training.epie``) on the model; Keras-like logs."""
+    from adptycho.training.epie import PIETrainer, pie_settings
+
+    other = [g for g in refine if g not in ("object", "probe")]
+    if other or "object" not in refine:
+        raise AdptychoError(f"the {engine} engine refines the object (and probe) only; got "
+                            f"refine={tuple(refine)} (use the adam engine for positions/distance)")
+    options = dict(pie_options or {})
+    unknown = set(options) - {"object_step", "probe_step", "regularisation", "momentum"}
+    if unknown:
+        raise AdptychoError(f"unknown PIE options {sorted(unknown)}")
+    settings = pie_settings(engine, batch_size=batch_size, refine_probe="probe" in refine,
+                            probe_start_epoch=int(starts.get("probe", 0)), **options)
+    trainer = PIETrainer(model, settings)
+    return trainer.fit(scan.patterns, epochs, seed=seed, verbose=int(verbose > 0))

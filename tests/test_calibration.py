@@ -129,3 +129,31 @@ def test_farfield_distance_calibration_recovers_the_distance(fermat_case):
     applied = apply_calibration(start, calibration)
     np.testing.assert_allclose(applied.positions_px, calibration.positions_px)
     assert applied.detector_distance_m == pytest.approx(calibration.distance_m)
+
+
+@pytest.mark.slow
+def test_nearfield_distance_calibration_recovers_a_5_percent_error():
+    """Seifert-like optical near field scaled down (561 nm, 27.6 um pixels, 6.5 cm, 128x128
+    camera, a flat 1.5 mm pinhole image, 96-point Fermat spiral at 80 % overlap): calibration
+    from a distance 5 % off, with the probe support and power constraints, finds it to < 1 %
+    (the full-size case is ``experiments/calibration_seifert.py``)."""
+    from adptycho.geometry import fermat_spacing_for_overlap
+    from adptycho.model import NearFieldGeometry
+
+    pixel, z_true = 27.6e-6, 0.065
+    diameter = 1.5e-3 / pixel
+    probe = circular_aperture((128, 128), diameter, edge_px=1.5)
+    positions = fermat_spiral_scan(96, fermat_spacing_for_overlap(0.8, diameter))
+    positions -= positions.min(axis=0) - 8.0
+    shape = tuple(int(np.ceil(e)) + 128 + 16 for e in positions.max(axis=0))
+    obj = complex_test_object(shape, "camera", "astronaut")
+    near = NearFieldGeometry(561e-9, (pixel, pixel), z_true)
+    bright = simulate(obj, probe, positions, photons_per_pattern=1e7, poisson=True, seed=1,
+                      near_field=near)
+    scan = ScanData(bright.patterns, positions, geometry="nearfield", wavelength_m=561e-9,
+                    pixel_size_m=(pixel, pixel), propagation_distance_m=1.05 * z_true)
+    support = np.abs(circular_aperture((128, 128), 1.15 * diameter, edge_px=2.0))
+    calibration = calibrate(scan, epochs=60, batch_size=8, refine_positions=False,
+                            probe=circular_aperture((128, 128), diameter, edge_px=3.0),
+                            probe_support=support, probe_power="auto")
+    assert abs(calibration.distance_m / z_true - 1) < 0.01, calibration.distance_m

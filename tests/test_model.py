@@ -198,3 +198,26 @@ def test_probe_mode_orthogonalisation_keeps_intensities_and_orders_modes():
     assert off_diagonal.max() < 1e-4 * np.abs(np.diag(gram)).max()
     power = np.real(np.diag(gram))
     assert np.all(np.diff(power) <= 0)
+
+
+def test_probe_power_and_support_constraints_hold_during_the_fit():
+    scan, obj, probe = _small_model()
+    support = np.abs(circular_aperture(probe.shape, 22, 2.0))
+    guess = gaussian_probe(probe.shape, 12.0) * 30.0  # wrong power (about 3e3 photons) and shape
+    model, _ = build_model(scan, probe=guess, object_shape=obj.shape, probe_power=1e4,
+                           probe_support=support)
+    model.compile(refine=("object", "probe"))
+    model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=6, epochs=3, verbose=0)
+    fitted = model.get_probe()
+    assert np.sum(np.abs(fitted) ** 2) == pytest.approx(1e4, rel=1e-4)
+    assert np.all(np.abs(fitted[0][support == 0]) == 0)  # nothing outside the support
+    assert np.abs(fitted[0][support > 0.99]).min() > 0
+    # without the constraints the same fit leaves the power where Adam took it
+    free, _ = build_model(scan, probe=guess, object_shape=obj.shape)
+    free.compile(refine=("object", "probe"))
+    free.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=6, epochs=3, verbose=0)
+    assert abs(np.sum(np.abs(free.get_probe()) ** 2) / 1e4 - 1) > 1e-2
+    with pytest.raises(GeometryError, match="probe_support shape"):
+        build_model(scan, probe=probe, probe_support=np.ones((5, 5)))
+    with pytest.raises(AdptychoError, match="probe_power"):
+        build_model(scan, probe=probe, probe_power=-1.0)

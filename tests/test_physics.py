@@ -326,9 +326,13 @@ def test_extract_patches_non_square():
         np.testing.assert_array_equal(patches[b], image[cy:cy + 5, cx:cx + 11])
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_extract_patches_gradient_is_scatter_add(jit):
-    """Eagerly the adjoint is TF's scatter-add; under XLA a loop of dynamic-update-slices."""
+@pytest.mark.parametrize("jit,dus", [(False, False), (True, False), (True, True)])
+def test_extract_patches_gradient_is_scatter_add(jit, dus, monkeypatch):
+    """Eagerly the adjoint is TF's scatter-add; under XLA, for large windows, a loop of
+    dynamic-update-slices (forced here for small ones)."""
+    import adptycho.physics.shifts as shifts
+
+    monkeypatch.setattr(shifts, "DUS_MIN_PIXELS", 0 if dus else 10 ** 9)
     rng = np.random.default_rng(16)
     image = tf.Variable(rng.normal(size=(18, 20)))
     corners = np.array([[0, 0], [2, 3], [2, 3], [10, 12], [5, 1]])  # overlapping and repeated
