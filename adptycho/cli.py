@@ -8,7 +8,6 @@ written to a temporary name and renamed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

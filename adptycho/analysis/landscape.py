@@ -186,8 +186,7 @@ def plot_landscape(path, alphas, betas, losses, title: str = "", labels=("a (v1)
                    log: bool = True) -> str:
     """Surface and contour PNG of a landscape (log10 of the loss shifted to a minimum of 1 when
     ``log``: the loss of Eq. 1 can be negative)."""
-    from adptycho.analysis.plots import _pyplot
-    from adptycho.io.atomic import atomic_path
+    from adptycho.analysis.plots import _pyplot, save_figure
 
     losses = np.asarray(losses, np.float64)
     shown = np.log10(losses - losses.min() + 1.0) if log else losses
@@ -206,13 +205,7 @@ def plot_landscape(path, alphas, betas, losses, title: str = "", labels=("a (v1)
     ax2.legend(fontsize=8, loc="upper right")
     ax2.set(xlabel=labels[0], ylabel=labels[1], aspect="equal")
     fig.colorbar(contour, ax=ax2)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(os.fspath(path), suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return os.fspath(path)
+    return save_figure(fig, path, title, dpi=100, title_size=10)
 
 
 def validation_latents(model_name, data=None, digit=None, limit: Optional[int] = None):

@@ -17,6 +17,22 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path, title: str = None, dpi: int = 90, title_size=None) -> str:
+    """Title, tight layout and an atomic PNG write of ``fig`` to ``path`` (then closed)."""
+    from adptycho.io.atomic import atomic_path
+
+    plt = _pyplot()
+    if title:
+        fig.suptitle(title, fontsize=title_size)
+    fig.tight_layout()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return path
+
+
 def plot_reconstruction(result, path, title: str = None, crop_to_scan: bool = True) -> str:
     """Write a PNG of amplitude, phase, probe, positions and loss curve of a result.
 
@@ -89,13 +105,7 @@ def plot_reconstruction(result, path, title: str = None, crop_to_scan: bool = Tr
         ax.legend(fontsize=8)
     ax.set_xlabel("epoch")
     ax.set_title("loss")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def plot_object(images, titles, path, cmap="gray", suptitle=None) -> str:
@@ -107,10 +117,4 @@ def plot_object(images, titles, path, cmap="gray", suptitle=None) -> str:
         im = ax.imshow(image, cmap=cmap)
         ax.set_title(name)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, suptitle)

@@ -34,8 +34,7 @@ def sample_figure(model: IRMAE, path, train_latents, validation_images, validati
     """PNG with three rows of panels: validation digits and their reconstructions, decoded
     samples from the Gaussian N(mean, cov) of the training latents (Seifert Fig. 3C), and a
     linear latent interpolation between two validation digits (Fig. 3B)."""
-    from adptycho.analysis.plots import _pyplot
-    from adptycho.io.atomic import atomic_path
+    from adptycho.analysis.plots import _pyplot, save_figure
 
     rng = np.random.default_rng(seed)
     mean, cov = latent_gaussian(train_latents)
@@ -61,12 +60,7 @@ def sample_figure(model: IRMAE, path, train_latents, validation_images, validati
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(name, fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(os.fspath(path), suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_figure(fig, path, title, dpi=90, title_size=9)
 
 
 class _SampleFigure(keras.callbacks.Callback):

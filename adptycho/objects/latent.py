@@ -17,7 +17,6 @@ Only the latent is trainable unless ``train_decoder=True``; ``PtychoModel`` trai
 
 from __future__ import annotations
 
-from typing import Optional
 
 import keras
 import numpy as np
