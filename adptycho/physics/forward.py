@@ -62,11 +62,19 @@ def shifted_probes(probe: tf.Tensor, fractions=None, fold_fftshift: bool = False
         spectrum = tf.roll(spectrum, shift=(h // 2, w // 2), axis=(-2, -1))
         fy = np.roll(fy, h // 2)
         fx = np.roll(fx, w // 2)
-    fractions = tf.cast(fractions, tf.float32)
-    phase = (-2.0 * np.pi) * (fractions[:, 0, None, None] * tf.constant(fy)[None, :, None]
-                              + fractions[:, 1, None, None] * tf.constant(fx)[None, None, :])
-    ramp = tf.complex(tf.cos(phase), tf.sin(phase))  # (B, H, W)
+    ramp = _separable_ramp(fractions, fy, fx, -2.0 * np.pi)  # (B, H, W)
     return tf.signal.ifft2d(spectrum[None] * ramp[:, None])
+
+
+def _separable_ramp(fractions, fy, fx, factor):
+    """(B, H, W) complex64 ``exp(i factor (f_y k_y + f_x k_x))`` built as the outer product of
+    its (B, H) and (B, W) factors: B (H + W) sines and cosines instead of B H W."""
+    fractions = tf.cast(fractions, tf.float32)
+    phase_y = factor * fractions[:, 0, None] * tf.constant(fy, tf.float32)[None, :]  # (B, H)
+    phase_x = factor * fractions[:, 1, None] * tf.constant(fx, tf.float32)[None, :]  # (B, W)
+    ramp_y = tf.complex(tf.cos(phase_y), tf.sin(phase_y))
+    ramp_x = tf.complex(tf.cos(phase_x), tf.sin(phase_x))
+    return ramp_y[:, :, None] * ramp_x[:, None, :]
 
 
 def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
@@ -123,12 +131,8 @@ def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False
     if transfer is not None:
         if fractions is not None:
             h, w = waves.shape[-2], waves.shape[-1]
-            fy = tf.constant(np.fft.fftfreq(h), tf.float32)
-            fx = tf.constant(np.fft.fftfreq(w), tf.float32)
-            fractions = tf.cast(fractions, tf.float32)
-            phase = (2.0 * np.pi) * (fractions[:, 0, None, None] * fy[None, :, None]
-                                     + fractions[:, 1, None, None] * fx[None, None, :])
-            transfer = transfer[None] * tf.complex(tf.cos(phase), tf.sin(phase))  # (B, H, W)
+            ramp = _separable_ramp(fractions, np.fft.fftfreq(h), np.fft.fftfreq(w), 2.0 * np.pi)
+            transfer = transfer[None] * ramp  # (B, H, W)
             transfer = transfer[:, None]  # (B, 1, H, W)
         detector = near_field(waves, transfer)
         scale = 1.0
