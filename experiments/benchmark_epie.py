@@ -67,46 +67,36 @@ def time_adptycho(scan, probe, batch_size, epochs, warmup):
             "patterns_per_s": scan.num_patterns / statistics.median(durations)}
 
 
-def run_ptylab(scan, probe, epochs, warmup, python):
+def _run_peer(label, script, package, venv, scan, probe, epochs, warmup, python, extra=()):
+    """Run a peer package's ePIE (``script``) in its own venv on the standard problem."""
     if not os.path.exists(python):
-        return {"error": f"{python} not found (create the venv: python -m venv /tmp/peervenv && "
-                         "/tmp/peervenv/bin/pip install ptylab)"}
+        return {"error": f"{python} not found (create the venv: python -m venv {venv} && "
+                         f"{venv}/bin/pip install {package})"}
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "problem.npz")
         np.savez(data, patterns=scan.patterns, corners=np.round(scan.positions_px).astype(np.int64),
                  probe=probe, object_shape=np.array([512, 512]))
-        out = os.path.join(tmp, "ptylab.json")
-        cmd = [python, os.path.join(HERE, "peer_ptylab.py"), "--data", data, "--json", out,
-               "--epochs", str(epochs), "--warmup", str(warmup)]
+        out = os.path.join(tmp, "peer.json")
+        cmd = [python, os.path.join(HERE, script), "--data", data, "--json", out,
+               "--epochs", str(epochs), "--warmup", str(warmup), *extra]
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3000)
         except subprocess.CalledProcessError as exc:
-            return {"error": f"PtyLab run failed: {exc.stderr.strip().splitlines()[-1:]}"}
+            return {"error": f"{label} run failed: {exc.stderr.strip().splitlines()[-1:]}"}
         except subprocess.TimeoutExpired:
-            return {"error": "PtyLab run timed out"}
+            return {"error": f"{label} run timed out"}
         with open(out) as f:
             return json.load(f)
+
+
+def run_ptylab(scan, probe, epochs, warmup, python):
+    return _run_peer("PtyLab", "peer_ptylab.py", "ptylab", "/tmp/peervenv", scan, probe, epochs,
+                     warmup, python)
 
 
 def run_ptychi(scan, probe, epochs, warmup, python, batch_sizes="16,100"):
-    if not os.path.exists(python):
-        return {"error": f"{python} not found (create the venv: python -m venv /tmp/peervenv2 && "
-                         "/tmp/peervenv2/bin/pip install ptychi)"}
-    with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "problem.npz")
-        np.savez(data, patterns=scan.patterns, corners=np.round(scan.positions_px).astype(np.int64),
-                 probe=probe, object_shape=np.array([512, 512]))
-        out = os.path.join(tmp, "ptychi.json")
-        cmd = [python, os.path.join(HERE, "peer_ptychi.py"), "--data", data, "--json", out,
-               "--epochs", str(epochs), "--warmup", str(warmup), "--batch-sizes", batch_sizes]
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=3000)
-        except subprocess.CalledProcessError as exc:
-            return {"error": f"Pty-chi run failed: {exc.stderr.strip().splitlines()[-1:]}"}
-        except subprocess.TimeoutExpired:
-            return {"error": "Pty-chi run timed out"}
-        with open(out) as f:
-            return json.load(f)
+    return _run_peer("Pty-chi", "peer_ptychi.py", "ptychi", "/tmp/peervenv2", scan, probe, epochs,
+                     warmup, python, ("--batch-sizes", batch_sizes))
 
 
 def main(argv=None):
