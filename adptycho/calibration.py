@@ -306,7 +306,7 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     if isinstance(probe_power, str):
         if probe_power != "auto":
             raise AdptychoError(f"probe_power must be a number or 'auto', got {probe_power!r}")
-        probe_power = float(np.max(np.sum(np.clip(scan.patterns, 0, None), axis=(1, 2))))
+        probe_power = float(np.max(scan.pattern_counts()))
     cone = _is_cone_beam(scan)
     if distance_search is None:
         # cone beam: z1 changes the magnification, a strong signal a profile search finds; for

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 
@@ -39,6 +40,13 @@ def _positive_float(text):
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
@@ -118,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights")
     p.add_argument("--latent-mode", choices=("amplitude", "phase"), default="amplitude",
                    help="latent objects: the decoder output is the amplitude (default) or phase")
+    _add_ptychogan_options(p)
     p.add_argument("--train-decoder", action="store_true",
                    help="latent objects: also train the decoder weights")
     p.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
@@ -143,7 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cone-beam near field: focus-to-sample distance z1 in metres")
     p.add_argument("--nearfield", action="store_true",
                    help="parallel-beam near field (angular spectrum over the detector distance)")
-    p.add_argument("--checkpoint-dir", help="resumable fit: backup directory")
+    p.add_argument("--checkpoint-dir",
+                   help="resumable fit: state saved after every epoch (default OUT.checkpoint, "
+                        "removed once OUT is written); rerun the same command to continue")
+    p.add_argument("--no-checkpoint", action="store_true", help="do not write checkpoints")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the checkpoint directory after OUT is written")
+    p.add_argument("--validation-fraction", type=_fraction, default=0.0,
+                   help="hold out this fraction of the patterns (seeded) and report their loss "
+                        "every epoch")
+    p.add_argument("--early-stopping", type=_positive_int, metavar="EPOCHS",
+                   help="stop when the validation loss has not improved for EPOCHS epochs")
+    p.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none",
+                   help="data-parallel fit with tf.distribute: mirrored (all local GPUs) or "
+                        "multiworker (several processes/hosts, configured by TF_CONFIG)")
+    p.add_argument("--cpu-replicas", type=_positive_int,
+                   help="with --strategy mirrored on a CPU-only machine: split the CPU into "
+                        "this many logical devices")
+    p.add_argument("--stream", choices=("auto", "yes", "no"), default="auto",
+                   help="read the patterns from disk in batches instead of loading them "
+                        "(auto: when they exceed 2 GiB)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
 
@@ -228,11 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=_positive_int, help="use only this many training digits")
     p.add_argument("--seed", type=int, default=0)
 
+    _add_train_stylegan2_parser(sub)
+
     p = sub.add_parser("demo", help="simulate, reconstruct and report the error (about a minute)")
     p.add_argument("--out", default="adptycho-demo", help="output directory")
     p.add_argument("--epochs", type=_positive_int, default=100)
     p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
     return parser
+
+
+STREAM_ABOVE_BYTES = 2 << 30
 
 
 def _load_scan(args):
@@ -244,15 +277,33 @@ def _load_scan(args):
     if path.endswith(".npz.bz2"):
         return load_tike_siemens_star(path)
     geometry = "nearfield" if (args.nearfield or args.focus_distance) else None
+    stream = getattr(args, "stream", "no")
+    if stream == "auto":
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                data = next((f[k] for k in ("entry_1/instrument_1/detector_1/data",
+                                            "entry_1/data_1/data") if k in f), None)
+                size = 0 if data is None else data.size * 4
+        except OSError:
+            size = 0  # load_cxi reports the problem
+        stream = "yes" if size > STREAM_ABOVE_BYTES else "no"
     return load_cxi(path, geometry=geometry, focus_distance_m=args.focus_distance,
-                    allow_negative=args.loss == "poisson-gaussian")
+                    allow_negative=args.loss == "poisson-gaussian", stream=stream == "yes")
 
 
 def _cmd_reconstruct(args):
+    if getattr(args, "ptychogan", False):
+        return _cmd_reconstruct_ptychogan(args)
     from adptycho.analysis.plots import plot_reconstruction
     from adptycho.io import save_reconstruction
     from adptycho.reconstruction import reconstruct
 
+    strategy = _strategy(args)  # first: multi-worker collectives must start before other ops
+    from adptycho.training.distribute import is_chief
+
+    chief = is_chief(strategy)
     scan = _load_scan(args)
     print(f"adptycho: {scan.describe()}")
     probe = None
@@ -266,13 +317,21 @@ def _cmd_reconstruct(args):
     refine = ([] if args.fixed_object else ["object"]) + list(groups)
     rates = {g: getattr(args, f"lr_{g}") for g in ("object", "probe", "positions", "distance")
              if getattr(args, f"lr_{g}") is not None}
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir is None and not args.no_checkpoint and args.engine == "adam" \
+            and args.optimizer == "adam":
+        checkpoint_dir = args.out + ".checkpoint"
+    if checkpoint_dir is not None and args.engine != "adam":
+        raise AdptychoError("checkpoints apply to the adam engine; drop --checkpoint-dir")
     started = time.perf_counter()
     result = reconstruct(scan, epochs=args.epochs, batch_size=args.batch_size, refine=refine,
                          loss=args.loss, learning_rates=rates, decay_rate=args.decay,
                          engine=args.engine, object=args.object, parametrisation=args.parametrisation,
                          probe=probe, probe_modes=args.probe_modes,
                          readout_noise=args.readout_noise, seed=args.seed,
-                         verbose=2 if args.quiet else 1, checkpoint_dir=args.checkpoint_dir,
+                         verbose=2 if args.quiet else 1, checkpoint_dir=checkpoint_dir,
+                         validation_fraction=args.validation_fraction,
+                         early_stopping_patience=args.early_stopping, strategy=strategy,
                          position_model=args.position_model, optimizer=args.optimizer,
                          pie_options=_pie_options(args),
                          latent_options=(None if args.object == "pixels" else
@@ -284,14 +343,48 @@ def _cmd_reconstruct(args):
     result.settings["input"] = os.path.abspath(args.input)
     if args.focus_distance:
         result.settings["focus_distance_m"] = args.focus_distance
+    if not chief:
+        print(f"adptycho: worker done in {elapsed:.1f} s; the chief writes {args.out}")
+        return
     save_reconstruction(args.out, result)
-    print(f"adptycho: {args.epochs} epochs in {elapsed:.1f} s; loss {result.loss_history[0]:.4g} -> "
-          f"{result.loss_history[-1]:.4g}, amplitude residual {result.residual_history[0]:.4g} -> "
+    validation = result.extra_histories.get("validation_loss_history")
+    print(f"adptycho: {len(result.loss_history)} epochs in {elapsed:.1f} s; loss "
+          f"{result.loss_history[0]:.4g} -> {result.loss_history[-1]:.4g}"
+          + (f" (validation {validation[0]:.4g} -> {validation[-1]:.4g})"
+             if validation is not None and len(validation) else "")
+          + f", amplitude residual {result.residual_history[0]:.4g} -> "
           f"{result.residual_history[-1]:.4g}; wrote {args.out}")
+    if checkpoint_dir is not None and args.checkpoint_dir is None and not args.keep_checkpoint:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     if not args.no_png:
         png = args.png or os.path.splitext(args.out)[0] + ".png"
         plot_reconstruction(result, png, title=os.path.basename(args.input))
         print(f"adptycho: wrote {png}")
+
+
+def _command_line(name: str, options) -> str:
+    """The ``adptycho NAME --flag value ...`` line (for model cards) of the given options."""
+    import shlex
+
+    return f"adptycho {name} " + " ".join(
+        f"{flag} {shlex.quote(str(value))}" for flag, value in options if value is not None)
+
+
+def _strategy(args):
+    """The tf.distribute strategy the reconstruct arguments ask for (None for one device)."""
+    from adptycho.training.distribute import logical_cpu_devices, make_strategy
+
+    if args.strategy == "none":
+        if args.cpu_replicas:
+            raise AdptychoError("--cpu-replicas needs --strategy mirrored")
+        return None
+    if args.engine != "adam" or args.optimizer != "adam":
+        raise AdptychoError("--strategy needs the adam engine and optimizer")
+    if args.cpu_replicas:
+        if args.strategy != "mirrored":
+            raise AdptychoError("--cpu-replicas needs --strategy mirrored")
+        logical_cpu_devices(args.cpu_replicas)
+    return make_strategy(args.strategy)
 
 
 def _cmd_show(args):
@@ -482,15 +575,13 @@ def _cmd_train_irmae(args):
 
     if args.linear_layers < 0:
         raise AdptychoError(f"--linear-layers must be >= 0, got {args.linear_layers}")
-    import shlex
 
     options = [("--data", args.data), ("--digit", args.digit),
                ("--linear-layers", args.linear_layers), ("--latent-dim", args.latent_dim),
                ("--epochs", args.epochs), ("--batch-size", args.batch_size),
                ("--learning-rate", args.learning_rate), ("--max-train", args.max_train),
                ("--seed", args.seed), ("--out", args.out)]
-    command = "adptycho train-irmae " + " ".join(
-        f"{flag} {shlex.quote(str(value))}" for flag, value in options if value is not None)
+    command = _command_line("train-irmae", options)
     result = train_irmae(args.out, args.data, digit=args.digit, linear_layers=args.linear_layers,
                          latent_dim=args.latent_dim, epochs=args.epochs,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -498,6 +589,129 @@ def _cmd_train_irmae(args):
     print(f"adptycho: IRMAE trained in {result['seconds']:.0f} s: validation BCE "
           f"{result['val_bce']:.4f}, MSE {result['val_mse']:.5f}; wrote {args.out}/"
           "{encoder,decoder}.weights.h5, mean_latent.npy, card.md, samples.png")
+
+
+def _add_ptychogan_options(p):
+    p.add_argument("--ptychogan", action="store_true",
+                   help="PtychoGAN fit (with --object stylegan2-faces or a StyleGAN2 directory): "
+                        "phase object exp(j pi v), latent stage, then generator blocks released "
+                        "shallow to deep; Poisson loss (poisson-gaussian if asked), TV and "
+                        "discriminator priors; probe and positions fixed")
+    p.add_argument("--latent-steps", type=int, default=300, help="PtychoGAN: latent-only steps")
+    p.add_argument("--block-steps", type=int, default=100,
+                   help="PtychoGAN: steps per block-release stage")
+    p.add_argument("--blocks", type=int, help="PtychoGAN: blocks to release (default all)")
+    p.add_argument("--tv-weight", type=float, default=0.003, help="PtychoGAN: TV prior weight")
+    p.add_argument("--discriminator-weight", type=float, default=1e-4,
+                   help="PtychoGAN: weight of log(1 - D(G(w))) (0: off)")
+    p.add_argument("--generator-lr", type=_positive_float, default=1e-3,
+                   help="PtychoGAN: Adam step of released generator weights")
+    p.add_argument("--region", help="generator objects: y0,x0,height,width of the generator "
+                                    "image on the object grid (default: whole grid)")
+
+
+def _cmd_reconstruct_ptychogan(args):
+    from adptycho.analysis.plots import plot_reconstruction
+    from adptycho.io import save_reconstruction
+    from adptycho.nn.stylegan2 import is_stylegan2_model
+    from adptycho.training.ptychogan import PtychoGANSettings, reconstruct_ptychogan
+
+    if not is_stylegan2_model(args.object):
+        raise AdptychoError(f"--ptychogan needs a StyleGAN2 object (--object stylegan2-faces or "
+                            f"a StyleGAN2 model directory), got --object {args.object}")
+    region = None
+    if args.region:
+        try:
+            region = tuple(int(v) for v in args.region.split(","))
+        except ValueError:
+            region = ()
+        if len(region) != 4:
+            raise AdptychoError(f"--region must be y0,x0,height,width, got {args.region!r}")
+    scan = _load_scan(args)
+    print(f"adptycho: {scan.describe()}")
+    settings = PtychoGANSettings(
+        latent_steps=args.latent_steps, block_steps=args.block_steps, blocks=args.blocks,
+        tv_weight=args.tv_weight, discriminator_weight=args.discriminator_weight,
+        generator_learning_rate=args.generator_lr,
+        latent_learning_rate=args.lr_object or PtychoGANSettings.latent_learning_rate)
+    loss = "poisson-gaussian" if args.loss == "poisson-gaussian" else "poisson"
+    started = time.perf_counter()
+    result = reconstruct_ptychogan(scan, model=args.object, settings=settings, loss=loss,
+                                   readout_noise=args.readout_noise, region_px=region,
+                                   mode="phase", seed=args.seed, verbose=1)
+    result.settings["input"] = os.path.abspath(args.input)
+    save_reconstruction(args.out, result)
+    print(f"adptycho: PtychoGAN ({loss} loss) in {time.perf_counter() - started:.1f} s; loss "
+          f"{result.loss_history[0]:.4g} -> {result.loss_history[-1]:.4g}, amplitude residual "
+          f"{result.residual_history[-1]:.4g}; wrote {args.out}")
+    if not args.no_png:
+        png = args.png or os.path.splitext(args.out)[0] + ".png"
+        plot_reconstruction(result, png, title=os.path.basename(args.input))
+        print(f"adptycho: wrote {png}")
+
+
+def _add_train_stylegan2_parser(sub):
+    p = sub.add_parser("train-stylegan2", help="train (or resume) a small StyleGAN2 on the "
+                       "Olivetti faces (subjects 36-39 held out); writes weights and a card")
+    p.add_argument("--out", required=True, help="model directory (state in OUT/checkpoint)")
+    p.add_argument("--data", help="Olivetti .npy file or its directory (default "
+                                  "../shared/data/olivetti_faces)")
+    p.add_argument("--steps", type=_positive_int, default=5000, help="total minibatch steps")
+    p.add_argument("--resolution", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--z-dim", type=_positive_int, default=128)
+    p.add_argument("--w-dim", type=_positive_int, default=128)
+    p.add_argument("--mapping-layers", type=_positive_int, default=2)
+    p.add_argument("--channel-base", type=_positive_int, default=1024,
+                   help="channels at resolution r: min(base // r, max)")
+    p.add_argument("--channel-max", type=_positive_int, default=128)
+    p.add_argument("--learning-rate", type=_positive_float, default=0.002)
+    p.add_argument("--r1-gamma", type=float, default=0.5)
+    p.add_argument("--r1-interval", type=_positive_int, default=16)
+    p.add_argument("--ema-kimg", type=_positive_float, default=2.5)
+    p.add_argument("--checkpoint-minutes", type=_positive_float, default=5.0)
+    p.add_argument("--sample-every", type=_positive_int, default=250)
+    p.add_argument("--projection-steps", type=_positive_int, default=300)
+    p.add_argument("--threads", type=_positive_int, default=1, help="TensorFlow CPU threads")
+    p.add_argument("--export-only", action="store_true",
+                   help="write the model directory from the current checkpoint, no training")
+    p.add_argument("--no-export", action="store_true",
+                   help="only train (and checkpoint); do not write the model directory at the "
+                        "end (use --export-only later)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _cmd_train_stylegan2(args):
+    from adptycho.nn.stylegan2_training import (export_from_checkpoint, limit_threads,
+                                                train_stylegan2)
+
+    limit_threads(args.threads)
+
+    options = [("--data", args.data), ("--steps", args.steps), ("--resolution", args.resolution),
+               ("--batch-size", args.batch_size), ("--z-dim", args.z_dim),
+               ("--w-dim", args.w_dim), ("--mapping-layers", args.mapping_layers),
+               ("--channel-base", args.channel_base), ("--channel-max", args.channel_max),
+               ("--learning-rate", args.learning_rate), ("--r1-gamma", args.r1_gamma),
+               ("--r1-interval", args.r1_interval), ("--ema-kimg", args.ema_kimg),
+               ("--seed", args.seed), ("--out", args.out)]
+    command = _command_line("train-stylegan2", options)
+    if args.export_only:
+        metrics = export_from_checkpoint(args.out, args.data,
+                                         projection_steps=args.projection_steps,
+                                         command=command)
+        print(f"adptycho: exported {args.out} from its checkpoint: {metrics}")
+        return
+    result = train_stylegan2(
+        args.out, args.data, steps=args.steps, resolution=args.resolution,
+        batch_size=args.batch_size, z_dim=args.z_dim, w_dim=args.w_dim,
+        mapping_layers=args.mapping_layers, channel_base=args.channel_base,
+        channel_max=args.channel_max, learning_rate=args.learning_rate,
+        r1_gamma=args.r1_gamma, r1_interval=args.r1_interval, ema_kimg=args.ema_kimg,
+        seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
+        sample_every=args.sample_every, projection_steps=args.projection_steps,
+        command=command, export=not args.no_export)
+    print(f"adptycho: StyleGAN2 at step {result['step']} "
+          f"({result['seconds_per_step']:.2f} s/step this run); wrote {args.out}")
 
 
 def _pie_options(args):
@@ -581,6 +795,7 @@ COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": 
             "demo": _cmd_demo, "calibrate": _cmd_calibrate, "train-irmae": _cmd_train_irmae,
             "landscape": _cmd_landscape}
 COMMANDS["oversample"] = _cmd_oversample
+COMMANDS["train-stylegan2"] = _cmd_train_stylegan2
 
 
 def main(argv=None) -> int:

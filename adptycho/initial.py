@@ -32,7 +32,7 @@ def probe_guess(scan: ScanData, modes: int = 1):
     Returns:
         (modes, H, W) complex64.
     """
-    mean_pattern = np.mean(np.maximum(scan.patterns, 0) * scan.valid_mask, axis=0)
+    mean_pattern = scan.mean_pattern()
     amplitude = np.sqrt(mean_pattern).astype(np.complex64)
     if scan.geometry == NEARFIELD:
         transfer = angular_spectrum_transfer(scan.detector_shape, scan.pixel_size_m,

@@ -22,6 +22,8 @@ like any Keras model::
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 from typing import Optional
 
 import keras
@@ -229,16 +231,23 @@ class PtychoModel(keras.Model):
         # -- parameters -------------------------------------------------------------------
         self.probe_scale = float(np.abs(probe).max()) or 1.0
         scaled = probe / self.probe_scale
-        self.probe_real = self.add_weight(shape=probe.shape, name="probe_real",
-                                          initializer=_constant(scaled.real))
-        self.probe_imag = self.add_weight(shape=probe.shape, name="probe_imag",
-                                          initializer=_constant(scaled.imag))
-        self.position_corrections = self.add_weight(
+        # Values assigned inside the training step (constraints, NaN rollback) are the same on
+        # every replica under tf.distribute: the first replica's copy is kept.
+        weight = functools.partial(self.add_weight, aggregation="only_first_replica")
+        self.probe_real = weight(shape=probe.shape, name="probe_real",
+                                 initializer=_constant(scaled.real))
+        self.probe_imag = weight(shape=probe.shape, name="probe_imag",
+                                 initializer=_constant(scaled.imag))
+        self.position_corrections = weight(
             shape=(self.num_patterns, 2), name="position_corrections", initializer="zeros")
-        self.position_affine = self.add_weight(shape=(2, 2), name="position_affine",
-                                               initializer="zeros")
-        self.log_distance_scale = self.add_weight(shape=(), name="log_distance_scale",
-                                                  initializer="zeros")
+        self.position_affine = weight(shape=(2, 2), name="position_affine", initializer="zeros")
+        self.log_distance_scale = weight(shape=(), name="log_distance_scale", initializer="zeros")
+        # NaN guard state: steps rolled back so far, and the step-size factor they left
+        self.nan_guard = True  # see train_step; False only to measure what the guard costs
+        self.rollback_count = weight(shape=(), name="rollback_count", initializer="zeros",
+                                     trainable=False)
+        self.step_size_factor = weight(shape=(), name="step_size_factor", initializer="ones",
+                                       trainable=False)
         self.groups = {
             "object": list(self.object_representation.trainable_weights),
             "probe": [self.probe_real, self.probe_imag],
@@ -470,9 +479,11 @@ class PtychoModel(keras.Model):
             self._update_subpixel()
             self.train_function = None
             self.make_train_function(force=True)
+            self._recompiled_at = epoch
+        factor = float(self.step_size_factor.numpy())
         for group in active:
             lr = self.learning_rates[group] * self.decay_rate ** (epoch - self.start_epochs[group])
-            self.group_optimizers[group].learning_rate = lr
+            self.group_optimizers[group].learning_rate = lr * factor
 
     def _project_position_corrections(self):
         """Keep the free offsets at zero mean; with the affine model also free of any linear
@@ -509,7 +520,47 @@ class PtychoModel(keras.Model):
         self.probe_real.assign(real * factor)
         self.probe_imag.assign(imag * factor)
 
+    def _batch_mean(self, losses):
+        """Mean loss of the global batch. Under ``tf.distribute`` each replica returns
+        sum(its losses) / (patterns in the global batch), so the all-reduced (summed) gradients
+        equal the single-device gradient of the same batch, however unevenly it was split."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tf.reduce_mean(losses)
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                   tf.cast(tf.size(losses), tf.float32))
+        return tf.reduce_sum(losses) / tf.maximum(count, 1.0)
+
+    @staticmethod
+    def _all_replicas_true(flag):
+        """A scalar bool that is True only if it is True on every replica."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return flag
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(flag, tf.float32))
+        return tf.equal(bad, 0.0)
+
+    def _apply_gradients(self, active, gradients):
+        """One Adam update per active group, then the position and probe-power constraints."""
+        start = 0
+        for group in active:
+            n = len(self.groups[group])
+            self.group_optimizers[group].apply(gradients[start:start + n], self.groups[group])
+            start += n
+        if "positions" in active:
+            self._project_position_corrections()
+        if "probe" in active and self.probe_power is not None:
+            self._constrain_probe_power()
+
     def train_step(self, data):
+        """One Adam step of the active groups, with the NaN guard.
+
+        NaN guard: a step whose loss or gradients are not finite (on any replica) changes no
+        parameter (its gradients are zeroed and its step size is 0); a step whose update leaves
+        a parameter non-finite is undone (the parameters are restored). Either way the step is
+        counted in ``rollback_count`` and all step sizes are halved (``step_size_factor``);
+        ``NaNGuard`` warns at the end of the epoch and resets optimiser moments that overflowed.
+        """
         indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         active = [g for g in self.active_groups]
         variables = [v for g in active for v in self.groups[g]]
@@ -520,20 +571,45 @@ class PtychoModel(keras.Model):
             losses = self.pattern_losses(measured, predicted)
             if sample_weight is not None:
                 losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-            loss = tf.reduce_mean(losses)
+            loss = self._batch_mean(losses)
         gradients = tape.gradient(loss, [v.value for v in variables])
-        start = 0
+        if not self.nan_guard:
+            self._apply_gradients(active, gradients)
+            self.loss_tracker.update_state(losses)
+            self.residual_tracker.update_state(
+                *amplitude_residual_sums(measured, predicted, self._mask))
+            return self._step_logs()
+        finite = tf.reduce_all(tf.math.is_finite(losses))
+        for g in gradients:
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        finite = self._all_replicas_true(finite)
+        gradients = [tf.where(finite, g, tf.zeros_like(g)) for g in gradients]
+        previous = [tf.identity(v.value) for v in variables]
+        rates = {}
         for group in active:
-            n = len(self.groups[group])
-            self.group_optimizers[group].apply(gradients[start:start + n], self.groups[group])
-            start += n
-        if "positions" in active:
-            self._project_position_corrections()
-        if "probe" in active and self.probe_power is not None:
-            self._constrain_probe_power()
-        self.loss_tracker.update_state(losses)
-        self.residual_tracker.update_state(*amplitude_residual_sums(measured, predicted, self._mask))
-        return {"loss": self.loss_tracker.result(), "residual": self.residual_tracker.result()}
+            rate = self.group_optimizers[group]._learning_rate
+            rates[group] = tf.identity(rate.value)
+            rate.assign(tf.where(finite, rates[group], 0.0))
+        self._apply_gradients(active, gradients)
+        updated_finite = tf.constant(True)
+        for v in variables:
+            updated_finite = tf.logical_and(updated_finite,
+                                            tf.reduce_all(tf.math.is_finite(v.value)))
+        ok = tf.logical_and(finite, updated_finite)
+        for v, old in zip(variables, previous):
+            v.assign(tf.where(ok, v.value, old))
+        factor = tf.where(ok, 1.0, 0.5)
+        for group in active:
+            self.group_optimizers[group]._learning_rate.assign(rates[group] * factor)
+        self.step_size_factor.assign(self.step_size_factor * factor)
+        self.rollback_count.assign_add(1.0 - tf.cast(ok, tf.float32))
+        weight = tf.cast(ok, tf.float32)
+        self.loss_tracker.update_state(tf.where(ok, losses, tf.zeros_like(losses)),
+                                       sample_weight=tf.broadcast_to(weight, tf.shape(losses)))
+        numerator, denominator = amplitude_residual_sums(measured, predicted, self._mask)
+        self.residual_tracker.update_state(tf.where(ok, numerator, 0.0),
+                                           tf.where(ok, denominator, 0.0))
+        return self._step_logs()
 
     def test_step(self, data):
         indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -543,7 +619,24 @@ class PtychoModel(keras.Model):
             losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
         self.loss_tracker.update_state(losses)
         self.residual_tracker.update_state(*amplitude_residual_sums(measured, predicted, self._mask))
-        return {"loss": self.loss_tracker.result(), "residual": self.residual_tracker.result()}
+        return self._step_logs()
+
+    def _step_logs(self):
+        logs = {"loss": self.loss_tracker.result(), "residual": self.residual_tracker.result()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces per-replica logs of a multi-worker step with a mean over axis 0,
+            # which needs a vector: (1,) per replica -> one scalar
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras builds a model under tf.distribute by averaging the first distributed batch
+        over the replicas, which fails when a batch is split unevenly (5 patterns on 2
+        replicas). Everything here is built already: variables in ``__init__``, optimisers in
+        ``compile``."""
+        if self.group_optimizers:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     @property
     def metrics(self):
@@ -555,6 +648,8 @@ class PtychoModel(keras.Model):
             raise AdptychoError("call compile() before fit()")
         callbacks = list(callbacks or [])
         callbacks.insert(0, _GroupSchedule())
+        callbacks.insert(1, NaNGuard())
+        callbacks.insert(2, _ReleaseFreedMemory())
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     # -- results ------------------------------------------------------------------------
@@ -590,6 +685,68 @@ class PtychoModel(keras.Model):
 class _GroupSchedule(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.model.set_epoch(epoch)
+
+
+class _ReleaseFreedMemory(keras.callbacks.Callback):
+    """Hand memory freed by the C allocator back to the system at every epoch start (glibc
+    keeps the scratch memory of an XLA compilation otherwise: a group that starts mid-fit
+    recompiles the step, and the peak resident memory of a streamed 20000-pattern fit went from
+    1.03 to 1.40 GB without this). No-op where ``malloc_trim`` does not exist."""
+
+    def __init__(self):
+        super().__init__()
+        try:
+            import ctypes
+
+            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            self._trim = None
+        self._first = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # only after an epoch that compiled the step (the first one, and any epoch that
+        # started a parameter group): a trim walks the whole heap, too slow for every epoch
+        if self._first is None:
+            self._first = epoch
+        if self._trim is not None and (epoch == self._first + 1
+                                       or getattr(self.model, "_recompiled_at", None) == epoch - 1):
+            self._trim(0)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Reports the steps the training step's NaN guard rolled back (a ``RuntimeWarning`` per
+    epoch that had any), resets optimiser moments that became non-finite, and stops the fit with
+    an error when the step sizes have been halved so often (``max_rollbacks``) that the fit cannot
+    go on, instead of returning NaNs."""
+
+    def __init__(self, max_rollbacks: int = 30):
+        super().__init__()
+        self.max_rollbacks = int(max_rollbacks)
+        self._seen = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._seen is None:
+            self._seen = float(self.model.rollback_count.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        total = float(self.model.rollback_count.numpy())
+        new = int(round(total - (self._seen or 0.0)))
+        self._seen = total
+        if new == 0:
+            return
+        for optimizer in self.model.group_optimizers.values():
+            for v in optimizer.variables:
+                value = v.numpy()
+                if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                    v.assign(np.where(np.isfinite(value), value, 0).astype(value.dtype))
+        factor = float(self.model.step_size_factor.numpy())
+        warnings.warn(f"epoch {epoch + 1}: {new} step(s) with a non-finite loss, gradient or "
+                      f"parameter were rolled back; step sizes are now {factor:.3g} x the "
+                      "schedule", RuntimeWarning, stacklevel=2)
+        if total >= self.max_rollbacks:
+            raise AdptychoError(
+                f"the fit produced non-finite values {int(total)} times (step sizes lowered to "
+                f"{factor:.2g} x the schedule); check the data for NaN/inf and the learning rates")
 
 
 def _constant(value):

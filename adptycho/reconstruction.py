@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Optional, Sequence
 
@@ -15,13 +16,18 @@ from adptycho.io.results import ReconstructionResult
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.model import DEFAULT_LEARNING_RATES, NearFieldGeometry, PtychoModel
 from adptycho.nn.irmae import SHIPPED_MODELS
+from adptycho.nn.stylegan2 import SHIPPED_STYLEGAN2, is_stylegan2_model
 from adptycho.objects.pixels import PixelObject
+from adptycho.training.data import (distributed_training_dataset, distributed_validation_dataset,
+                                    split_validation, steps_per_execution_for, training_dataset,
+                                    validation_dataset)
 from adptycho.training.epie import PIE_ENGINES
 
 __all__ = ["reconstruct", "build_model", "ENGINES", "OBJECTS"]
 
 ENGINES = ("adam",) + PIE_ENGINES  # PIE engines: adptycho.training.epie
 OBJECTS = ("pixels",) + SHIPPED_MODELS  # or a directory with IRMAE weights (LatentObject)
+OBJECTS += SHIPPED_STYLEGAN2  # StyleGAN2 generator objects (GeneratorObject; PtychoGAN)
 OPTIMIZERS = ("adam", "lbfgs")
 LATENT_LEARNING_RATE = 0.1
 
@@ -84,6 +90,11 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
             detector_pixel_size_m=scan.detector_pixel_size_m[0] if cone else None)
     if object == "pixels":
         representation = PixelObject(grid.shape, parametrisation, initial=initial_object)
+    elif is_stylegan2_model(object):
+        from adptycho.objects.generator import GeneratorObject
+
+        representation = GeneratorObject.from_pretrained(grid.shape, object,
+                                                         **(latent_options or {}))
     else:
         from adptycho.objects.latent import LatentObject
 
@@ -109,7 +120,9 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
                 position_model: str = "offsets", optimizer: str = "adam",
                 probe_support=None, probe_power: Optional[float] = None,
                 latent_options: Optional[dict] = None,
-                pie_options: Optional[dict] = None) -> ReconstructionResult:
+                pie_options: Optional[dict] = None, validation_fraction: float = 0.0,
+                early_stopping_patience: Optional[int] = None,
+                strategy=None) -> ReconstructionResult:
     """Reconstruct object (and probe, positions, distance) from a scan with Adam.
 
     Args:
@@ -135,8 +148,11 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         seed: seeds Keras (shuffling order), so runs are repeatable.
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
         callbacks: extra Keras callbacks (early stopping, checkpoints, ...).
-        checkpoint_dir: if given, a ``keras.callbacks.BackupAndRestore`` directory: an interrupted
-            fit restarted with the same arguments continues from the last completed epoch.
+        checkpoint_dir: if given, the fit state is saved there after every epoch
+            (``adptycho.training.checkpoint.FitCheckpoint``): a fit interrupted at any moment
+            (even by SIGKILL) and restarted with the same arguments continues from the last
+            completed epoch and ends with the result of an uninterrupted fit. The histories of
+            the result cover all epochs.
         jit_compile: XLA-compile the training step.
         position_model: ``offsets`` or ``affine`` (global affine stage model plus offsets).
         probe_support, probe_power: probe constraints (see ``build_model``).
@@ -147,6 +163,18 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
             ``regularisation`` (rPIE a), ``momentum`` (mPIE eta); ``batch_size`` is the number
             of patterns per vectorised update (1 = sequential ePIE), ``start_epochs["probe"]``
             the first epoch of probe updates.
+        validation_fraction: hold out this fraction of the patterns (random, from ``seed``):
+            they never enter a training batch; their loss and residual are evaluated after every
+            epoch (``extra_histories["validation_loss"]``, ``["validation_residual"]``).
+        early_stopping_patience: stop when the validation loss (the training loss without
+            validation patterns) has not improved for this many epochs, and keep the best
+            epoch's parameters.
+        strategy: ``None``, ``"mirrored"``, ``"multiworker"`` or a ``tf.distribute.Strategy``
+            (``adptycho.training.distribute``): data-parallel fit, patterns sharded across the
+            replicas, gradients all-reduced. Adam engine only.
+
+    Streamed scans (``load_cxi(..., stream=True)``) are read in prefetched batches: the patterns
+    are never all in memory (the Adam engine; PIE engines and L-BFGS load them).
 
     Returns:
         ``ReconstructionResult``.
@@ -164,38 +192,68 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         raise AdptychoError(f"epochs must be at least 1, got {epochs}")
     if batch_size < 1:
         raise AdptychoError(f"batch_size must be at least 1, got {batch_size}")
+    if not 0 <= validation_fraction < 1:
+        raise AdptychoError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    adam = engine not in PIE_ENGINES and optimizer != "lbfgs"
+    if not adam and (strategy not in (None, "none") or validation_fraction > 0
+                     or early_stopping_patience is not None):
+        raise AdptychoError("strategy, validation_fraction and early stopping need the adam "
+                            f"engine and optimizer (got engine={engine!r}, optimizer={optimizer!r})")
+    from adptycho.training.distribute import is_chief, make_strategy
+
+    strategy = make_strategy(strategy)
     keras.utils.set_random_seed(seed)
-    model, grid = build_model(scan, probe=probe, probe_modes=probe_modes, loss=loss,
-                              readout_noise=readout_noise, object_shape=object_shape,
-                              padding_px=padding_px, parametrisation=parametrisation,
-                              initial_object=initial_object, subpixel=subpixel,
-                              position_model=position_model, object=object,
-                              probe_support=probe_support, probe_power=probe_power,
-                              latent_options=latent_options)
+
+    def scope():
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    with scope():
+        model, grid = build_model(scan, probe=probe, probe_modes=probe_modes, loss=loss,
+                                  readout_noise=readout_noise, object_shape=object_shape,
+                                  padding_px=padding_px, parametrisation=parametrisation,
+                                  initial_object=initial_object, subpixel=subpixel,
+                                  position_model=position_model, object=object,
+                                  probe_support=probe_support, probe_power=probe_power,
+                                  latent_options=latent_options)
     latent = object != "pixels"
     if latent and "object" not in (learning_rates or {}):
         learning_rates = {**(learning_rates or {}), "object": LATENT_LEARNING_RATE}
     later = max(1, epochs // 5)
     starts = {"object": 0, "probe": 1 if epochs > 1 else 0, "positions": later, "distance": later}
     starts.update(start_epochs or {})
-    steps = int(np.ceil(scan.num_patterns / min(batch_size, scan.num_patterns)))
-    # One compiled call per epoch (up to 64 steps): removes the per-step Python overhead.
-    model.compile(refine=refine, learning_rates=learning_rates, start_epochs=starts,
-                  decay_rate=decay_rate, jit_compile=jit_compile,
-                  steps_per_execution=min(steps, 64))
-    callbacks = list(callbacks or [])
-    if checkpoint_dir is not None:  # first, so later callbacks see the epoch backed up
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(os.fspath(checkpoint_dir)))
+    training, validation = split_validation(scan.num_patterns, validation_fraction, seed)
+    batch = min(batch_size, len(training))
+    steps = int(np.ceil(len(training) / batch))
+    if jit_compile == "auto" and strategy is not None:
+        jit_compile = False  # all-reduce inside the step: no XLA under tf.distribute
+    with scope():
+        # One compiled call per epoch (up to 64 steps) removes the per-step Python overhead; the
+        # count divides the epoch so a call never spans two epochs.
+        model.compile(refine=refine, learning_rates=learning_rates, start_epochs=starts,
+                      decay_rate=decay_rate, jit_compile=jit_compile,
+                      steps_per_execution=(steps_per_execution_for(steps) if strategy is None
+                                           else 1))
     if engine in PIE_ENGINES:
+        if callbacks or checkpoint_dir is not None:
+            raise AdptychoError(f"callbacks and checkpoints apply to the adam engine, not {engine}")
         logs = _fit_pie(model, scan, engine, epochs, batch_size, refine, starts, seed, verbose,
                         pie_options)
     elif optimizer == "lbfgs":
         logs = _fit_lbfgs(model, scan, epochs, batch_size, verbose)
     else:
-        history = model.fit(np.arange(scan.num_patterns), scan.patterns,
-                            batch_size=min(batch_size, scan.num_patterns), epochs=epochs,
-                            shuffle=True, verbose=verbose, callbacks=callbacks)
-        logs = history.history
+        logs = _fit_adam(model, scan, training, validation, epochs=epochs, batch_size=batch,
+                         steps=steps, seed=seed, verbose=verbose, callbacks=callbacks,
+                         checkpoint_dir=checkpoint_dir, strategy=strategy,
+                         early_stopping_patience=early_stopping_patience,
+                         fingerprint={"patterns": [scan.num_patterns, *scan.detector_shape],
+                                      "refine": list(refine), "loss": loss, "seed": seed,
+                                      "batch_size": batch, "object": str(object),
+                                      "parametrisation": parametrisation,
+                                      "probe_modes": probe_modes, "validation": len(validation),
+                                      "position_model": position_model,
+                                      "decay_rate": decay_rate, "start_epochs": starts,
+                                      "learning_rates": learning_rates or {},
+                                      "grid": list(grid.shape)})
     settings = {
         "engine": engine, "object": object, "parametrisation": parametrisation,
         "epochs": epochs, "batch_size": batch_size, "refine": list(refine), "loss": loss,
@@ -207,6 +265,10 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         "position_model": position_model, "affine": model.affine_matrix().tolist(),
         "optimizer": optimizer,
         "probe_support": probe_support is not None, "probe_power": probe_power,
+        "validation_fraction": validation_fraction, "validation_patterns": len(validation),
+        "strategy": None if strategy is None else type(strategy).__name__,
+        "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
+        "chief": is_chief(strategy),
     }
     if engine in PIE_ENGINES:
         settings["pie_options"] = dict(pie_options or {})
@@ -221,7 +283,10 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         else:
             factor = 1.0
         pixel_size_m = tuple(float(p) * factor for p in pixel_size_m)
-    extra = {f"{k}_history": np.asarray(v) for k, v in logs.items() if k not in ("loss", "residual")}
+    extra = {f"{k.replace('val_', 'validation_')}_history": np.asarray(v)
+             for k, v in logs.items() if k not in ("loss", "residual")}
+    if len(validation):
+        extra["validation_indices"] = validation
     if latent:
         extra["latent"] = model.object_representation.latent_numpy()
         settings["latent_options"] = {k: v for k, v in (latent_options or {}).items()
@@ -236,17 +301,65 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)
 
 
+def _fit_adam(model, scan: ScanData, training, validation, *, epochs: int, batch_size: int,
+              steps: int, seed: int, verbose: int, callbacks, checkpoint_dir, strategy,
+              early_stopping_patience, fingerprint: dict) -> dict:
+    """Keras fit over the deterministic, prefetched ``tf.data`` pipeline; returns the logs of
+    all epochs (including those restored from ``checkpoint_dir``)."""
+    from adptycho.training.checkpoint import FitCheckpoint
+    from adptycho.training.distribute import is_chief
+
+    callbacks = list(callbacks or [])
+    first_epoch = 0
+    restored = {}
+    checkpoint = None
+    if checkpoint_dir is not None:
+        checkpoint = FitCheckpoint(checkpoint_dir, fingerprint, write=is_chief(strategy))
+        first_epoch = checkpoint.restore(model)
+        restored = checkpoint.history
+        if first_epoch and verbose:
+            print(f"adptycho: resumed from {checkpoint_dir} after epoch {first_epoch}")
+        if checkpoint.finished:
+            return restored
+    if early_stopping_patience is not None:
+        monitor = "val_loss" if len(validation) else "loss"
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=int(early_stopping_patience), restore_best_weights=True))
+    if checkpoint is not None:  # last: the saved state includes every callback's changes
+        callbacks.append(checkpoint)
+    if first_epoch >= epochs:
+        return restored
+    if strategy is None:
+        data = training_dataset(scan, training, batch_size, seed, first_epoch, epochs)
+        validation_data = (validation_dataset(scan, validation, batch_size)
+                           if len(validation) else None)
+    else:
+        data = distributed_training_dataset(strategy, scan, training, batch_size, seed,
+                                            first_epoch, epochs)
+        validation_data = (distributed_validation_dataset(strategy, scan, validation, batch_size)
+                           if len(validation) else None)
+    history = model.fit(data, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                        shuffle=False,  # the dataset is already in its seeded order
+                        validation_data=validation_data,
+                        validation_steps=int(np.ceil(len(validation) / batch_size)) or None,
+                        verbose=verbose, callbacks=callbacks)
+    if checkpoint is not None:
+        return checkpoint.history
+    return {k: list(restored.get(k, [])) + list(v) for k, v in history.history.items()}
+
+
 def _fit_lbfgs(model, scan: ScanData, iterations: int, batch_size: int, verbose: int) -> dict:
     """Full-batch L-BFGS of the object group; returns Keras-like logs (loss per iteration,
     relative amplitude residual before and after)."""
     from adptycho.training.lbfgs import lbfgs_fit
 
     indices = np.arange(scan.num_patterns)
-    before = model.evaluate(indices, scan.patterns, batch_size=batch_size, verbose=0,
+    patterns = np.asarray(scan.patterns)
+    before = model.evaluate(indices, patterns, batch_size=batch_size, verbose=0,
                             return_dict=True)
-    result = lbfgs_fit(model, scan.patterns, groups=("object",), max_iterations=iterations,
+    result = lbfgs_fit(model, patterns, groups=("object",), max_iterations=iterations,
                        chunk_iterations=1, batch_size=batch_size, verbose=int(verbose > 0))
-    after = model.evaluate(indices, scan.patterns, batch_size=batch_size, verbose=0,
+    after = model.evaluate(indices, patterns, batch_size=batch_size, verbose=0,
                            return_dict=True)
     return {"loss": list(result.loss_history[1:]) or [after["loss"]],
             "residual": [before["residual"], after["residual"]]}
@@ -268,4 +381,4 @@ def _fit_pie(model, scan: ScanData, engine: str, epochs: int, batch_size: int, r
     settings = pie_settings(engine, batch_size=batch_size, refine_probe="probe" in refine,
                             probe_start_epoch=int(starts.get("probe", 0)), **options)
     trainer = PIETrainer(model, settings)
-    return trainer.fit(scan.patterns, epochs, seed=seed, verbose=int(verbose > 0))
+    return trainer.fit(np.asarray(scan.patterns), epochs, seed=seed, verbose=int(verbose > 0))

@@ -50,7 +50,8 @@ def _scalar(value):
 
 
 def load_cxi(path, geometry: str = None, focus_distance_m: float = None,
-             propagation_distance_m: float = None, allow_negative: bool = False) -> ScanData:
+             propagation_distance_m: float = None, allow_negative: bool = False,
+             stream: bool = False) -> ScanData:
     """Load a CXI file into a ``ScanData``.
 
     Args:
@@ -61,6 +62,8 @@ def load_cxi(path, geometry: str = None, focus_distance_m: float = None,
         propagation_distance_m: parallel-beam near field: override the propagation distance
             (default: the detector distance).
         allow_negative: accept negative counts (dark-subtracted data).
+        stream: leave the patterns on disk: the scan's ``patterns`` is an ``HDF5Patterns`` read
+            in batches by the fit (for scans larger than memory; ``adptycho.io.streaming``).
 
     Raises:
         DataError: missing file or fields, inconsistent shapes, bad values.
@@ -76,11 +79,13 @@ def load_cxi(path, geometry: str = None, focus_distance_m: float = None,
         raise DataError(f"cannot read {path} as HDF5/CXI: {exc}") from None
     with f:
         if f"{_DETECTOR}/data" in f:
-            patterns = f[f"{_DETECTOR}/data"][()]
+            data_path = f"{_DETECTOR}/data"
         elif "entry_1/data_1/data" in f:
-            patterns = f["entry_1/data_1/data"][()]
+            data_path = "entry_1/data_1/data"
         else:
             raise DataError(f"CXI file {path!r} has no {_DETECTOR}/data (the diffraction patterns)")
+        patterns = f[data_path] if stream else f[data_path][()]
+        patterns_shape = tuple(patterns.shape)
         translation = np.asarray(_read(f, _TRANSLATION, what="scan positions in metres"), np.float64)
         distance = _scalar(_read(f, f"{_DETECTOR}/distance", what="sample-detector distance"))
         pixel_x = _scalar(_read(f, f"{_DETECTOR}/x_pixel_size", what="detector pixel size"))
@@ -99,19 +104,24 @@ def load_cxi(path, geometry: str = None, focus_distance_m: float = None,
         if probe is None:
             probe = _read(f, f"{_SOURCE}/probe", required=False)
 
-    patterns = np.asarray(patterns)
-    if patterns.ndim != 3:
-        raise DataError(f"{_DETECTOR}/data must be (N, H, W), got shape {patterns.shape}")
+    if len(patterns_shape) != 3:
+        raise DataError(f"{_DETECTOR}/data must be (N, H, W), got shape {patterns_shape}")
+    if stream:
+        from adptycho.io.streaming import HDF5Patterns
+
+        patterns = HDF5Patterns(path, data_path, allow_negative=allow_negative)
+    else:
+        patterns = np.asarray(patterns)
     if translation.ndim != 2 or translation.shape[1] not in (2, 3):
         raise DataError(f"{_TRANSLATION} must be (N, 3) metres, got shape {translation.shape}")
-    if translation.shape[0] != patterns.shape[0]:
+    if translation.shape[0] != patterns_shape[0]:
         raise DataError(f"{_TRANSLATION} has {translation.shape[0]} rows but there are "
-                        f"{patterns.shape[0]} patterns")
+                        f"{patterns_shape[0]} patterns")
     for name, value in (("distance", distance), ("x_pixel_size", pixel_x), ("wavelength", wavelength)):
         if not (np.isfinite(value) and value > 0):
             raise DataError(f"CXI field {name} must be positive, got {value}")
     detector_pixel = (pixel_y, pixel_x)
-    n, h, w = patterns.shape
+    n, h, w = patterns_shape
     metadata = {"source_file": os.path.abspath(path)}
     propagation = None
     if geometry == FARFIELD:

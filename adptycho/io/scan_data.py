@@ -24,12 +24,19 @@ def _positive_or_none(name: str, value) -> Optional[float]:
     return value
 
 
+def _is_lazy(patterns) -> bool:
+    from adptycho.io.streaming import HDF5Patterns
+
+    return isinstance(patterns, HDF5Patterns)
+
+
 @dataclasses.dataclass
 class ScanData:
     """A ptychographic scan: diffraction patterns and the scan positions.
 
     Attributes:
-        patterns: (N, H, W) float32 photon counts. Far-field patterns are CENTRED (zero spatial
+        patterns: (N, H, W) float32 photon counts, in memory, or an ``HDF5Patterns`` that reads
+            them from disk in batches (``load_cxi(..., stream=True)``). Far-field patterns are CENTRED (zero spatial
             frequency at pixel (H // 2, W // 2)). Must be finite and non-negative unless
             ``allow_negative`` (dark-subtracted data, for the Poisson-Gaussian loss).
         positions_px: (N, 2) float64 scan positions in object pixels, (y, x) order: the
@@ -67,6 +74,25 @@ class ScanData:
     allow_negative: bool = False
 
     def __post_init__(self):
+        if _is_lazy(self.patterns):
+            self._check_lazy_patterns()
+        else:
+            self._check_patterns()
+        n, h, w = self.patterns.shape
+        self._check_metadata(n, h, w)
+
+    def _check_lazy_patterns(self):
+        """Patterns on disk (``HDF5Patterns``): shape checks now, values when read."""
+        patterns = self.patterns
+        if patterns.ndim != 3:
+            raise DataError(f"patterns must have shape (N, H, W), got {patterns.shape}")
+        n, h, w = patterns.shape
+        if n == 0 or h < 2 or w < 2:
+            raise DataError(f"patterns must hold at least one pattern of 2x2 pixels, got {patterns.shape}")
+        if self.allow_negative and not patterns.allow_negative:
+            patterns.allow_negative = True
+
+    def _check_patterns(self):
         patterns = np.asarray(self.patterns)
         if patterns.ndim != 3:
             raise DataError(
@@ -77,8 +103,11 @@ class ScanData:
         n, h, w = patterns.shape
         if n == 0 or h < 2 or w < 2:
             raise DataError(f"patterns must hold at least one pattern of 2x2 pixels, got {patterns.shape}")
-        finite = np.isfinite(patterns)
-        if not finite.all():
+        if not np.isfinite(patterns.sum(dtype=np.float64)):
+            finite = np.isfinite(patterns)  # only built (N x H x W bools) when something is wrong
+        else:
+            finite = None
+        if finite is not None and not finite.all():
             bad = np.argwhere(~finite)[0]
             raise DataError(
                 f"patterns contain {int((~finite).sum())} non-finite values (NaN or inf), "
@@ -90,6 +119,7 @@ class ScanData:
                 "pass allow_negative=True for dark-subtracted data")
         self.patterns = patterns
 
+    def _check_metadata(self, n, h, w):
         positions = np.asarray(self.positions_px, dtype=np.float64)
         if positions.ndim != 2 or positions.shape[1] != 2:
             raise DataError(
@@ -154,6 +184,40 @@ class ScanData:
         return tuple(int(s) for s in self.patterns.shape[1:])
 
     @property
+    def streamed(self) -> bool:
+        """True when the patterns stay on disk (``HDF5Patterns``) and are read in batches."""
+        return _is_lazy(self.patterns)
+
+    def read_patterns(self, indices) -> np.ndarray:
+        """(B,) int indices -> (B, H, W) float32 patterns (read from disk for streamed scans)."""
+        if self.streamed:
+            return self.patterns.read(indices)
+        return self.patterns[np.asarray(indices, np.int64)]
+
+    def mean_pattern(self) -> np.ndarray:
+        """(H, W) float64 mean of max(pattern, 0) over valid pixels (one chunked pass when
+        streamed)."""
+        if self.streamed:
+            return self.patterns.statistics(self.mask)["mean_pattern"]
+        total = np.zeros(self.detector_shape, np.float64)
+        for block in self._blocks():  # in blocks: no full-size temporaries
+            total += np.maximum(block, 0).sum(axis=0, dtype=np.float64)
+        return total * self.valid_mask / self.num_patterns
+
+    def pattern_counts(self) -> np.ndarray:
+        """(N,) float64 total counts per pattern over the valid pixels."""
+        if self.streamed:
+            return self.patterns.statistics(self.mask)["counts"]
+        if self.mask is None:
+            return np.sum(self.patterns, axis=(1, 2), dtype=np.float64)
+        return np.concatenate([np.sum(block * self.mask, axis=(1, 2), dtype=np.float64)
+                               for block in self._blocks()])
+
+    def _blocks(self, size: int = 1024):
+        for start in range(0, self.num_patterns, size):
+            yield self.patterns[start:start + size]
+
+    @property
     def valid_mask(self) -> np.ndarray:
         """(H, W) bool mask, all True where no mask was given."""
         if self.mask is None:
@@ -163,17 +227,19 @@ class ScanData:
     def subset(self, indices) -> "ScanData":
         """A new ``ScanData`` with only the patterns ``indices`` (any integer index array)."""
         indices = np.asarray(indices)
-        return dataclasses.replace(self, patterns=self.patterns[indices],
+        patterns = self.patterns.subset(indices) if self.streamed else self.patterns[indices]
+        return dataclasses.replace(self, patterns=patterns,
                                    positions_px=self.positions_px[indices],
                                    metadata=dict(self.metadata))
 
     def mean_counts(self) -> float:
         """Mean total photon count per pattern (valid pixels only)."""
-        return float(np.mean(np.sum(self.patterns * self.valid_mask, axis=(1, 2))))
+        return float(np.mean(self.pattern_counts()))
 
     def describe(self) -> str:
         n, h, w = self.patterns.shape
-        parts = [f"{n} patterns of {h}x{w}", self.geometry,
+        parts = [f"{n} patterns of {h}x{w}" + (" (streamed from disk)" if self.streamed else ""),
+                 self.geometry,
                  f"{self.mean_counts():.4g} counts/pattern"]
         if self.wavelength_m:
             parts.append(f"wavelength {self.wavelength_m * 1e9:.4g} nm")

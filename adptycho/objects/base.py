@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from adptycho.errors import AdptychoError
+
 __all__ = ["ObjectRepresentation"]
 
 
@@ -28,9 +30,25 @@ class ObjectRepresentation(keras.layers.Layer):
         super().__init__(**kwargs)
         self.object_shape = (int(object_shape[0]), int(object_shape[1]))
 
+    def _region(self, region_px) -> tuple:
+        """Validated ``(y0, x0, height, width)`` sub-rectangle of the object grid (None: all)."""
+        if region_px is None:
+            region_px = (0, 0) + self.object_shape
+        y0, x0, height, width = (int(v) for v in region_px)
+        if height < 1 or width < 1 or y0 < 0 or x0 < 0 or y0 + height > self.object_shape[0] \
+                or x0 + width > self.object_shape[1]:
+            raise AdptychoError(f"region_px {tuple(region_px)} does not fit in the object grid "
+                                f"{self.object_shape}")
+        return (y0, x0, height, width)
+
     def transmission(self) -> tf.Tensor:
-        """(Y, X) complex64 object transmission function."""
-        raise TypeError(f"{type(self).__name__} must define transmission()")
+        """(Y, X) complex64 object transmission function (by default formed from
+        ``transmission_parts``; a representation defines at least one of the two)."""
+        if type(self).transmission_parts is ObjectRepresentation.transmission_parts:
+            raise TypeError(f"{type(self).__name__} must define transmission() or "
+                            "transmission_parts()")
+        real, imag = self.transmission_parts()
+        return tf.complex(real, imag)
 
     def transmission_parts(self):
         """``(real, imag)`` (Y, X) float32 parts of the object (the model's fast path).

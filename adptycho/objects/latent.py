@@ -60,14 +60,7 @@ class LatentObject(ObjectRepresentation):
             raise AdptychoError("initial latent contains non-finite values")
         out = decoder(tf.constant(initial_latent[None]))
         image_shape = tuple(int(s) for s in out.shape[1:3])
-        if region_px is None:
-            region_px = (0, 0) + self.object_shape
-        y0, x0, height, width = (int(v) for v in region_px)
-        if height < 1 or width < 1 or y0 < 0 or x0 < 0 or y0 + height > self.object_shape[0] \
-                or x0 + width > self.object_shape[1]:
-            raise AdptychoError(f"region_px {tuple(region_px)} does not fit in the object grid "
-                                f"{self.object_shape}")
-        self.region_px = (y0, x0, height, width)
+        self.region_px = y0, x0, height, width = self._region(region_px)
         self.image_shape = image_shape
         self.mode = mode
         self.background = float(background)
@@ -82,7 +75,8 @@ class LatentObject(ObjectRepresentation):
                          [x0, self.object_shape[1] - x0 - width]]
         self.latent_dim = int(initial_latent.size)
         self.latent = self.add_weight(shape=(self.latent_dim,), dtype="float32", name="latent",
-                                      initializer=keras.initializers.Constant(initial_latent))
+                                      initializer=keras.initializers.Constant(initial_latent),
+                                      aggregation="only_first_replica")
         self.built = True
 
     @classmethod
@@ -131,10 +125,6 @@ class LatentObject(ObjectRepresentation):
         latent = tf.convert_to_tensor(self.latent)[None]
         real, imag = self._parts(self.values_on_grid(latent)[0])
         return real, imag
-
-    def transmission(self) -> tf.Tensor:
-        real, imag = self.transmission_parts()
-        return tf.complex(real, imag)
 
     # -- results ------------------------------------------------------------------------
     def latent_numpy(self) -> np.ndarray:

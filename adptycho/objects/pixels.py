@@ -55,7 +55,8 @@ class PixelObject(ObjectRepresentation):
         for name, value in parts.items():
             self._parts[name] = self.add_weight(
                 shape=self.object_shape, dtype="float32", name=name,
-                initializer=_constant(np.asarray(value, np.float32)))
+                initializer=_constant(np.asarray(value, np.float32)),
+                aggregation="only_first_replica")
         self.built = True
 
     def transmission(self) -> tf.Tensor:

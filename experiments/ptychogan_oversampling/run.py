@@ -1,0 +1,364 @@
+"""PtychoGAN + oversampling on held-out faces (Barutcu et al., Tables 3, 4 and 5).
+
+Protocol (the paper's Sec. 3.1 with the choices of ``experiments/oversampling.py``, whose
+problem set-up, ePIE and oversampling runner this script reuses):
+
+* objects: held-out Olivetti faces (subjects 36-39, never seen by ``models/stylegan2-faces``),
+  default images 360 (subject 36) and 380 (subject 38) as "image 1" and "image 2": the 64 x 64
+  grey face (uint8 / 255) is resized to 240 x 240 (Mitchell, clipped to [0, 1]) and used as the
+  phase ``pi * face`` of a unit-amplitude object embedded in free space;
+* probe: 60-px aperture times a diffuser phase, in a ``--window`` (128) px window, known;
+  1e6 photons per exposure noise-free, 1e5 with Poisson noise;
+* scans: rasters of step 45, 60, 75, 90 px (overlap 25%, 0%, -25%, -50%);
+* methods: plain ePIE (empty start, ``--epochs``); PtychoGAN (``GeneratorObject`` over the
+  240 x 240 field, ``adptycho.training.ptychogan``, Poisson loss, TV and discriminator priors,
+  latent stage then all blocks released one by one); PtychoGAN + oversampling (Y = 3, w = 20,
+  one repeat, warm start as in ``experiments/oversampling.py``); repeated oversampling
+  (``--repeats``, w = 20);
+* error: phase MSE in units of pi on the 240 x 240 field after removing the global phase
+  (the paper's "MSE" on grey images, x 1e-3 in the tables).
+
+Outputs (``--out-dir``, default ``experiments/ptychogan_oversampling/results``): ``table3.csv``
+(noise-free), ``table4.csv`` (Poisson), ``table5.csv`` (repeats), ``table3.png``,
+``table4.png`` (phase images), ``tuning.csv`` (the PtychoGAN weights tried on one case),
+``benchmark.json`` (PtychoGAN step time, generator vs physics), ``results.json``. The
+discriminator-prior weight is chosen once from ``--d-grid`` by the error on image 1, 0%
+overlap, noise-free (``tuning.csv``; a simulation study, stated as such). Finished runs
+are cached in ``<out-dir>/cache`` (an interrupted run resumes).
+
+Run::
+
+    nohup nice -n 19 python experiments/ptychogan_oversampling/run.py > \
+        experiments/ptychogan_oversampling/log.txt 2>&1 &
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+_spec = importlib.util.spec_from_file_location("oversampling_experiment",
+                                               os.path.join(ROOT, "experiments", "oversampling.py"))
+base = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(base)
+
+FIELD, STEPS, PAPER = base.FIELD, base.STEPS, base.PAPER
+
+
+class FaceProblem(base.Problem):
+    """``experiments/oversampling.Problem`` with a held-out face as the phase."""
+
+    def __init__(self, face64, overlap, noisy, window, noisy_photons):
+        from adptycho.geometry import normalize_probe_power
+        from adptycho.nn.resize import mitchell_resize_matrices, resize_with_matrices
+        from adptycho.simulate import simulate
+
+        self.overlap, self.noisy, self.window = overlap, noisy, window
+        step = STEPS[overlap]
+        self.step = step
+        self.pad = int(np.ceil(window / 2 - base.DIAMETER / 2 + 45 + 2))
+        size = FIELD + 2 * self.pad
+        r_y, r_x = mitchell_resize_matrices((64, 64), (FIELD, FIELD))
+        face = np.clip(resize_with_matrices(face64.astype(np.float32), r_y, r_x).numpy(), 0, 1)
+        self.face = face
+        self.phase = np.pi * face
+        truth = np.ones((size, size), np.complex64)
+        truth[self.field] = np.exp(1j * self.phase)
+        self.truth = truth
+        photons = noisy_photons if noisy else 1e6
+        self.probe = normalize_probe_power(base.diffuser_probe(window), photons)
+        n = int((FIELD - base.DIAMETER) // step) + 1
+        first = base.DIAMETER / 2 + (FIELD - base.DIAMETER - (n - 1) * step) / 2
+        centres = first + step * np.arange(n)
+        cy, cx = np.meshgrid(centres, centres, indexing="ij")
+        self.corners = np.stack([cy.ravel(), cx.ravel()], 1) - window / 2 + self.pad
+        self.scan = simulate(truth, self.probe, self.corners, poisson=noisy, seed=7)
+
+
+def ptychogan_model(problem, generator):
+    from adptycho.model import PtychoModel
+    from adptycho.objects.generator import GeneratorObject
+
+    obj = GeneratorObject(problem.truth.shape, generator,
+                          region_px=(problem.pad, problem.pad, FIELD, FIELD))
+    return PtychoModel(obj, problem.probe, problem.corners, loss="poisson")
+
+
+def run_ptychogan(problem, generator, discriminator, settings, seed=0):
+    import keras
+
+    from adptycho.training.ptychogan import ptychogan_fit
+
+    keras.utils.set_random_seed(seed)
+    model = ptychogan_model(problem, generator)
+    history = ptychogan_fit(model, problem.scan.patterns, settings, discriminator, seed=seed)
+    return {"object": model.get_object(), "loss": history["loss"], "data": history["data"],
+            "image": model.object_representation.image(),
+            "seconds_per_step": history["seconds_per_step"]}
+
+
+def benchmark(problem, generator, discriminator, settings, repeats=20):
+    """Seconds per PtychoGAN step (all blocks released: the heaviest stage) and the time of
+    its generator part and physics part measured separately (forward + backward each)."""
+    import keras
+    import tensorflow as tf
+
+    from adptycho.model import PtychoModel
+    from adptycho.objects import PixelObject
+
+    model = ptychogan_model(problem, generator)
+    obj = model.object_representation
+    obj.release_blocks(obj.num_blocks)
+    variables = list(obj.trainable_weights)
+    indices = tf.range(problem.scan.num_patterns)
+    measured = tf.constant(problem.scan.patterns)
+    opt = keras.optimizers.Adam(1e-3)
+    opt.build(variables)
+    tv_scale = obj.phase_scale_rad
+
+    @tf.function
+    def full_step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model.pattern_losses(measured, model(indices))) * 1e-6
+            loss += 0.003 * tf.reduce_mean(tf.abs(obj.last_region[1:] - obj.last_region[:-1])
+                                           * tv_scale)
+            loss -= 0.01 * tf.nn.softplus(tf.reduce_mean(discriminator.call(obj.last_raw)))
+        opt.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    @tf.function
+    def generator_part():
+        with tf.GradientTape() as tape:
+            real, imag = obj.transmission_parts()
+            loss = tf.reduce_sum(real) + tf.reduce_sum(imag)
+        return tape.gradient(loss, variables)
+
+    pixels = PixelObject(problem.truth.shape, "phase")
+    physics = PtychoModel(pixels, problem.probe, problem.corners, loss="poisson")
+
+    @tf.function
+    def physics_part():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(physics.pattern_losses(measured, physics(indices)))
+        return tape.gradient(loss, pixels.trainable_weights)
+
+    @tf.function
+    def discriminator_part():
+        with tf.GradientTape() as tape:
+            raw = obj.generate()
+            tape.watch(raw)
+            loss = tf.nn.softplus(tf.reduce_mean(discriminator.call(raw)))
+        return tape.gradient(loss, raw)
+
+    out = {}
+    for name, fn in (("full_step", full_step), ("generator", generator_part),
+                     ("physics", physics_part), ("discriminator", discriminator_part)):
+        fn()
+        fn()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            result = fn()
+            tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
+        out[name] = (time.perf_counter() - started) / repeats
+    out["patterns"] = int(problem.scan.num_patterns)
+    out["detector"] = list(problem.scan.detector_shape)
+    out["object_grid"] = list(problem.truth.shape)
+    out["field"] = [FIELD, FIELD]
+    out["generator_resolution"] = int(generator.resolution)
+    out["note"] = ("generator = synthesis forward + Mitchell resize + phase + backward to the "
+                   "latent and all blocks; physics = exit waves + FFT + Poisson loss + backward "
+                   "to a pixel phase object of the same grid; discriminator = prior forward + "
+                   "backward; measured separately (each with its own tf.function)")
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    parser.add_argument("--model", default="stylegan2-faces",
+                        help="StyleGAN2 model name or directory")
+    parser.add_argument("--images", default="360,380", help="held-out image indices (360-399)")
+    parser.add_argument("--data", default=None, help="Olivetti .npy (default ../shared/data)")
+    parser.add_argument("--window", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=150, help="ePIE epochs per run/repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats for table 5")
+    parser.add_argument("--latent-steps", type=int, default=300)
+    parser.add_argument("--block-steps", type=int, default=100)
+    parser.add_argument("--tv-weight", type=float, default=0.003, help="TV prior weight")
+    parser.add_argument("--discriminator-weight", type=float, default=None,
+                        help="fix the discriminator-prior weight (default: chosen from "
+                             "--d-grid on image 1, 0%% overlap, noise-free)")
+    parser.add_argument("--d-grid", default="0,0.0001,0.001",
+                        help="discriminator-prior weights tried (saturating log(1 - D))")
+    parser.add_argument("--noisy-photons", type=float, default=1e5)
+    parser.add_argument("--tables", default="3,4,5,bench")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="tiny settings, for debugging")
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from adptycho.nn.stylegan2 import load_stylegan2
+    from adptycho.nn.stylegan2_training import load_faces
+    from adptycho.training.ptychogan import PtychoGANSettings
+
+    if args.quick:
+        args.window, args.epochs, args.repeats = 64, 10, 2
+        args.latent_steps, args.block_steps, args.d_grid = 20, 5, "0,0.001"
+        if args.out_dir == os.path.join(HERE, "results"):
+            args.out_dir = os.path.join(HERE, "quick")
+    out = args.out_dir
+    os.makedirs(out, exist_ok=True)
+    generator, discriminator, config = load_stylegan2(args.model)
+    _, held_out = load_faces(args.data)
+    images = [int(i) for i in args.images.split(",")]
+    if any(not 360 <= i < 400 for i in images):
+        raise SystemExit("--images must be held-out images 360-399")
+    faces = {i: (held_out[i - 360, :, :, 0] + 1.0) / 2.0 for i in images}
+    model_tag = f"{os.path.basename(os.path.normpath(str(args.model)))}_s{config.get('steps', 0)}"
+    tag = (f"{model_tag}_win{args.window}_ep{args.epochs}_L{args.latent_steps}"
+           f"_B{args.block_steps}_TV{args.tv_weight:g}")
+    cache = base.Cache(os.path.join(out, "cache"))
+    problems = {}
+    started = time.perf_counter()
+
+    def problem(image, overlap, noisy):
+        key = (image, overlap, noisy)
+        if key not in problems:
+            problems[key] = FaceProblem(faces[image], overlap, noisy, args.window,
+                                        args.noisy_photons)
+        return problems[key]
+
+    def settings_for(d_weight):
+        return PtychoGANSettings(latent_steps=args.latent_steps, block_steps=args.block_steps,
+                                 tv_weight=args.tv_weight, discriminator_weight=d_weight)
+
+    noise = lambda noisy: "poisson" if noisy else "free"  # noqa: E731
+
+    # -- discriminator weight: chosen once on image 1, 0% overlap, noise-free --------------
+    results = {"settings": vars(args), "model_config": config, "paper": PAPER}
+    first = images[0]
+    if args.discriminator_weight is None:
+        tuning = {}
+        for dw in [float(v) for v in args.d_grid.split(",")]:
+            p = problem(first, 0.0, False)
+            res = cache.get(base._key("gan", tag, first, 0.0, "free", "D", dw),
+                            lambda: run_ptychogan(p, generator, discriminator, settings_for(dw)))
+            tuning[dw] = p.mse(res["object"])
+        d_weight = min(tuning, key=tuning.get)
+        base._save_csv(os.path.join(out, "tuning.csv"),
+                       ["discriminator_weight", "ptychogan_mse_1e-3"],
+                       [[k, 1e3 * v] for k, v in tuning.items()])
+        results["d_tuning"] = {str(k): v for k, v in tuning.items()}
+        print(f"discriminator weight errors {tuning}; using {d_weight}", flush=True)
+    else:
+        d_weight = args.discriminator_weight
+    results["discriminator_weight"] = d_weight
+
+    def gan(image, overlap, noisy):
+        p = problem(image, overlap, noisy)
+        return cache.get(base._key("gan", tag, image, overlap, noise(noisy), "D", d_weight),
+                         lambda: run_ptychogan(p, generator, discriminator,
+                                               settings_for(d_weight)))
+
+    def epie(image, overlap, noisy):
+        p = problem(image, overlap, noisy)
+        return cache.get(base._key("epie", args.window, args.epochs, image, overlap,
+                                   noise(noisy)),
+                         lambda: {"object": base.plain_epie(p, args.epochs)})["object"]
+
+    def proposed(image, overlap, noisy, repeats):
+        p = problem(image, overlap, noisy)
+        init = gan(image, overlap, noisy)["object"]
+
+        def compute():
+            r = base.run_oversample(p, init, 3, 20.0, repeats, args.epochs)
+            return {"objects": r.objects, "errors": r.error_history,
+                    "measured_residual": r.measured_residual}
+        return cache.get(base._key("over", tag, "D", d_weight, image, overlap, noise(noisy),
+                                   "R", repeats), compute)
+
+    tables = set(args.tables.split(","))
+    if "bench" in tables:
+        p = problem(first, 0.0, False)
+        bench = benchmark(p, generator, discriminator, settings_for(d_weight))
+        bench["threads"] = args.threads
+        with open(os.path.join(out, "benchmark.json"), "w") as f:
+            json.dump(bench, f, indent=1)
+        results["benchmark"] = bench
+        print(f"benchmark: {bench}", flush=True)
+        base._write_json(out, results, started)
+    for table, noisy in (("3", False), ("4", True)):
+        if table not in tables:
+            continue
+        rows, panels, entries = [], [], {}
+        paper_key = "table4_noisy" if noisy else "table3"
+        for overlap in STEPS:
+            for k, image in enumerate(images):
+                p = problem(image, overlap, noisy)
+                plain = epie(image, overlap, noisy)
+                g = gan(image, overlap, noisy)
+                single = proposed(image, overlap, noisy, 1)
+                entry = {"epie": p.mse(plain), "ptychogan": p.mse(g["object"]),
+                         "proposed": float(single["errors"][0])}
+                entries[f"{image}_{overlap * 100:g}"] = entry
+                paper = PAPER[paper_key][f"{overlap * 100:g}"]
+                pk = min(k, 1)
+                rows.append([f"{overlap * 100:g}%", image, 1e3 * entry["epie"],
+                             1e3 * entry["ptychogan"], 1e3 * entry["proposed"],
+                             paper["epie"][pk], paper["initial"][pk], paper["proposed"][pk]])
+                panels += [(p, p.truth, f"{image} {overlap * 100:g}% truth"),
+                           (p, plain, f"ePIE {1e3 * entry['epie']:.2f}"),
+                           (p, g["object"], f"PtychoGAN {1e3 * entry['ptychogan']:.2f}"),
+                           (p, single["objects"][0], f"+oversampl. {1e3 * entry['proposed']:.2f}")]
+                print(f"table {table} image {image} overlap {overlap:+.2f}: "
+                      f"{ {k2: round(1e3 * v, 3) for k2, v in entry.items()} } (x1e-3)",
+                      flush=True)
+        base._save_csv(os.path.join(out, f"table{table}.csv"),
+                       ["overlap", "image", "ours_epie_1e-3", "ours_ptychogan_1e-3",
+                        "ours_proposed_1e-3", "paper_epie_1e-3", "paper_ptychogan_1e-3",
+                        "paper_proposed_1e-3"], rows)
+        base._figure(os.path.join(out, f"table{table}.png"), panels, 4)
+        results[f"table{table}"] = entries
+        base._write_json(out, results, started)
+
+    if "5" in tables:
+        rows, panels, entries = [], [], {}
+        for overlap in STEPS:
+            for k, image in enumerate(images):
+                p = problem(image, overlap, False)
+                res = proposed(image, overlap, False, args.repeats)
+                errors = [float(e) for e in res["errors"]]
+                entries[f"{image}_{overlap * 100:g}"] = errors
+                paper = PAPER["table5"][f"{overlap * 100:g}"]
+                pk = min(k, 1)
+                rows.append([f"{overlap * 100:g}%", image, 1e3 * errors[0], 1e3 * errors[-1],
+                             len(errors), paper["single"][pk], paper["multiple"][pk]])
+                panels += [(p, res["objects"][0], f"{image} {overlap * 100:g}% 1 rep "
+                                                  f"{1e3 * errors[0]:.2f}"),
+                           (p, res["objects"][-1], f"{len(errors)} reps {1e3 * errors[-1]:.2f}")]
+        base._save_csv(os.path.join(out, "table5.csv"),
+                       ["overlap", "image", "ours_single_1e-3", "ours_repeated_1e-3", "repeats",
+                        "paper_single_1e-3", "paper_multiple_1e-3"], rows)
+        base._figure(os.path.join(out, "table5.png"), panels, 4)
+        results["table5"] = entries
+        base._write_json(out, results, started)
+
+    base._write_json(out, results, started)
+    print(f"done in {time.perf_counter() - started:.0f} s; wrote {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
