@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import keras
 import numpy as np
@@ -128,5 +127,3 @@ class FitCheckpoint(keras.callbacks.Callback):
             self._finished.assign(True)
             self._save()
 
-    def latest(self) -> Optional[str]:
-        return tf.train.latest_checkpoint(self.directory)

@@ -13,8 +13,6 @@ the patterns of its own replicas.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import tensorflow as tf
 
@@ -175,8 +173,3 @@ def steps_per_execution_for(steps_per_epoch: int, limit: int = 64) -> int:
             return k
     return 1
 
-
-def describe_split(num_training: int, num_validation: int) -> Optional[str]:
-    if num_validation == 0:
-        return None
-    return f"{num_training} training and {num_validation} validation patterns"
