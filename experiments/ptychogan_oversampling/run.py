@@ -18,7 +18,10 @@ problem set-up, ePIE and oversampling runner this script reuses):
 * error: phase MSE in units of pi on the 240 x 240 field after removing the global phase
   (the paper's "MSE" on grey images, x 1e-3 in the tables).
 
-Outputs (``--out-dir``, default ``experiments/ptychogan_oversampling/results``): ``table3.csv``
+Outputs (``--out-dir``, default ``experiments/ptychogan_oversampling/results``): ``table1.csv``
+(w sweep, Y = 3) and ``table2.csv`` (Y sweep, w = 20), both at 0% overlap, noise-free,
+from the PtychoGAN start (warm start); ``table1_cold.csv``: the w sweep again with Algorithm
+1's empty start (``--cold-epochs`` ePIE epochs); ``table3.csv``
 (noise-free), ``table4.csv`` (Poisson), ``table5.csv`` (repeats), ``table3.png``,
 ``table4.png`` (phase images), ``tuning.csv`` (the PtychoGAN weights tried on one case),
 ``benchmark.json`` (PtychoGAN step time, generator vs physics), ``results.json``. The
@@ -201,7 +204,9 @@ def main(argv=None):
     parser.add_argument("--d-grid", default="0,0.0001,0.001",
                         help="discriminator-prior weights tried (saturating log(1 - D))")
     parser.add_argument("--noisy-photons", type=float, default=1e5)
-    parser.add_argument("--tables", default="3,4,5,bench")
+    parser.add_argument("--tables", default="bench,1,1c,2,3,4,5")
+    parser.add_argument("--cold-epochs", type=int, default=600,
+                        help="ePIE epochs of the empty-start runs of table 1c")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny settings, for debugging")
     args = parser.parse_args(argv)
@@ -290,6 +295,83 @@ def main(argv=None):
                                    "R", repeats), compute)
 
     tables = set(args.tables.split(","))
+
+    def oversampled(image, overlap, factor, weight):
+        """One repeat at (Y, w) from the PtychoGAN start (noise-free)."""
+        if factor == 3 and weight == 20.0:
+            return float(proposed(image, overlap, False, 1)["errors"][0])
+        p = problem(image, overlap, False)
+        init = gan(image, overlap, False)["object"]
+
+        def compute():
+            r = base.run_oversample(p, init, factor, weight, 1, args.epochs)
+            return {"objects": r.objects, "errors": r.error_history}
+        return float(cache.get(base._key("over", tag, "D", d_weight, image, overlap, "free",
+                                         "Y", factor, "w", weight), compute)["errors"][0])
+
+    def cold(image, weight):
+        """Algorithm 1 as written: ePIE on the mixed data from an empty object, Y = 3."""
+        p = problem(image, 0.0, False)
+        init = gan(image, 0.0, False)["object"]
+
+        def compute():
+            r = base.run_oversample(p, init, 3, weight, 1, args.cold_epochs, warm_start=False)
+            return {"objects": r.objects, "errors": r.error_history}
+        return float(cache.get(base._key("cold", tag, "D", d_weight, image, "0p0", "free",
+                                         "w", weight, "E", args.cold_epochs),
+                               compute)["errors"][0])
+
+    if "1c" in tables:
+        # Table 1 again with the empty start of Algorithm 1 (w -> 0: the PtychoGAN result,
+        # w -> infinity: plain ePIE), run --cold-epochs epochs
+        paper = PAPER["table1"]
+        entries = {}
+        for image in images:
+            p = problem(image, 0.0, False)
+            entries[image] = {"ptychogan": p.mse(gan(image, 0.0, False)["object"]),
+                              "epie": p.mse(epie(image, 0.0, False)),
+                              "w": {f"{w:g}": cold(image, float(w)) for w in base.WEIGHTS}}
+            print(f"table 1 (cold start) image {image}: "
+                  f"{ {v: round(1e3 * e, 3) for v, e in entries[image]['w'].items()} }",
+                  flush=True)
+        rows = [["PtychoGAN"] + [1e3 * entries[i]["ptychogan"] for i in images]
+                + paper["initial"]]
+        rows += [[f"w={w:g}"] + [1e3 * entries[i]["w"][f"{w:g}"] for i in images]
+                 + paper["w"][f"{w:g}"] for w in base.WEIGHTS]
+        rows += [["ePIE"] + [1e3 * entries[i]["epie"] for i in images] + paper["epie"]]
+        base._save_csv(os.path.join(out, "table1_cold.csv"),
+                       ["setting"] + [f"ours_{i}_1e-3" for i in images]
+                       + ["paper_image1_1e-3", "paper_image2_1e-3"], rows)
+        results["table1_cold"] = {str(i): e for i, e in entries.items()}
+        base._write_json(out, results, started)
+
+    for table, values, label in (("1", base.WEIGHTS, "w"), ("2", base.FACTORS, "Y")):
+        # the paper's Tables 1 (w at Y = 3) and 2 (Y at w = 20): 0% overlap, noise-free
+        if table not in tables:
+            continue
+        paper = PAPER[f"table{table}"]
+        entries = {}
+        for k, image in enumerate(images):
+            p = problem(image, 0.0, False)
+            pk = min(k, 1)
+            entries[image] = {
+                "ptychogan": p.mse(gan(image, 0.0, False)["object"]),
+                "epie": p.mse(epie(image, 0.0, False)),
+                label: {f"{v:g}": (oversampled(image, 0.0, 3, float(v)) if label == "w"
+                                   else oversampled(image, 0.0, int(v), 20.0)) for v in values}}
+            print(f"table {table} image {image}: "
+                  f"{ {v: round(1e3 * e, 3) for v, e in entries[image][label].items()} }",
+                  flush=True)
+        rows = [["PtychoGAN"] + [1e3 * entries[i]["ptychogan"] for i in images]
+                + paper["initial"]]
+        rows += [[f"{label}={v:g}"] + [1e3 * entries[i][label][f"{v:g}"] for i in images]
+                 + paper[label][f"{v:g}"] for v in values]
+        rows += [["ePIE"] + [1e3 * entries[i]["epie"] for i in images] + paper["epie"]]
+        base._save_csv(os.path.join(out, f"table{table}.csv"),
+                       ["setting"] + [f"ours_{i}_1e-3" for i in images]
+                       + ["paper_image1_1e-3", "paper_image2_1e-3"], rows)
+        results[f"table{table}"] = {str(i): e for i, e in entries.items()}
+        base._write_json(out, results, started)
     if "bench" in tables:
         p = problem(first, 0.0, False)
         bench = benchmark(p, generator, discriminator, settings_for(d_weight))
