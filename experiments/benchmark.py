@@ -44,7 +44,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def standard_problem():
+def standard_problem(round_positions: bool = True):
     from adptycho.geometry import circular_aperture, fermat_spiral_scan
     from adptycho.samples import complex_test_object
     from adptycho.simulate import simulate
@@ -52,7 +52,9 @@ def standard_problem():
     obj = complex_test_object((512, 512), "camera", "astronaut")
     probe = circular_aperture((128, 128), 64.0, edge_px=3.0)
     centre = (512 - 128) / 2.0
-    positions = np.round(fermat_spiral_scan(400, 9.6, center_px=(centre, centre)))
+    positions = fermat_spiral_scan(400, 9.6, center_px=(centre, centre))
+    if round_positions:
+        positions = np.round(positions)
     positions = np.clip(positions, 0, 512 - 128)
     scan = simulate(obj, probe, positions, photons_per_pattern=1e6)
     return scan, obj, probe
@@ -150,13 +152,20 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up epochs")
     parser.add_argument("--batch-sizes", default="16,64,400", help="comma-separated batch sizes")
     parser.add_argument("--no-peer", action="store_true", help="skip the cdtools comparison")
+    parser.add_argument("--fractional-positions", action="store_true",
+                        help="keep the Fermat-spiral positions as drawn (sub-pixel, as in real "
+                             "scans) instead of rounding them: every epoch then needs the "
+                             "Fourier sub-pixel shift of the probe (implies --no-peer; results "
+                             "go to benchmark_fractional.*)")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "benchmark"))
     args = parser.parse_args(argv)
+    suffix = "_fractional" if args.fractional_positions else ""
+    args.no_peer = args.no_peer or args.fractional_positions
     os.makedirs(args.out_dir, exist_ok=True)
 
     import tensorflow as tf
 
-    scan, obj, probe = standard_problem()
+    scan, obj, probe = standard_problem(round_positions=not args.fractional_positions)
     n = scan.num_patterns
     print(f"standard problem: {scan.describe()}, object 512x512, TF {tf.__version__}, "
           f"{os.cpu_count()} CPU cores")
@@ -202,10 +211,10 @@ def main(argv=None):
                        if r["engine"] == "adptycho adam" and r["refine"] == "object+probe")
             print(f"speed-up of the fastest adptycho object+probe epoch over cdtools: "
                   f"{peer['median_s_per_epoch'] / best:.2f}x")
-    with open(os.path.join(args.out_dir, "benchmark.json"), "w") as f:
+    with open(os.path.join(args.out_dir, f"benchmark{suffix}.json"), "w") as f:
         json.dump({"rows": rows, "peer": peer, "tensorflow": tf.__version__,
                    "cpu_count": os.cpu_count()}, f, indent=1)
-    with open(os.path.join(args.out_dir, "benchmark.csv"), "w", newline="") as f:
+    with open(os.path.join(args.out_dir, f"benchmark{suffix}.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["engine", "refine", "batch_size", "s_per_epoch", "patterns_per_s",
                          "fft_floor_s", "fraction_of_floor"])
