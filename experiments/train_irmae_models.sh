@@ -3,8 +3,8 @@
 # comparison: ./experiments/train_irmae_models.sh ae).
 # Resumable: re-running skips finished models (card.md present) and resumes interrupted ones
 # from their checkpoint directory (keras BackupAndRestore) at the last completed epoch.
-# Epoch counts are sized for the 2 shared CPU cores of the development machine (about 30 min of
-# a contended machine per epoch of full MNIST); with more CPU raise them.
+# Epoch counts are sized for the 2 shared CPU cores of the development machine (260 s per epoch of
+# full MNIST on a quiet machine, about 30 min while other jobs ran); with more CPU raise them.
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2
 FULL_EPOCHS=${FULL_EPOCHS:-2}
