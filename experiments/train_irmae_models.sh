@@ -8,7 +8,7 @@
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2
 FULL_EPOCHS=${FULL_EPOCHS:-2}
-DIGIT_EPOCHS=${DIGIT_EPOCHS:-8}
+DIGIT_EPOCHS=${DIGIT_EPOCHS:-50}
 case "${1:-irmae}" in
   irmae) [ -f models/irmae-mnist/card.md ] || adptycho train-irmae --data ../shared/data/mnist --out models/irmae-mnist --epochs "$FULL_EPOCHS" ;;
   irmae3) [ -f models/irmae-mnist-3/card.md ] || adptycho train-irmae --data ../shared/data/mnist --digit 3 --out models/irmae-mnist-3 --epochs "$DIGIT_EPOCHS" ;;
