@@ -119,37 +119,33 @@ def reconstruct_one(method, scan, probe, positions, near, epochs, batch_size, lr
     from adptycho.model import PtychoModel
     from adptycho.objects import LatentObject, PixelObject
 
+    def adam_fit(obj, loss, stage_epochs, lr):
+        model = PtychoModel(obj, probe, positions, near_field=near, loss=loss,
+                            readout_noise=READOUT_NOISE)
+        model.compile(refine=("object",), learning_rates={"object": lr},
+                      steps_per_execution=int(np.ceil(len(positions) / batch_size)))
+        history = model.fit(np.arange(len(positions)), scan.patterns, batch_size=batch_size,
+                            epochs=stage_epochs, shuffle=True, verbose=0)
+        return model, float(history.history["loss"][-1])
+
     if method == "pixels":
-        stages = pixel_stages or [("poisson-gaussian", epochs, lr_pixels)]
         current = np.full((GRID, GRID), 0.5, np.complex64)
-        steps = int(np.ceil(len(positions) / batch_size))
-        for loss, stage_epochs, lr in stages:
-            obj = PixelObject((GRID, GRID), "complex", initial=current)
-            model = PtychoModel(obj, probe, positions, near_field=near, loss=loss,
-                                readout_noise=READOUT_NOISE)
-            model.compile(refine=("object",), learning_rates={"object": lr},
-                          steps_per_execution=steps)
-            history = model.fit(np.arange(len(positions)), scan.patterns,
-                                batch_size=batch_size, epochs=stage_epochs, shuffle=True,
-                                verbose=0)
+        for loss, stage_epochs, lr in pixel_stages or [("poisson-gaussian", epochs, lr_pixels)]:
+            model, final_loss = adam_fit(PixelObject((GRID, GRID), "complex", initial=current),
+                                         loss, stage_epochs, lr)
             current = model.get_object()
-        return current, float(history.history["loss"][-1])
-    else:
-        obj = LatentObject.from_pretrained((GRID, GRID), method, region_px=REGION)
-        lr = lr_latent
-    model = PtychoModel(obj, probe, positions, near_field=near, loss="poisson-gaussian",
-                        readout_noise=READOUT_NOISE)
-    if method != "pixels" and latent_optimizer == "lbfgs":
+        return current, final_loss
+    obj = LatentObject.from_pretrained((GRID, GRID), method, region_px=REGION)
+    if latent_optimizer == "lbfgs":
         from adptycho.training.lbfgs import lbfgs_fit
 
+        model = PtychoModel(obj, probe, positions, near_field=near, loss="poisson-gaussian",
+                            readout_noise=READOUT_NOISE)
         result = lbfgs_fit(model, scan.patterns, max_iterations=lbfgs_iterations,
                            chunk_iterations=lbfgs_iterations, batch_size=len(positions))
         return model.get_object(), float(result.loss_history[-1])
-    steps = int(np.ceil(len(positions) / batch_size))
-    model.compile(refine=("object",), learning_rates={"object": lr}, steps_per_execution=steps)
-    history = model.fit(np.arange(len(positions)), scan.patterns, batch_size=batch_size,
-                        epochs=epochs, shuffle=True, verbose=0)
-    return model.get_object(), float(history.history["loss"][-1])
+    model, final_loss = adam_fit(obj, "poisson-gaussian", epochs, lr_latent)
+    return model.get_object(), final_loss
 
 
 def main(argv=None):

@@ -321,44 +321,23 @@ def main(argv=None):
                                          "w", weight, "E", args.cold_epochs),
                                compute)["errors"][0])
 
-    if "1c" in tables:
-        # Table 1 again with the empty start of Algorithm 1 (w -> 0: the PtychoGAN result,
-        # w -> infinity: plain ePIE), run --cold-epochs epochs
-        paper = PAPER["table1"]
+    # the paper's Tables 1 (w at Y = 3) and 2 (Y at w = 20): 0% overlap, noise-free; table 1c
+    # repeats Table 1 with the empty start of Algorithm 1 (w -> 0: the PtychoGAN result,
+    # w -> infinity: plain ePIE), run --cold-epochs epochs
+    sweeps = (("1", "table1", "w", base.WEIGHTS, lambda i, v: oversampled(i, 0.0, 3, float(v))),
+              ("1c", "table1_cold", "w", base.WEIGHTS, lambda i, v: cold(i, float(v))),
+              ("2", "table2", "Y", base.FACTORS,
+               lambda i, v: oversampled(i, 0.0, int(v), 20.0)))
+    for table, name, label, values, run in sweeps:
+        if table not in tables:
+            continue
+        paper = PAPER["table2" if label == "Y" else "table1"]
         entries = {}
         for image in images:
             p = problem(image, 0.0, False)
             entries[image] = {"ptychogan": p.mse(gan(image, 0.0, False)["object"]),
                               "epie": p.mse(epie(image, 0.0, False)),
-                              "w": {f"{w:g}": cold(image, float(w)) for w in base.WEIGHTS}}
-            print(f"table 1 (cold start) image {image}: "
-                  f"{ {v: round(1e3 * e, 3) for v, e in entries[image]['w'].items()} }",
-                  flush=True)
-        rows = [["PtychoGAN"] + [1e3 * entries[i]["ptychogan"] for i in images]
-                + paper["initial"]]
-        rows += [[f"w={w:g}"] + [1e3 * entries[i]["w"][f"{w:g}"] for i in images]
-                 + paper["w"][f"{w:g}"] for w in base.WEIGHTS]
-        rows += [["ePIE"] + [1e3 * entries[i]["epie"] for i in images] + paper["epie"]]
-        base._save_csv(os.path.join(out, "table1_cold.csv"),
-                       ["setting"] + [f"ours_{i}_1e-3" for i in images]
-                       + ["paper_image1_1e-3", "paper_image2_1e-3"], rows)
-        results["table1_cold"] = {str(i): e for i, e in entries.items()}
-        base._write_json(out, results, started)
-
-    for table, values, label in (("1", base.WEIGHTS, "w"), ("2", base.FACTORS, "Y")):
-        # the paper's Tables 1 (w at Y = 3) and 2 (Y at w = 20): 0% overlap, noise-free
-        if table not in tables:
-            continue
-        paper = PAPER[f"table{table}"]
-        entries = {}
-        for k, image in enumerate(images):
-            p = problem(image, 0.0, False)
-            pk = min(k, 1)
-            entries[image] = {
-                "ptychogan": p.mse(gan(image, 0.0, False)["object"]),
-                "epie": p.mse(epie(image, 0.0, False)),
-                label: {f"{v:g}": (oversampled(image, 0.0, 3, float(v)) if label == "w"
-                                   else oversampled(image, 0.0, int(v), 20.0)) for v in values}}
+                              label: {f"{v:g}": run(image, v) for v in values}}
             print(f"table {table} image {image}: "
                   f"{ {v: round(1e3 * e, 3) for v, e in entries[image][label].items()} }",
                   flush=True)
@@ -367,10 +346,10 @@ def main(argv=None):
         rows += [[f"{label}={v:g}"] + [1e3 * entries[i][label][f"{v:g}"] for i in images]
                  + paper[label][f"{v:g}"] for v in values]
         rows += [["ePIE"] + [1e3 * entries[i]["epie"] for i in images] + paper["epie"]]
-        base._save_csv(os.path.join(out, f"table{table}.csv"),
+        base._save_csv(os.path.join(out, f"{name}.csv"),
                        ["setting"] + [f"ours_{i}_1e-3" for i in images]
                        + ["paper_image1_1e-3", "paper_image2_1e-3"], rows)
-        results[f"table{table}"] = {str(i): e for i, e in entries.items()}
+        results[name] = {str(i): e for i, e in entries.items()}
         base._write_json(out, results, started)
     if "bench" in tables:
         p = problem(first, 0.0, False)
