@@ -34,7 +34,8 @@ from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import check_positions_inside
 from adptycho.losses import amplitude_residual_sums, get_loss
 from adptycho.objects.base import ObjectRepresentation
-from adptycho.physics.forward import can_fold_fftshift, exit_waves, intensities_from_waves
+from adptycho.physics.forward import (can_fold_fftshift, exit_waves, forward_intensities,
+                                      intensities_from_waves)
 from adptycho.physics.propagators import angular_spectrum_kernel
 from adptycho.physics.shifts import split_positions
 
@@ -387,6 +388,9 @@ class PtychoModel(keras.Model):
         indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
         fold = self.near_field is None and can_fold_fftshift(self.detector_shape)
         positions = self.positions_tensor(indices)
+        if fold:
+            return forward_intensities(self.object_parts(), self.probe_tensor(), positions,
+                                       subpixel=self._subpixel_now)
         waves = exit_waves(self.object_parts(), self.probe_tensor(),
                            positions, subpixel=self._subpixel_now, fold_fftshift=fold)
         fractions = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from adptycho.physics.fused import fused_far_field_intensities, use_fused
 from adptycho.physics.propagators import far_field, near_field
 from adptycho.physics.shifts import extract_patches, split_positions
 
@@ -147,8 +148,21 @@ def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False
 
 
 def forward_intensities(object_, probe, positions_px, transfer=None, subpixel=True):
-    """Predicted (B, H, W) float32 intensities; see ``exit_waves`` and ``intensities_from_waves``."""
+    """Predicted (B, H, W) float32 intensities; see ``exit_waves`` and ``intensities_from_waves``.
+
+    Under XLA (``jit_compile``) far-field models with large windows go through
+    ``fused.fused_far_field_intensities`` (same values, fused adjoint)."""
     fold = transfer is None and can_fold_fftshift(np.shape(probe))
+    if fold and use_fused(tf.float32, np.shape(probe)[-2:]):
+        # XLA: the same intensities through the fused gather/exit-wave/FFT loop (fused.py)
+        if isinstance(object_, (tuple, list)):
+            real, imag = object_
+        else:
+            object_ = tf.convert_to_tensor(object_, tf.complex64)
+            real, imag = tf.math.real(object_), tf.math.imag(object_)
+        corners, fractions = split_positions(positions_px)
+        probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift=True)
+        return fused_far_field_intensities(real, imag, probes, corners)
     waves = exit_waves(object_, probe, positions_px, subpixel, fold_fftshift=fold)
     fractions = split_positions(positions_px)[1] if (subpixel and transfer is not None) else None
     return intensities_from_waves(waves, transfer, folded=fold, fractions=fractions)
