@@ -91,11 +91,17 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile=True):
         scan = dataclasses.replace(scan, detector_distance_m=1.0)
     guess = gaussian_probe(scan.detector_shape, 60.0)
     model, _ = build_model(scan, probe=guess, normalise_probe=True, object_shape=(512, 512))
+    from adptycho.training.data import steps_per_execution_for, training_dataset
+
+    # the input pipeline and compiled multi-step calls of ``adptycho.reconstruct``
+    steps = int(np.ceil(scan.num_patterns / batch_size))
     model.compile(refine=refine, jit_compile=jit_compile,
-                  steps_per_execution=int(np.ceil(scan.num_patterns / batch_size)))
+                  steps_per_execution=steps_per_execution_for(steps))
     timer = EpochTimer().callback
-    history = model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=batch_size,
-                        epochs=warmup + epochs, shuffle=True, verbose=0, callbacks=[timer])
+    data = training_dataset(scan, np.arange(scan.num_patterns), batch_size, seed=0,
+                            first_epoch=0, epochs=warmup + epochs)
+    history = model.fit(data, epochs=warmup + epochs, steps_per_epoch=steps, verbose=0,
+                        callbacks=[timer])
     times = timer.times[warmup:]
     return {"median_s": statistics.median(times), "times_s": times,
             "first_loss": history.history["loss"][0], "last_loss": history.history["loss"][-1]}
