@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from adptycho.physics.fused import fused_far_field_intensities, use_fused
 from adptycho.physics.propagators import far_field, near_field
-from adptycho.physics.shifts import extract_patches, split_positions
+from adptycho.physics.shifts import extract_patches, materialise, split_positions
 
 __all__ = ["exit_waves", "shifted_probes", "intensities_from_waves", "forward_intensities",
            "can_fold_fftshift"]
@@ -73,23 +73,12 @@ def _separable_ramp(fractions, fy, fx, factor):
     fractions = tf.cast(fractions, tf.float32)
     phase_y = factor * fractions[:, 0, None] * tf.constant(fy, tf.float32)[None, :]  # (B, H)
     phase_x = factor * fractions[:, 1, None] * tf.constant(fx, tf.float32)[None, :]  # (B, W)
-    cos_sin_y = _materialise(tf.stack([tf.cos(phase_y), tf.sin(phase_y)]))  # (2, B, H)
-    cos_sin_x = _materialise(tf.stack([tf.cos(phase_x), tf.sin(phase_x)]))  # (2, B, W)
+    cos_sin_y = materialise(tf.stack([tf.cos(phase_y), tf.sin(phase_y)]))  # (2, B, H)
+    cos_sin_x = materialise(tf.stack([tf.cos(phase_x), tf.sin(phase_x)]))  # (2, B, W)
     ramp_y = tf.complex(cos_sin_y[0], cos_sin_y[1])
     ramp_x = tf.complex(cos_sin_x[0], cos_sin_x[1])
     return ramp_y[:, :, None] * ramp_x[:, None, :]
 
-
-def _materialise(x):
-    """``x @ I``: an exact copy of (..., N) ``x`` that XLA computes once.
-
-    XLA on CPU fuses cheap-looking producers such as ``cos``/``sin`` of the (B, H) and (B, W)
-    phases into their broadcast consumer, recomputing them for every one of the B H W ramp
-    elements (the trigonometry then costs as much as an inverse FFT). A dot is never fused
-    into an element-wise consumer, so the sines and cosines are evaluated B (H + W) times
-    (standard problem, batch 64: the ramp went from 40 to 14 ms per 448 patterns). The
-    product with the identity adds only exact zeros (finite inputs)."""
-    return tf.matmul(x, tf.eye(int(x.shape[-1]), dtype=x.dtype))
 
 
 def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from adptycho.physics.shifts import materialise
+
 __all__ = [
     "far_field",
     "inverse_far_field",
@@ -120,7 +122,7 @@ def angular_spectrum_transfer(shape, pixel_size_m, wavelength_m, distance_m) -> 
         tf.logical_and(tf.abs(tf.constant(fy, tf.float32)) < fy_lim,
                        tf.abs(tf.constant(fx, tf.float32)) < fx_lim), propagating)
     window = tf.cast(window, tf.float32)
-    return tf.complex(window * tf.cos(phase), window * tf.sin(phase))
+    return _complex_exp(window, phase)
 
 
 def angular_spectrum_transfer_tf(shape, pixel_size_m, wavelength_m, distance_m) -> tf.Tensor:
@@ -145,7 +147,13 @@ def angular_spectrum_transfer_tf(shape, pixel_size_m, wavelength_m, distance_m) 
     fx_lim = 1.0 / (float(wavelength_m) * tf.sqrt((2.0 * z / (w * step)) ** 2 + 1.0))
     window = tf.cast(tf.logical_and(tf.logical_and(tf.abs(fy) < fy_lim, tf.abs(fx) < fx_lim),
                                     f2 < inv_lambda ** 2), tf.float32)
-    return tf.complex(window * tf.cos(phase), window * tf.sin(phase))
+    return _complex_exp(window, phase)
+
+
+def _complex_exp(window, phase):
+    """(H, W) ``window * exp(i phase)``, evaluated once under XLA (``shifts.materialise``)."""
+    cos_sin = materialise(tf.stack([window * tf.cos(phase), window * tf.sin(phase)]))
+    return tf.complex(cos_sin[0], cos_sin[1])
 
 
 def near_field(field: tf.Tensor, transfer: tf.Tensor) -> tf.Tensor:
