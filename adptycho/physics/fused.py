@@ -14,8 +14,8 @@ patch gradient, reads it again for the scatter-add and reads the waves once more
 gradient. The forward loop likewise writes the exit waves directly from the object windows.
 On the standard benchmark problem (batch 64, 2 CPU cores) the object+probe physics gradient
 went from 0.214 to 0.136 s per epoch (``experiments/speed_breakdown.py``) and a whole Adam
-epoch by about 8% (medians 0.238-0.246 against 0.260-0.272 s in three interleaved runs): the
-loss value, metrics and optimiser steps take most of the rest.
+epoch from 0.220-0.276 to 0.189-0.214 s (three interleaved runs, ``experiments/fused_ab.py``);
+the loss value, metrics and optimiser steps take most of the rest.
 
 Only for XLA compilation (the loops use XLA dynamic slices); ``forward.forward_intensities``
 and ``PtychoModel.call`` pick it when tracing under ``jit_compile`` (``use_fused``).
