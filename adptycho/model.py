@@ -34,10 +34,8 @@ from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import check_positions_inside
 from adptycho.losses import amplitude_residual_sums, get_loss
 from adptycho.objects.base import ObjectRepresentation
-from adptycho.physics.forward import (can_fold_fftshift, exit_waves, forward_intensities,
-                                      intensities_from_waves)
+from adptycho.physics.forward import forward_intensities
 from adptycho.physics.propagators import angular_spectrum_kernel
-from adptycho.physics.shifts import split_positions
 
 __all__ = ["PtychoModel", "NearFieldGeometry", "PARAMETER_GROUPS", "DEFAULT_LEARNING_RATES"]
 
@@ -386,18 +384,9 @@ class PtychoModel(keras.Model):
     def call(self, indices, training=False):
         """(B,) int pattern indices -> (B, H, W) float32 predicted intensities."""
         indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
-        fold = self.near_field is None and can_fold_fftshift(self.detector_shape)
-        positions = self.positions_tensor(indices)
-        if fold:
-            return forward_intensities(self.object_parts(), self.probe_tensor(), positions,
-                                       subpixel=self._subpixel_now)
-        waves = exit_waves(self.object_parts(), self.probe_tensor(),
-                           positions, subpixel=self._subpixel_now, fold_fftshift=fold)
-        fractions = None
-        if self.near_field is not None and self._subpixel_now:
-            fractions = split_positions(positions)[1]
-        return intensities_from_waves(waves, self.transfer_function(), folded=fold,
-                                      fractions=fractions)
+        return forward_intensities(self.object_parts(), self.probe_tensor(),
+                                   self.positions_tensor(indices), self.transfer_function(),
+                                   subpixel=self._subpixel_now)
 
     def pattern_losses(self, measured, predicted):
         """(B,) per-pattern noise-model loss."""

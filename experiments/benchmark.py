@@ -85,14 +85,13 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile=True):
 
     from adptycho.geometry import gaussian_probe
     from adptycho.reconstruction import build_model
+    from adptycho.training.data import steps_per_execution_for, training_dataset
 
     keras.utils.set_random_seed(0)
     if "distance" in refine:  # far field: the distance is a trainable scale of the positions
         scan = dataclasses.replace(scan, detector_distance_m=1.0)
     guess = gaussian_probe(scan.detector_shape, 60.0)
     model, _ = build_model(scan, probe=guess, normalise_probe=True, object_shape=(512, 512))
-    from adptycho.training.data import steps_per_execution_for, training_dataset
-
     # the input pipeline and compiled multi-step calls of ``adptycho.reconstruct``
     steps = int(np.ceil(scan.num_patterns / batch_size))
     model.compile(refine=refine, jit_compile=jit_compile,

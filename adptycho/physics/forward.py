@@ -80,6 +80,13 @@ def _separable_ramp(fractions, fy, fx, factor):
     return ramp_y[:, :, None] * ramp_x[:, None, :]
 
 
+def _object_parts(object_):
+    """``(real, imag)`` of a (Y, X) complex object or of a ``(real, imag)`` pair."""
+    if isinstance(object_, (tuple, list)):
+        return tuple(object_)
+    object_ = tf.convert_to_tensor(object_, tf.complex64)
+    return tf.math.real(object_), tf.math.imag(object_)
+
 
 def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
                subpixel: bool = True, fold_fftshift: bool = False) -> tf.Tensor:
@@ -100,11 +107,7 @@ def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
         (B, M, H, W) complex64 exit waves.
     """
     probe = tf.convert_to_tensor(probe, tf.complex64)
-    if isinstance(object_, (tuple, list)):
-        real, imag = object_
-    else:
-        object_ = tf.convert_to_tensor(object_, tf.complex64)
-        real, imag = tf.math.real(object_), tf.math.imag(object_)
+    real, imag = _object_parts(object_)
     h, w = probe.shape[-2], probe.shape[-1]
     corners, fractions = split_positions(positions_px)
     # Gathering the real and imaginary parts separately is faster (real scatter-add gradient).
@@ -156,13 +159,9 @@ def forward_intensities(object_, probe, positions_px, transfer=None, subpixel=Tr
     Under XLA (``jit_compile``) far-field models with large windows go through
     ``fused.fused_far_field_intensities`` (same values, fused adjoint)."""
     fold = transfer is None and can_fold_fftshift(np.shape(probe))
-    if fold and use_fused(tf.float32, np.shape(probe)[-2:]):
+    if fold and use_fused(np.shape(probe)[-2:]):
         # XLA: the same intensities through the fused gather/exit-wave/FFT loop (fused.py)
-        if isinstance(object_, (tuple, list)):
-            real, imag = object_
-        else:
-            object_ = tf.convert_to_tensor(object_, tf.complex64)
-            real, imag = tf.math.real(object_), tf.math.imag(object_)
+        real, imag = _object_parts(object_)
         corners, fractions = split_positions(positions_px)
         probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift=True)
         return fused_far_field_intensities(real, imag, probes, corners)

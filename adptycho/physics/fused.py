@@ -18,7 +18,7 @@ epoch from 0.220-0.276 to 0.189-0.214 s (three interleaved runs, ``experiments/f
 the loss value, metrics and optimiser steps take most of the rest.
 
 Only for XLA compilation (the loops use XLA dynamic slices); ``forward.forward_intensities``
-and ``PtychoModel.call`` pick it when tracing under ``jit_compile`` (``use_fused``).
+(and through it ``PtychoModel.call``) picks it when tracing under ``jit_compile`` (``use_fused``).
 """
 
 from __future__ import annotations
@@ -31,14 +31,12 @@ __all__ = ["fused_far_field_intensities", "use_fused", "FUSED_ENABLED"]
 FUSED_ENABLED = True
 
 
-def use_fused(object_dtype, patch_shape) -> bool:
-    """True when tracing under XLA for a float32 object and windows of at least
-    ``shifts.DUS_MIN_PIXELS`` pixels (where the loop of dynamic slices pays off)."""
-    from adptycho.physics.shifts import DUS_MIN_PIXELS, _in_xla_context
+def use_fused(patch_shape) -> bool:
+    """True when tracing under XLA for windows where loops of dynamic slices pay off
+    (``shifts.use_window_loops``), unless switched off with ``FUSED_ENABLED``."""
+    from adptycho.physics.shifts import use_window_loops
 
-    return (FUSED_ENABLED and object_dtype == tf.float32
-            and int(patch_shape[0]) * int(patch_shape[1]) >= DUS_MIN_PIXELS
-            and _in_xla_context())
+    return FUSED_ENABLED and use_window_loops(patch_shape)
 
 
 def fused_far_field_intensities(real: tf.Tensor, imag: tf.Tensor, probes: tf.Tensor,

@@ -71,7 +71,7 @@ def extract_patches(image: tf.Tensor, corners: tf.Tensor, patch_shape) -> tf.Ten
     # XLA's generic scatter (the gather's gradient) is slow for large windows on CPU; a loop of
     # dynamic-update-slices adds whole rows (3x faster at 128x128, but its per-patch loop
     # overhead loses for small windows)
-    if h * w >= DUS_MIN_PIXELS and _in_xla_context() and image.dtype in (tf.float32, tf.float64):
+    if image.dtype in (tf.float32, tf.float64) and use_window_loops((h, w)):
         return _extract_patches_xla(image, corners, h, w)
     return _gather_patches(image, corners, h, w)
 
@@ -82,6 +82,13 @@ def _gather_patches(image, corners, h, w):
     cols = corners[:, 1:2] + tf.range(w, dtype=tf.int32)[None, :]  # (B, W)
     flat_index = rows[:, :, None] * num_cols + cols[:, None, :]  # (B, H, W)
     return tf.gather(tf.reshape(image, [-1]), flat_index)
+
+
+def use_window_loops(patch_shape) -> bool:
+    """True while tracing under XLA for windows of at least ``DUS_MIN_PIXELS`` pixels: there
+    loops of dynamic slices beat XLA's gather and scatter (patch extraction here, the fused far
+    field in ``fused.py``)."""
+    return int(patch_shape[0]) * int(patch_shape[1]) >= DUS_MIN_PIXELS and _in_xla_context()
 
 
 def _in_xla_context() -> bool:
