@@ -24,8 +24,9 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["LOSSES", "amplitude_loss", "poisson_loss", "poisson_gaussian_loss", "get_loss",
-           "amplitude_residual_sums"]
+__all__ = ["LOSSES", "PIXEL_LOSSES", "PixelLoss", "amplitude_loss", "poisson_loss",
+           "poisson_gaussian_loss", "get_loss", "get_pixel_loss", "amplitude_residual_sums", "masked_count_sum",
+           "sum_of_pattern_values", "pixel_sums"]
 
 _EPS = 1e-6
 
@@ -33,17 +34,63 @@ _EPS = 1e-6
 def _masked_sum(values, mask):
     if mask is not None:
         values = values * mask
-    return tf.reduce_sum(values, axis=[-2, -1])
+    return pixel_sums(values)
+
+
+_CHUNK = 32
+
+
+def pixel_sums(values):
+    """(...,) sums over the last two axes of (..., H, W) values, in a form XLA on CPU fuses.
+
+    XLA's CPU backend rewrites a reduction over more than 32 elements into a ``reduce-window``,
+    into which it does not fuse the element-wise producer: the (B, H, W) loss values were
+    written out and read back. Summing chunks of 32 pixels (a reduction it fuses with the
+    values' expression) and then the chunk sums with a dot product (which it never merges back
+    into one reduction) reads the far field once. Same sums as ``tf.reduce_sum(values, [-2, -1])``
+    up to float32 rounding order.
+    """
+    values = tf.convert_to_tensor(values)
+    h, w = values.shape[-2], values.shape[-1]
+    if h is None or w is None or (h * w) % _CHUNK or h * w <= 4 * _CHUNK:
+        return tf.reduce_sum(values, axis=[-2, -1])
+    chunks = (h * w) // _CHUNK
+    shape = tf.concat([tf.shape(values)[:-2], [chunks, _CHUNK]], axis=0)
+    partial = tf.reduce_sum(tf.reshape(values, shape), axis=-1)  # (..., chunks)
+    return tf.tensordot(partial, tf.ones([chunks], values.dtype), axes=1)
+
+
+def _amplitude_pixels(measured, predicted, readout_noise=None):
+    del readout_noise
+    return tf.square(tf.sqrt(predicted + _EPS) - tf.sqrt(tf.maximum(measured, 0.0)))
+
+
+def _amplitude_pixel_gradient(measured, predicted, readout_noise=None):
+    # d/dI (sqrt(I + eps) - sqrt(X))^2 = 1 - sqrt(X) / sqrt(I + eps), written with one sqrt of a
+    # quotient so that XLA does not share (and materialise) the forward pass's square roots.
+    del readout_noise
+    return 1.0 - tf.sqrt(tf.maximum(measured, 0.0) / (predicted + _EPS))
 
 
 def amplitude_loss(measured, predicted, mask=None, readout_noise=None):
     """(B,) ``sum (sqrt(I + eps) - sqrt(max(X, 0)))^2`` over valid pixels."""
-    del readout_noise
-    residual = tf.sqrt(predicted + _EPS) - tf.sqrt(tf.maximum(measured, 0.0))
-    return _masked_sum(tf.square(residual), mask)
+    return _masked_sum(_amplitude_pixels(measured, predicted, readout_noise), mask)
 
 
 POISSON_OFFSET = 1.0  # photons
+
+
+def _poisson_pixels(measured, predicted, readout_noise=None):
+    del readout_noise
+    shifted_counts = tf.maximum(measured, 0.0) + POISSON_OFFSET
+    shifted_model = predicted + POISSON_OFFSET
+    return (shifted_model - shifted_counts
+            - shifted_counts * (tf.math.log(shifted_model) - tf.math.log(shifted_counts)))
+
+
+def _poisson_pixel_gradient(measured, predicted, readout_noise=None):
+    del readout_noise
+    return 1.0 - (tf.maximum(measured, 0.0) + POISSON_OFFSET) / (predicted + POISSON_OFFSET)
 
 
 def poisson_loss(measured, predicted, mask=None, readout_noise=None):
@@ -51,12 +98,23 @@ def poisson_loss(measured, predicted, mask=None, readout_noise=None):
 
     ``sum (I + b) - (X + b) - (X + b) ln((I + b) / (X + b))`` with b = ``POISSON_OFFSET``.
     """
-    del readout_noise
-    shifted_counts = tf.maximum(measured, 0.0) + POISSON_OFFSET
-    shifted_model = predicted + POISSON_OFFSET
-    values = (shifted_model - shifted_counts
-              - shifted_counts * (tf.math.log(shifted_model) - tf.math.log(shifted_counts)))
-    return _masked_sum(values, mask)
+    return _masked_sum(_poisson_pixels(measured, predicted, readout_noise), mask)
+
+
+def _poisson_gaussian_variance(predicted, readout_noise):
+    return predicted + tf.square(tf.cast(readout_noise, tf.float32)) + _EPS
+
+
+def _poisson_gaussian_pixels(measured, predicted, readout_noise=1.0):
+    variance = _poisson_gaussian_variance(predicted, readout_noise)
+    return tf.math.log(variance) + tf.square(measured - predicted) / variance
+
+
+def _poisson_gaussian_pixel_gradient(measured, predicted, readout_noise=1.0):
+    # d/dI [ln v + d^2 / v] with v = I + s^2, d = X - I: 1/v - 2 d / v - d^2 / v^2
+    inverse = 1.0 / _poisson_gaussian_variance(predicted, readout_noise)
+    ratio = (measured - predicted) * inverse
+    return inverse - 2.0 * ratio - tf.square(ratio)
 
 
 def poisson_gaussian_loss(measured, predicted, mask=None, readout_noise=1.0):
@@ -64,9 +122,27 @@ def poisson_gaussian_loss(measured, predicted, mask=None, readout_noise=1.0):
 
     ``readout_noise`` s: scalar or (H, W) standard deviation of the camera readout in photons.
     """
-    variance = predicted + tf.square(tf.cast(readout_noise, tf.float32)) + _EPS
-    values = tf.math.log(variance) + tf.square(measured - predicted) / variance
-    return _masked_sum(values, mask)
+    return _masked_sum(_poisson_gaussian_pixels(measured, predicted, readout_noise), mask)
+
+
+class PixelLoss:
+    """A loss as per-pixel values and their analytic derivative w.r.t. the intensity.
+
+    ``values(X, I, s)`` and ``gradient(X, I, s)`` are (..., H, W) float32; the per-pattern loss
+    is the masked sum of ``values``. Used by the fused far-field path (``physics.fused``),
+    which evaluates the loss and the gradient of the far field in one pass each.
+    """
+
+    def __init__(self, name, values, gradient):
+        self.name, self.values, self.gradient = name, values, gradient
+
+
+PIXEL_LOSSES = {
+    "amplitude": PixelLoss("amplitude", _amplitude_pixels, _amplitude_pixel_gradient),
+    "poisson": PixelLoss("poisson", _poisson_pixels, _poisson_pixel_gradient),
+    "poisson-gaussian": PixelLoss("poisson-gaussian", _poisson_gaussian_pixels,
+                                  _poisson_gaussian_pixel_gradient),
+}
 
 
 LOSSES = {
@@ -85,12 +161,33 @@ def get_loss(name: str):
             f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
 
 
+def get_pixel_loss(name: str) -> PixelLoss:
+    """The per-pixel form of a loss (``PixelLoss``) by name."""
+    get_loss(name)
+    return PIXEL_LOSSES[name]
+
+
 def amplitude_residual_sums(measured, predicted, mask=None):
     """Sums for the relative amplitude residual ``sum (sqrt I - sqrt X)^2 / sum X``.
 
     Returns ``(numerator, denominator)`` scalars over the batch, so the ratio can be
     accumulated over an epoch.
     """
-    counts = tf.maximum(measured, 0.0)
     numerator = tf.reduce_sum(amplitude_loss(measured, predicted, mask))
-    return numerator, tf.reduce_sum(_masked_sum(counts, mask))
+    return numerator, masked_count_sum(measured, mask)
+
+
+def masked_count_sum(measured, mask=None):
+    """Scalar ``sum max(X, 0)`` over valid pixels: the denominator of the relative residual."""
+    return sum_of_pattern_values(_masked_sum(tf.maximum(measured, 0.0), mask))
+
+
+def sum_of_pattern_values(values):
+    """Scalar sum of (B,) per-pattern sums, as a dot product with ones.
+
+    Under XLA a ``reduce_sum`` of per-pattern sums is rewritten into a second full reduction
+    over the (B, H, W) pixels, which then have two consumers and are written out and read
+    twice; a dot product is never merged into the reduction that produced its input.
+    """
+    values = tf.reshape(tf.convert_to_tensor(values, tf.float32), [-1])
+    return tf.tensordot(values, tf.ones_like(values), 1)

@@ -32,9 +32,10 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import check_positions_inside
-from adptycho.losses import amplitude_residual_sums, get_loss
+from adptycho.losses import (amplitude_residual_sums, get_loss, masked_count_sum,
+                              sum_of_pattern_values)
 from adptycho.objects.base import ObjectRepresentation
-from adptycho.physics.forward import forward_intensities
+from adptycho.physics.forward import forward_intensities, forward_losses
 from adptycho.physics.propagators import angular_spectrum_kernel
 
 __all__ = ["PtychoModel", "NearFieldGeometry", "PARAMETER_GROUPS", "DEFAULT_LEARNING_RATES"]
@@ -388,6 +389,20 @@ class PtychoModel(keras.Model):
                                    self.positions_tensor(indices), self.transfer_function(),
                                    subpixel=self._subpixel_now)
 
+    def batch_losses(self, indices, measured):
+        """Losses of a batch against its measured counts, without returning the intensities.
+
+        Returns ``(losses, residuals)``: (B,) float32 noise-model losses (differentiable) and
+        (B,) amplitude-loss sums (numerators of the relative residual). Under XLA, far-field
+        models use the fused path (``physics.fused.fused_far_field_losses``), which never forms
+        the predicted intensities.
+        """
+        indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
+        return forward_losses(self.object_parts(), self.probe_tensor(),
+                              self.positions_tensor(indices), measured, self.loss_name,
+                              self.transfer_function(), subpixel=self._subpixel_now,
+                              mask=self._mask, readout_noise=self.readout_noise)
+
     def pattern_losses(self, measured, predicted):
         """(B,) per-pattern noise-model loss."""
         return self._loss_fn(measured, predicted, self._mask, self.readout_noise)
@@ -560,17 +575,17 @@ class PtychoModel(keras.Model):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             for v in variables:
                 tape.watch(v.value)
-            predicted = self(indices, training=True)
-            losses = self.pattern_losses(measured, predicted)
+            losses, residuals = self.batch_losses(indices, measured)
             if sample_weight is not None:
                 losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
             loss = self._batch_mean(losses)
         gradients = tape.gradient(loss, [v.value for v in variables])
+        numerator = sum_of_pattern_values(residuals)
+        denominator = masked_count_sum(measured, self._mask)
         if not self.nan_guard:
             self._apply_gradients(active, gradients)
             self.loss_tracker.update_state(losses)
-            self.residual_tracker.update_state(
-                *amplitude_residual_sums(measured, predicted, self._mask))
+            self.residual_tracker.update_state(numerator, denominator)
             return self._step_logs()
         finite = tf.reduce_all(tf.math.is_finite(losses))
         for g in gradients:
@@ -599,7 +614,6 @@ class PtychoModel(keras.Model):
         weight = tf.cast(ok, tf.float32)
         self.loss_tracker.update_state(tf.where(ok, losses, tf.zeros_like(losses)),
                                        sample_weight=tf.broadcast_to(weight, tf.shape(losses)))
-        numerator, denominator = amplitude_residual_sums(measured, predicted, self._mask)
         self.residual_tracker.update_state(tf.where(ok, numerator, 0.0),
                                            tf.where(ok, denominator, 0.0))
         return self._step_logs()

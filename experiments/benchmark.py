@@ -34,6 +34,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,12 +69,16 @@ class EpochTimer:
             def __init__(self):
                 super().__init__()
                 self.times = []
+                self.page_faults = []
 
             def on_epoch_begin(self, epoch, logs=None):
+                self._faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 self._start = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
                 self.times.append(time.perf_counter() - self._start)
+                self.page_faults.append(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self._faults)
 
         self.callback = _Timer()
 
@@ -103,6 +108,7 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile=True):
                         callbacks=[timer])
     times = timer.times[warmup:]
     return {"median_s": statistics.median(times), "times_s": times,
+            "page_faults_per_epoch": statistics.median(timer.page_faults[warmup:]),
             "first_loss": history.history["loss"][0], "last_loss": history.history["loss"][-1]}
 
 

@@ -7,8 +7,10 @@ import pytest
 import tensorflow as tf
 
 from adptycho.errors import AdptychoError
-from adptycho.losses import (LOSSES, POISSON_OFFSET, amplitude_loss, amplitude_residual_sums, get_loss,
-                             poisson_gaussian_loss, poisson_loss)
+from adptycho.losses import (LOSSES, PIXEL_LOSSES, POISSON_OFFSET, amplitude_loss,
+                             amplitude_residual_sums, get_loss, get_pixel_loss, masked_count_sum,
+                             pixel_sums, poisson_gaussian_loss, poisson_loss,
+                             sum_of_pattern_values)
 from adptycho.model import NearFieldGeometry
 from adptycho.simulate import simulate
 
@@ -33,6 +35,53 @@ def _scan_losses(loss_fn, measured, truth, scales, **kwargs):
 # --------------------------------------------------------------------------------------------
 # general properties
 # --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_pixel_loss_matches_loss_and_its_gradient_matches_autodiff(name):
+    """The per-pixel form used by the fused far-field path: its masked pixel sums are the
+    loss, and its analytic derivative w.r.t. the intensity equals autodiff of the loss, at
+    zero and positive predictions, zero and negative (dark-subtracted) counts."""
+    rng = np.random.default_rng(3)
+    measured = np.concatenate([rng.poisson(4.0, (2, 8, 8)), np.zeros((1, 8, 8)),
+                               rng.normal(0.0, 1.0, (1, 8, 8))]).astype(np.float32)
+    predicted = rng.uniform(0.0, 9.0, (4, 8, 8)).astype(np.float32)
+    predicted[1, :3] = 0.0
+    mask = (rng.uniform(size=(8, 8)) > 0.2).astype(np.float32)
+    readout = rng.uniform(0.5, 2.0, (8, 8)).astype(np.float32)
+    pixel = get_pixel_loss(name)
+    assert pixel is PIXEL_LOSSES[name]
+    predicted_t = f32(predicted)
+    with tf.GradientTape() as tape:
+        tape.watch(predicted_t)
+        losses = get_loss(name)(f32(measured), predicted_t, f32(mask), readout)
+    expected = tape.gradient(losses, predicted_t).numpy()
+    values = pixel.values(f32(measured), predicted_t, readout).numpy()
+    np.testing.assert_allclose((values * mask).sum(axis=(1, 2)), losses.numpy(), rtol=1e-5)
+    gradient = pixel.gradient(f32(measured), predicted_t, readout).numpy() * mask
+    assert np.all(np.isfinite(gradient))
+    np.testing.assert_allclose(gradient, expected, rtol=2e-5, atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("shape", [(4, 64, 64), (3, 128, 96), (2, 15, 17), (5, 8, 8)])
+def test_pixel_sums_equal_reduce_sum_also_under_xla(shape):
+    values = np.random.default_rng(5).uniform(0.0, 3.0, shape).astype(np.float32)
+    expected = values.astype(np.float64).sum(axis=(-2, -1))
+    np.testing.assert_allclose(pixel_sums(f32(values)).numpy(), expected, rtol=1e-5)
+    compiled = tf.function(pixel_sums, jit_compile=True,
+                           input_signature=[tf.TensorSpec([None] + list(shape[1:]), tf.float32)])
+    np.testing.assert_allclose(compiled(f32(values)).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(sum_of_pattern_values(f32(expected)).numpy(), expected.sum(),
+                               rtol=1e-6)
+
+
+def test_masked_count_sum_ignores_negative_counts_and_masked_pixels():
+    measured = np.full((2, 4, 4), 3.0, np.float32)
+    measured[0, 0, 0] = -5.0
+    mask = np.ones((4, 4), np.float32)
+    mask[3, 3] = 0.0
+    assert masked_count_sum(f32(measured)).numpy() == pytest.approx(3.0 * 31)
+    assert masked_count_sum(f32(measured), f32(mask)).numpy() == pytest.approx(3.0 * 29)
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_finite_with_finite_gradient_at_zero_prediction(name):
     loss_fn = LOSSES[name]

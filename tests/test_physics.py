@@ -444,6 +444,74 @@ def test_fused_far_field_matches_numpy_and_its_gradient_matches_autodiff(modes, 
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=name)
 
 
+@pytest.mark.parametrize("loss_name,modes,subpixel,masked", [
+    ("amplitude", 1, False, False), ("amplitude", 2, True, True),
+    ("poisson", 1, True, False), ("poisson-gaussian", 2, False, True)])
+def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subpixel, masked,
+                                                          monkeypatch):
+    """``forward_losses`` under XLA evaluates the loss from the far field in one reduction and
+    forms its gradient from the analytic per-pixel derivative (``fused_far_field_losses``): the
+    losses, the amplitude residual sums and the object, probe and position gradients equal
+    those of the composed path (intensities, then the loss, autodiff)."""
+    import adptycho.physics.forward as forward
+    import adptycho.physics.fused as fused
+    from adptycho.losses import amplitude_loss, get_loss
+
+    obj, probe, positions = _scene(np.random.default_rng(60 + modes), modes=modes)
+    if not subpixel:
+        positions = np.floor(positions)
+    rng = np.random.default_rng(8)
+    counts = rng.poisson(3.0 * np_forward(obj.astype(complex), probe.astype(complex),
+                                          positions)).astype(np.float32)
+    if loss_name == "poisson-gaussian":
+        counts = counts + rng.normal(0.0, 1.0, counts.shape).astype(np.float32)
+        readout = rng.uniform(0.5, 1.5, (16, 16)).astype(np.float32)
+    else:
+        readout = None
+    counts = tf.constant(counts / 3.0)
+    mask = tf.constant((rng.uniform(size=(16, 16)) > 0.15).astype(np.float32)) if masked else None
+    re, im = tf.Variable(obj.real), tf.Variable(obj.imag)
+    pr, pi = tf.Variable(probe.real), tf.Variable(probe.imag)
+    pos = tf.constant(positions.astype(np.float32))
+    calls = []
+    original = fused.fused_far_field_losses
+    monkeypatch.setattr(forward, "fused_far_field_losses",
+                        lambda *a: calls.append(1) or original(*a))
+
+    def run(pos):  # traced with an unknown batch size, as Keras does
+        with tf.GradientTape() as tape:
+            tape.watch(pos)
+            losses, residuals = forward.forward_losses(
+                (re, im), tf.complex(pr, pi), pos, counts, loss_name, subpixel=subpixel,
+                mask=mask, readout_noise=readout)
+            loss = tf.reduce_mean(losses * tf.linspace(0.5, 1.5, tf.shape(losses)[0]))
+        return [losses, residuals] + tape.gradient(loss, [re, im, pr, pi, pos])
+
+    def compiled():
+        return tf.function(run, jit_compile=True,
+                           input_signature=[tf.TensorSpec([None, 2], tf.float32)])(pos)
+
+    _fused_forced(monkeypatch, True)
+    with_fused = compiled()
+    assert calls, "the fused loss path was not taken"
+    _fused_forced(monkeypatch, False)
+    calls.clear()
+    composed = compiled()
+    assert not calls
+    predicted = forward_intensities((re, im), tf.complex(pr, pi), pos, subpixel=subpixel)
+    expected_losses = get_loss(loss_name)(counts, predicted, mask, readout).numpy()
+    np.testing.assert_allclose(with_fused[0].numpy(), expected_losses, rtol=2e-4)
+    np.testing.assert_allclose(with_fused[1].numpy(),
+                               amplitude_loss(counts, predicted, mask).numpy(), rtol=2e-4)
+    for name, a, b in zip(("losses", "residuals", "object real", "object imag", "probe real",
+                           "probe imag", "positions"), with_fused, composed):
+        if b is None:
+            assert a is None or not subpixel
+            continue
+        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * np.abs(b).max(), err_msg=name)
+
+
 @pytest.mark.parametrize("probe_shape", [(16, 16), (15, 17)])
 def test_forward_intensities_subpixel_false_ignores_fraction(probe_shape):
     obj, probe, positions = _scene(np.random.default_rng(18), probe_shape=probe_shape)

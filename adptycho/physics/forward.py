@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from adptycho.physics.fused import fused_far_field_intensities, use_fused
+from adptycho.physics.fused import fused_far_field_intensities, fused_far_field_losses, use_fused
 from adptycho.physics.propagators import far_field, near_field
 from adptycho.physics.shifts import extract_patches, materialise, split_positions
 
 __all__ = ["exit_waves", "shifted_probes", "intensities_from_waves", "forward_intensities",
-           "can_fold_fftshift"]
+           "forward_losses", "can_fold_fftshift"]
 
 
 def can_fold_fftshift(shape) -> bool:
@@ -168,3 +168,29 @@ def forward_intensities(object_, probe, positions_px, transfer=None, subpixel=Tr
     waves = exit_waves(object_, probe, positions_px, subpixel, fold_fftshift=fold)
     fractions = split_positions(positions_px)[1] if (subpixel and transfer is not None) else None
     return intensities_from_waves(waves, transfer, folded=fold, fractions=fractions)
+
+
+def forward_losses(object_, probe, positions_px, measured, loss_name, transfer=None,
+                   subpixel=True, mask=None, readout_noise=None):
+    """Per-pattern noise-model losses of the forward model against measured counts.
+
+    Returns ``(losses, residuals)``: (B,) float32 losses, ``losses.get_loss(loss_name)(measured,
+    forward_intensities(...), mask, readout_noise)``, and the (B,) amplitude-loss sums
+    ``amplitude_loss(measured, predicted, mask)`` (numerators of the relative residual; not
+    differentiated). Under XLA the fused far-field path (``fused.fused_far_field_losses``)
+    computes both without forming the predicted intensities.
+    """
+    from adptycho.losses import amplitude_loss, get_loss, get_pixel_loss
+
+    fold = transfer is None and can_fold_fftshift(np.shape(probe))
+    if fold and use_fused(np.shape(probe)[-2:]):
+        real, imag = _object_parts(object_)
+        corners, fractions = split_positions(positions_px)
+        probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift=True)
+        return fused_far_field_losses(real, imag, probes, corners, measured,
+                                      get_pixel_loss(loss_name), mask, readout_noise)
+    predicted = forward_intensities(object_, probe, positions_px, transfer, subpixel)
+    losses = get_loss(loss_name)(measured, predicted, mask, readout_noise)
+    if loss_name == "amplitude":
+        return losses, tf.stop_gradient(losses)
+    return losses, tf.stop_gradient(amplitude_loss(measured, predicted, mask))

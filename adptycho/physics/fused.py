@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["fused_far_field_intensities", "use_fused", "FUSED_ENABLED"]
+__all__ = ["fused_far_field_intensities", "fused_far_field_losses", "use_fused", "FUSED_ENABLED"]
 
 # Switch for A/B timing and for the tests that compare both paths.
 FUSED_ENABLED = True
@@ -37,6 +37,85 @@ def use_fused(patch_shape) -> bool:
     from adptycho.physics.shifts import use_window_loops
 
     return FUSED_ENABLED and use_window_loops(patch_shape)
+
+
+def _prepare(real, imag, probes, corners):
+    probes = tf.convert_to_tensor(probes, tf.complex64)
+    return (tf.convert_to_tensor(real, tf.float32), tf.convert_to_tensor(imag, tf.float32),
+            probes, tf.cast(corners, tf.int32))
+
+
+class _WindowLoops:
+    """The forward gather/exit-wave loop and the adjoint scatter loop shared by the fused
+    functions. ``probes``: (1 or B, M, H, W) complex64; ``corners``: (B, 2) int32."""
+
+    def __init__(self, probes, corners):
+        from tensorflow.compiler.tf2xla.python import xla
+
+        self.xla = xla
+        self.probes, self.corners = probes, corners
+        self.h, self.w = int(probes.shape[-2]), int(probes.shape[-1])
+        self.modes = int(probes.shape[-3])
+        self.shared = probes.shape[0] == 1
+        self.count = tf.shape(corners)[0]
+
+    def probe_for(self, i):
+        return self.probes[0] if self.shared else self.probes[i]
+
+    def window(self, re, im, corner):
+        xla = self.xla
+        return tf.complex(xla.dynamic_slice(re, corner, [self.h, self.w]),
+                          xla.dynamic_slice(im, corner, [self.h, self.w]))
+
+    def far_field(self, re, im):
+        """(B, M, H, W) complex64 ``FFT(P_bm O_b)`` (unnormalised FFT)."""
+        xla, corners = self.xla, self.corners
+
+        def body(i, waves):
+            wave = self.probe_for(i) * self.window(re, im, corners[i])[None]  # (M, H, W)
+            return i + 1, xla.dynamic_update_slice(waves, wave[None], tf.stack([i, 0, 0, 0]))
+
+        _, waves = tf.while_loop(
+            lambda i, _: i < self.count, body,
+            (tf.constant(0), tf.zeros(tf.stack([self.count, self.modes, self.h, self.w]),
+                                      tf.complex64)))
+        waves.set_shape([corners.shape[0], self.modes, self.h, self.w])
+        return tf.signal.fft2d(waves)
+
+    def intensities(self, far):
+        """(B, H, W) float32 ``sum_m |far|^2 / (H W)``."""
+        return (tf.reduce_sum(tf.math.real(far) ** 2 + tf.math.imag(far) ** 2, axis=1)
+                / (self.h * self.w))
+
+    def adjoint(self, re, im, far, d_intensity):
+        """Gradients (d_re, d_im, d_probes) for the intensity gradient ``d_intensity`` (B, H, W)
+        (an expression XLA fuses into the inverse FFT's input)."""
+        xla, corners, h, w = self.xla, self.corners, self.h, self.w
+        # d I / d far* : grad_far = 2 dI far / N; grad_wave = N ifft(grad_far)
+        scale = tf.complex(2.0 * d_intensity, tf.zeros_like(d_intensity))
+        back = tf.signal.ifft2d(scale[:, None] * far)  # (B, M, H, W)
+
+        def body(i, acc_re, acc_im, probe_grad):
+            corner = corners[i]
+            x = back[i]  # (M, H, W)
+            obj = self.window(re, im, corner)
+            d_obj = tf.reduce_sum(x * tf.math.conj(self.probe_for(i)), axis=0)
+            acc_re = xla.dynamic_update_slice(
+                acc_re, xla.dynamic_slice(acc_re, corner, [h, w]) + tf.math.real(d_obj), corner)
+            acc_im = xla.dynamic_update_slice(
+                acc_im, xla.dynamic_slice(acc_im, corner, [h, w]) + tf.math.imag(d_obj), corner)
+            d_probe = x * tf.math.conj(obj)[None]
+            if self.shared:
+                probe_grad = probe_grad + d_probe[None]
+            else:
+                probe_grad = xla.dynamic_update_slice(probe_grad, d_probe[None],
+                                                      tf.stack([i, 0, 0, 0]))
+            return i + 1, acc_re, acc_im, probe_grad
+
+        _, d_re, d_im, d_probes = tf.while_loop(
+            lambda i, *_: i < self.count, body,
+            (tf.constant(0), tf.zeros_like(re), tf.zeros_like(im), tf.zeros_like(self.probes)))
+        return d_re, d_im, d_probes
 
 
 def fused_far_field_intensities(real: tf.Tensor, imag: tf.Tensor, probes: tf.Tensor,
@@ -55,67 +134,75 @@ def fused_far_field_intensities(real: tf.Tensor, imag: tf.Tensor, probes: tf.Ten
         (B, H, W) float32 intensities ``sum_m |FFT(P_bm O_b)|^2 / (H W)``. Differentiable
         w.r.t. ``real``, ``imag`` and ``probes`` (not ``corners``).
     """
-    from tensorflow.compiler.tf2xla.python import xla
-
-    probes = tf.convert_to_tensor(probes, tf.complex64)
-    corners = tf.cast(corners, tf.int32)
-    h, w = int(probes.shape[-2]), int(probes.shape[-1])
-    modes = int(probes.shape[-3])
-    shared = probes.shape[0] == 1
-    count = tf.shape(corners)[0]
-
-    def probe_for(i):
-        return probes[0] if shared else probes[i]
-
-    def window(re, im, corner):
-        return tf.complex(xla.dynamic_slice(re, corner, [h, w]),
-                          xla.dynamic_slice(im, corner, [h, w]))
+    real, imag, probes, corners = _prepare(real, imag, probes, corners)
+    loops = _WindowLoops(probes, corners)
 
     @tf.custom_gradient
     def intensities(re, im, probes_in):
-        def forward_body(i, waves):
-            wave = probe_for(i) * window(re, im, corners[i])[None]  # (M, H, W)
-            return i + 1, xla.dynamic_update_slice(waves, wave[None], tf.stack([i, 0, 0, 0]))
-
-        _, waves = tf.while_loop(
-            lambda i, _: i < count, forward_body,
-            (tf.constant(0), tf.zeros(tf.stack([count, modes, h, w]), tf.complex64)))
-        waves.set_shape([corners.shape[0], modes, h, w])
-        far = tf.signal.fft2d(waves)  # (B, M, H, W)
-        result = tf.reduce_sum(tf.math.real(far) ** 2 + tf.math.imag(far) ** 2, axis=1) / (h * w)
+        far = loops.far_field(re, im)
+        result = loops.intensities(far)
 
         def grad(upstream):
-            # d I / d far* : grad_far = 2 dI far / N; grad_wave = N ifft(grad_far)
-            scale = tf.complex(2.0 * tf.convert_to_tensor(upstream, tf.float32),
-                               tf.zeros_like(upstream))
-            back = tf.signal.ifft2d(scale[:, None] * far)  # (B, M, H, W)
-
-            def backward_body(i, acc_re, acc_im, probe_grad):
-                corner = corners[i]
-                x = back[i]  # (M, H, W)
-                obj = window(re, im, corner)
-                d_obj = tf.reduce_sum(x * tf.math.conj(probe_for(i)), axis=0)
-                acc_re = xla.dynamic_update_slice(
-                    acc_re, xla.dynamic_slice(acc_re, corner, [h, w]) + tf.math.real(d_obj),
-                    corner)
-                acc_im = xla.dynamic_update_slice(
-                    acc_im, xla.dynamic_slice(acc_im, corner, [h, w]) + tf.math.imag(d_obj),
-                    corner)
-                d_probe = x * tf.math.conj(obj)[None]
-                if shared:
-                    probe_grad = probe_grad + d_probe[None]
-                else:
-                    probe_grad = xla.dynamic_update_slice(probe_grad, d_probe[None],
-                                                          tf.stack([i, 0, 0, 0]))
-                return i + 1, acc_re, acc_im, probe_grad
-
-            _, d_re, d_im, d_probes = tf.while_loop(
-                lambda i, *_: i < count, backward_body,
-                (tf.constant(0), tf.zeros_like(re), tf.zeros_like(im),
-                 tf.zeros_like(probes_in)))
-            return d_re, d_im, d_probes
+            return loops.adjoint(re, im, far, tf.convert_to_tensor(upstream, tf.float32))
 
         return result, grad
 
-    return intensities(tf.convert_to_tensor(real, tf.float32),
-                       tf.convert_to_tensor(imag, tf.float32), probes)
+    return intensities(real, imag, probes)
+
+
+def fused_far_field_losses(real: tf.Tensor, imag: tf.Tensor, probes: tf.Tensor,
+                           corners: tf.Tensor, measured: tf.Tensor, pixel_loss, mask=None,
+                           readout_noise=None):
+    """Per-pattern noise-model losses of a batch of windows, with a fused adjoint (XLA only).
+
+    The same value as ``loss(measured, fused_far_field_intensities(...), mask, readout_noise)``
+    but the predicted intensities are never materialised: the loss is one reduction over the
+    far field and the data, and its gradient w.r.t. the far field is formed in the expression
+    that feeds the inverse FFT, from the analytic per-pixel derivative ``pixel_loss.gradient``
+    (``losses.PixelLoss``). Autodiff of the composed ops kept square roots, residuals and the
+    intensity gradient as separate (B, H, W) arrays, each written once and read back.
+
+    Args:
+        real, imag, probes, corners: as ``fused_far_field_intensities``.
+        measured: (B, H, W) float32 counts X.
+        pixel_loss: ``losses.PixelLoss``.
+        mask: None or (H, W) float32 (1 = valid pixel).
+        readout_noise: scalar or (H, W) readout standard deviation (Poisson-Gaussian loss).
+
+    Returns:
+        ``(losses, residuals)``: (B,) float32 losses ``sum_pixels mask * values(X, I)``,
+        differentiable w.r.t. ``real``, ``imag`` and ``probes``, and (B,) float32 amplitude-loss
+        sums (the numerator of the relative residual, ``losses.amplitude_residual_sums``; the
+        losses themselves for the amplitude loss), not differentiated.
+    """
+    from adptycho.losses import get_pixel_loss, pixel_sums
+
+    real, imag, probes, corners = _prepare(real, imag, probes, corners)
+    measured = tf.convert_to_tensor(measured, tf.float32)
+    loops = _WindowLoops(probes, corners)
+
+    def masked(values):
+        return values if mask is None else values * mask
+
+    amplitude = get_pixel_loss("amplitude")
+
+    @tf.custom_gradient
+    def losses(re, im, probes_in):
+        far = loops.far_field(re, im)
+        intensity = loops.intensities(far)
+        result = pixel_sums(masked(pixel_loss.values(measured, intensity, readout_noise)))
+        if pixel_loss is amplitude:
+            residual = result
+        else:
+            residual = pixel_sums(masked(amplitude.values(measured, intensity)))
+
+        def grad(upstream, upstream_residual):
+            del upstream_residual  # the residual is a diagnostic, not differentiated
+            weights = tf.convert_to_tensor(upstream, tf.float32)[:, None, None]  # (B, 1, 1)
+            d_intensity = weights * masked(
+                pixel_loss.gradient(measured, loops.intensities(far), readout_noise))
+            return loops.adjoint(re, im, far, d_intensity)
+
+        return (result, tf.stop_gradient(residual)), grad
+
+    return losses(real, imag, probes)
