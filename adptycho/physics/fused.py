@@ -95,9 +95,12 @@ class _WindowLoops:
         scale = tf.complex(2.0 * d_intensity, tf.zeros_like(d_intensity))
         back = tf.signal.ifft2d(scale[:, None] * far)  # (B, M, H, W)
 
+        # Per-pattern probes: the probe gradient of pattern i overwrites the back-propagated
+        # wave of pattern i in the same loop-carried buffer (read before written), so XLA
+        # updates ``back`` in place instead of zero-filling a second (B, M, H, W) buffer.
         def body(i, acc_re, acc_im, probe_grad):
             corner = corners[i]
-            x = back[i]  # (M, H, W)
+            x = back[i] if self.shared else probe_grad[i]  # (M, H, W)
             obj = self.window(re, im, corner)
             d_obj = tf.reduce_sum(x * tf.math.conj(self.probe_for(i)), axis=0)
             acc_re = xla.dynamic_update_slice(
@@ -114,7 +117,8 @@ class _WindowLoops:
 
         _, d_re, d_im, d_probes = tf.while_loop(
             lambda i, *_: i < self.count, body,
-            (tf.constant(0), tf.zeros_like(re), tf.zeros_like(im), tf.zeros_like(self.probes)))
+            (tf.constant(0), tf.zeros_like(re), tf.zeros_like(im),
+             tf.zeros_like(self.probes) if self.shared else back))
         return d_re, d_im, d_probes
 
 
