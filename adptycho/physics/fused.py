@@ -1,4 +1,4 @@
-"""Fused far-field intensities for XLA on CPU: gather, exit wave, FFT and their adjoint.
+"""Fused far-field intensities and losses for XLA on CPU: gather, exit wave, FFT and their adjoint.
 
 ``fused_far_field_intensities`` computes exactly what ``exit_waves`` + ``intensities_from_waves``
 compute for folded far-field models (Seifert et al. 2024, Sec. 2.2; Thibault & Menzel 2013 for
@@ -14,11 +14,19 @@ patch gradient, reads it again for the scatter-add and reads the waves once more
 gradient. The forward loop likewise writes the exit waves directly from the object windows.
 On the standard benchmark problem (batch 64, 2 CPU cores) the object+probe physics gradient
 went from 0.214 to 0.136 s per epoch (``experiments/speed_breakdown.py``) and a whole Adam
-epoch from 0.220-0.276 to 0.189-0.214 s (three interleaved runs, ``experiments/fused_ab.py``);
-the loss value, metrics and optimiser steps take most of the rest.
+epoch from 0.220-0.276 to 0.189-0.214 s (three interleaved runs, ``experiments/fused_ab.py``).
+
+``fused_far_field_losses`` (what ``PtychoModel.train_step`` uses) goes one step further and
+never forms the intensities: the per-pattern loss is one reduction over the far field and the
+measured counts, and the far-field gradient is formed, from the loss's analytic per-pixel
+derivative (``losses.PixelLoss``), in the expression that feeds the inverse FFT. Autodiff of
+intensities-then-loss kept ``sqrt(I)``, ``sqrt(X)``, ``max(X, 0)`` and the squared residuals as
+(B, H, W) arrays, each written once and read back: at batch 400 those passes took 62 ms per
+step against 46 ms for the fused form (XLA CPU profile, ``tf.profiler``).
 
 Only for XLA compilation (the loops use XLA dynamic slices); ``forward.forward_intensities``
-(and through it ``PtychoModel.call``) picks it when tracing under ``jit_compile`` (``use_fused``).
+(and through it ``PtychoModel.call``) and ``forward.forward_losses`` pick it when tracing under
+``jit_compile`` (``use_fused``).
 """
 
 from __future__ import annotations
@@ -95,12 +103,9 @@ class _WindowLoops:
         scale = tf.complex(2.0 * d_intensity, tf.zeros_like(d_intensity))
         back = tf.signal.ifft2d(scale[:, None] * far)  # (B, M, H, W)
 
-        # Per-pattern probes: the probe gradient of pattern i overwrites the back-propagated
-        # wave of pattern i in the same loop-carried buffer (read before written), so XLA
-        # updates ``back`` in place instead of zero-filling a second (B, M, H, W) buffer.
         def body(i, acc_re, acc_im, probe_grad):
             corner = corners[i]
-            x = back[i] if self.shared else probe_grad[i]  # (M, H, W)
+            x = back[i]  # (M, H, W)
             obj = self.window(re, im, corner)
             d_obj = tf.reduce_sum(x * tf.math.conj(self.probe_for(i)), axis=0)
             acc_re = xla.dynamic_update_slice(
@@ -117,8 +122,7 @@ class _WindowLoops:
 
         _, d_re, d_im, d_probes = tf.while_loop(
             lambda i, *_: i < self.count, body,
-            (tf.constant(0), tf.zeros_like(re), tf.zeros_like(im),
-             tf.zeros_like(self.probes) if self.shared else back))
+            (tf.constant(0), tf.zeros_like(re), tf.zeros_like(im), tf.zeros_like(self.probes)))
         return d_re, d_im, d_probes
 
 
