@@ -26,7 +26,8 @@ from adptycho.errors import AdptychoError
 
 __all__ = ["LOSSES", "PIXEL_LOSSES", "PixelLoss", "amplitude_loss", "poisson_loss",
            "poisson_gaussian_loss", "get_loss", "get_pixel_loss", "amplitude_residual_sums", "masked_count_sum",
-           "sum_of_pattern_values", "pixel_sums"]
+           "sum_of_pattern_values", "pixel_sums",
+           "paired_pixel_sums", "masked_counts"]
 
 _EPS = 1e-6
 
@@ -175,6 +176,19 @@ def amplitude_residual_sums(measured, predicted, mask=None):
     """
     numerator = tf.reduce_sum(amplitude_loss(measured, predicted, mask))
     return numerator, masked_count_sum(measured, mask)
+
+
+def paired_pixel_sums(first, second):
+    """``(pixel_sums(first), pixel_sums(second))`` of two real (..., H, W) arrays from one
+    reduction (the real and imaginary parts of a complex sum), so XLA reads their common
+    inputs once."""
+    sums = pixel_sums(tf.complex(first, second))
+    return tf.math.real(sums), tf.math.imag(sums)
+
+
+def masked_counts(measured, mask=None):
+    """(B,) ``sum max(X, 0)`` over the valid pixels of each pattern."""
+    return _masked_sum(tf.maximum(measured, 0.0), mask)
 
 
 def masked_count_sum(measured, mask=None):

@@ -32,8 +32,7 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import check_positions_inside
-from adptycho.losses import (amplitude_residual_sums, get_loss, masked_count_sum,
-                              sum_of_pattern_values)
+from adptycho.losses import amplitude_residual_sums, get_loss, sum_of_pattern_values
 from adptycho.objects.base import ObjectRepresentation
 from adptycho.physics.forward import forward_intensities, forward_losses
 from adptycho.physics.propagators import angular_spectrum_kernel
@@ -392,8 +391,9 @@ class PtychoModel(keras.Model):
     def batch_losses(self, indices, measured):
         """Losses of a batch against its measured counts, without returning the intensities.
 
-        Returns ``(losses, residuals)``: (B,) float32 noise-model losses (differentiable) and
-        (B,) amplitude-loss sums (numerators of the relative residual). Under XLA, far-field
+        Returns ``(losses, residuals, counts)``: (B,) float32 noise-model losses
+        (differentiable), (B,) amplitude-loss sums and (B,) sums of the valid counts (numerators
+        and denominators of the relative residual). Under XLA, far-field
         models use the fused path (``physics.fused.fused_far_field_losses``), which never forms
         the predicted intensities.
         """
@@ -575,13 +575,13 @@ class PtychoModel(keras.Model):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             for v in variables:
                 tape.watch(v.value)
-            losses, residuals = self.batch_losses(indices, measured)
+            losses, residuals, counts = self.batch_losses(indices, measured)
             if sample_weight is not None:
                 losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
             loss = self._batch_mean(losses)
         gradients = tape.gradient(loss, [v.value for v in variables])
         numerator = sum_of_pattern_values(residuals)
-        denominator = masked_count_sum(measured, self._mask)
+        denominator = sum_of_pattern_values(counts)
         if not self.nan_guard:
             self._apply_gradients(active, gradients)
             self.loss_tracker.update_state(losses)

@@ -8,9 +8,14 @@ back-propagated waves: 52 MB each for 400 patterns of 128x128 complex64) on ever
 step page-faulted them in again and the kernel zeroed them first: 38,000 minor page faults
 (about 150 MB) per step on the standard benchmark problem. With ``mmap`` disabled for ``malloc``
 (``M_MMAP_MAX = 0``) and a high trim threshold, freed blocks stay in the heap and are reused:
-0 page faults per step, and the object+probe gradient step at batch 400 went from 292 to 200 ms
-(median of 10, 2 CPU cores; ``experiments/allocator_ab.py``). The cost is that the process keeps
-its peak heap instead of returning it to the system until it exits.
+0 page faults per step; the object+probe gradient step at batch 400 went from 292 to 200 ms
+(median of 10 calls, 2 CPU cores), and fit epochs (``experiments/allocator_ab.py``, three
+interleaved rounds) from 0.255 to 0.229 s (object+probe) and 0.493 to 0.453 s (calibration).
+
+TensorFlow runs compiled steps on worker threads, and glibc gives worker threads their own
+arenas, whose heaps it deletes as soon as they are empty, whatever the thresholds: so the
+process is limited to one arena (``M_ARENA_MAX = 1``). The cost is that the process keeps its
+peak heap instead of returning it to the system until it exits.
 
 Applied once when ``adptycho`` is imported. Set ``ADPTYCHO_MALLOC=default`` in the environment
 to leave the allocator alone. A no-op where the C library is not glibc.

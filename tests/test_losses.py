@@ -9,7 +9,7 @@ import tensorflow as tf
 from adptycho.errors import AdptychoError
 from adptycho.losses import (LOSSES, PIXEL_LOSSES, POISSON_OFFSET, amplitude_loss,
                              amplitude_residual_sums, get_loss, get_pixel_loss, masked_count_sum,
-                             pixel_sums, poisson_gaussian_loss, poisson_loss,
+                             paired_pixel_sums, pixel_sums, poisson_gaussian_loss, poisson_loss,
                              sum_of_pattern_values)
 from adptycho.model import NearFieldGeometry
 from adptycho.simulate import simulate
@@ -71,6 +71,14 @@ def test_pixel_sums_equal_reduce_sum_also_under_xla(shape):
     np.testing.assert_allclose(compiled(f32(values)).numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(sum_of_pattern_values(f32(expected)).numpy(), expected.sum(),
                                rtol=1e-6)
+
+
+def test_paired_pixel_sums_equal_two_sums():
+    rng = np.random.default_rng(6)
+    first, second = rng.uniform(0, 2, (2, 3, 64, 64)).astype(np.float32)
+    a, b = tf.function(paired_pixel_sums, jit_compile=True)(f32(first), f32(second))
+    np.testing.assert_allclose(a.numpy(), first.sum(axis=(-2, -1)), rtol=1e-5)
+    np.testing.assert_allclose(b.numpy(), second.sum(axis=(-2, -1)), rtol=1e-5)
 
 
 def test_masked_count_sum_ignores_negative_counts_and_masked_pixels():

@@ -451,8 +451,8 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
                                                           monkeypatch):
     """``forward_losses`` under XLA evaluates the loss from the far field in one reduction and
     forms its gradient from the analytic per-pixel derivative (``fused_far_field_losses``): the
-    losses, the amplitude residual sums and the object, probe and position gradients equal
-    those of the composed path (intensities, then the loss, autodiff)."""
+    losses, the amplitude residual sums, the count sums and the object, probe and position
+    gradients equal those of the composed path (intensities, then the loss, autodiff)."""
     import adptycho.physics.forward as forward
     import adptycho.physics.fused as fused
     from adptycho.losses import amplitude_loss, get_loss
@@ -481,11 +481,11 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
     def run(pos):  # traced with an unknown batch size, as Keras does
         with tf.GradientTape() as tape:
             tape.watch(pos)
-            losses, residuals = forward.forward_losses(
+            losses, residuals, counts_sums = forward.forward_losses(
                 (re, im), tf.complex(pr, pi), pos, counts, loss_name, subpixel=subpixel,
                 mask=mask, readout_noise=readout)
             loss = tf.reduce_mean(losses * tf.linspace(0.5, 1.5, tf.shape(losses)[0]))
-        return [losses, residuals] + tape.gradient(loss, [re, im, pr, pi, pos])
+        return [losses, residuals, counts_sums] + tape.gradient(loss, [re, im, pr, pi, pos])
 
     def compiled():
         return tf.function(run, jit_compile=True,
@@ -503,7 +503,9 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
     np.testing.assert_allclose(with_fused[0].numpy(), expected_losses, rtol=2e-4)
     np.testing.assert_allclose(with_fused[1].numpy(),
                                amplitude_loss(counts, predicted, mask).numpy(), rtol=2e-4)
-    for name, a, b in zip(("losses", "residuals", "object real", "object imag", "probe real",
+    valid = np.maximum(counts.numpy(), 0.0) * (1.0 if mask is None else mask.numpy())
+    np.testing.assert_allclose(with_fused[2].numpy(), valid.sum(axis=(1, 2)), rtol=1e-5)
+    for name, a, b in zip(("losses", "residuals", "counts", "object real", "object imag", "probe real",
                            "probe imag", "positions"), with_fused, composed):
         if b is None:
             assert a is None or not subpixel

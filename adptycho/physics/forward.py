@@ -174,13 +174,14 @@ def forward_losses(object_, probe, positions_px, measured, loss_name, transfer=N
                    subpixel=True, mask=None, readout_noise=None):
     """Per-pattern noise-model losses of the forward model against measured counts.
 
-    Returns ``(losses, residuals)``: (B,) float32 losses, ``losses.get_loss(loss_name)(measured,
-    forward_intensities(...), mask, readout_noise)``, and the (B,) amplitude-loss sums
-    ``amplitude_loss(measured, predicted, mask)`` (numerators of the relative residual; not
-    differentiated). Under XLA the fused far-field path (``fused.fused_far_field_losses``)
-    computes both without forming the predicted intensities.
+    Returns ``(losses, residuals, counts)``: (B,) float32 losses,
+    ``losses.get_loss(loss_name)(measured, forward_intensities(...), mask, readout_noise)``;
+    the (B,) amplitude-loss sums ``amplitude_loss(measured, predicted, mask)`` and the (B,)
+    ``masked_counts(measured, mask)`` (numerators and denominators of the relative residual;
+    not differentiated). Under XLA the fused far-field path (``fused.fused_far_field_losses``)
+    computes them without forming the predicted intensities.
     """
-    from adptycho.losses import amplitude_loss, get_loss, get_pixel_loss
+    from adptycho.losses import amplitude_loss, get_loss, get_pixel_loss, masked_counts
 
     fold = transfer is None and can_fold_fftshift(np.shape(probe))
     if fold and use_fused(np.shape(probe)[-2:]):
@@ -191,6 +192,7 @@ def forward_losses(object_, probe, positions_px, measured, loss_name, transfer=N
                                       get_pixel_loss(loss_name), mask, readout_noise)
     predicted = forward_intensities(object_, probe, positions_px, transfer, subpixel)
     losses = get_loss(loss_name)(measured, predicted, mask, readout_noise)
+    counts = masked_counts(measured, mask)
     if loss_name == "amplitude":
-        return losses, tf.stop_gradient(losses)
-    return losses, tf.stop_gradient(amplitude_loss(measured, predicted, mask))
+        return losses, tf.stop_gradient(losses), counts
+    return losses, tf.stop_gradient(amplitude_loss(measured, predicted, mask)), counts

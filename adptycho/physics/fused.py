@@ -178,12 +178,12 @@ def fused_far_field_losses(real: tf.Tensor, imag: tf.Tensor, probes: tf.Tensor,
         readout_noise: scalar or (H, W) readout standard deviation (Poisson-Gaussian loss).
 
     Returns:
-        ``(losses, residuals)``: (B,) float32 losses ``sum_pixels mask * values(X, I)``,
-        differentiable w.r.t. ``real``, ``imag`` and ``probes``, and (B,) float32 amplitude-loss
-        sums (the numerator of the relative residual, ``losses.amplitude_residual_sums``; the
-        losses themselves for the amplitude loss), not differentiated.
+        ``(losses, residuals, counts)``: (B,) float32 losses ``sum_pixels mask * values(X, I)``,
+        differentiable w.r.t. ``real``, ``imag`` and ``probes``; (B,) float32 amplitude-loss
+        sums and (B,) sums of ``mask * max(X, 0)`` (numerator and denominator of the relative
+        residual, ``losses.amplitude_residual_sums``), not differentiated.
     """
-    from adptycho.losses import get_pixel_loss, pixel_sums
+    from adptycho.losses import get_pixel_loss, paired_pixel_sums, pixel_sums
 
     real, imag, probes, corners = _prepare(real, imag, probes, corners)
     measured = tf.convert_to_tensor(measured, tf.float32)
@@ -198,19 +198,25 @@ def fused_far_field_losses(real: tf.Tensor, imag: tf.Tensor, probes: tf.Tensor,
     def losses(re, im, probes_in):
         far = loops.far_field(re, im)
         intensity = loops.intensities(far)
-        result = pixel_sums(masked(pixel_loss.values(measured, intensity, readout_noise)))
+        values = masked(pixel_loss.values(measured, intensity, readout_noise))
+        counts = masked(tf.maximum(measured, 0.0))
+        # Two sums from one pass over the far field and the data: the real and imaginary parts
+        # of one complex reduction.
         if pixel_loss is amplitude:
+            result, count_sums = paired_pixel_sums(values, counts)
             residual = result
         else:
-            residual = pixel_sums(masked(amplitude.values(measured, intensity)))
+            result, residual = paired_pixel_sums(
+                values, masked(amplitude.values(measured, intensity)))
+            count_sums = pixel_sums(counts)
 
-        def grad(upstream, upstream_residual):
-            del upstream_residual  # the residual is a diagnostic, not differentiated
+        def grad(upstream, upstream_residual, upstream_counts):
+            del upstream_residual, upstream_counts  # diagnostics, not differentiated
             weights = tf.convert_to_tensor(upstream, tf.float32)[:, None, None]  # (B, 1, 1)
             d_intensity = weights * masked(
                 pixel_loss.gradient(measured, loops.intensities(far), readout_noise))
             return loops.adjoint(re, im, far, d_intensity)
 
-        return (result, tf.stop_gradient(residual)), grad
+        return (result, tf.stop_gradient(residual), tf.stop_gradient(count_sums)), grad
 
     return losses(real, imag, probes)
