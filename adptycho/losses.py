@@ -25,9 +25,9 @@ import tensorflow as tf
 from adptycho.errors import AdptychoError
 
 __all__ = ["LOSSES", "PIXEL_LOSSES", "PixelLoss", "amplitude_loss", "poisson_loss",
-           "poisson_gaussian_loss", "get_loss", "get_pixel_loss", "amplitude_residual_sums", "masked_count_sum",
-           "sum_of_pattern_values", "pixel_sums",
-           "paired_pixel_sums", "masked_counts"]
+           "poisson_gaussian_loss", "get_loss", "get_pixel_loss", "amplitude_residual_sums",
+           "masked_counts", "masked_count_sum", "sum_of_pattern_values", "pixel_sums",
+           "paired_pixel_sums"]
 
 _EPS = 1e-6
 
@@ -193,7 +193,7 @@ def masked_counts(measured, mask=None):
 
 def masked_count_sum(measured, mask=None):
     """Scalar ``sum max(X, 0)`` over valid pixels: the denominator of the relative residual."""
-    return sum_of_pattern_values(_masked_sum(tf.maximum(measured, 0.0), mask))
+    return sum_of_pattern_values(masked_counts(measured, mask))
 
 
 def sum_of_pattern_values(values):

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import check_positions_inside
-from adptycho.losses import amplitude_residual_sums, get_loss, sum_of_pattern_values
+from adptycho.losses import get_loss, sum_of_pattern_values
 from adptycho.objects.base import ObjectRepresentation
 from adptycho.physics.forward import forward_intensities, forward_losses
 from adptycho.physics.propagators import angular_spectrum_kernel
@@ -620,12 +620,12 @@ class PtychoModel(keras.Model):
 
     def test_step(self, data):
         indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        predicted = self(indices, training=False)
-        losses = self.pattern_losses(measured, predicted)
+        losses, residuals, counts = self.batch_losses(indices, measured)
         if sample_weight is not None:
             losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
         self.loss_tracker.update_state(losses)
-        self.residual_tracker.update_state(*amplitude_residual_sums(measured, predicted, self._mask))
+        self.residual_tracker.update_state(sum_of_pattern_values(residuals),
+                                           sum_of_pattern_values(counts))
         return self._step_logs()
 
     def _step_logs(self):

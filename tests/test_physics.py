@@ -390,6 +390,39 @@ def _fused_forced(monkeypatch, enabled=True):
     monkeypatch.setattr(fused, "FUSED_ENABLED", enabled)
 
 
+def _scene_variables(obj, probe, positions):
+    """Object and probe parts as variables, positions as a float32 constant."""
+    return (tf.Variable(obj.real), tf.Variable(obj.imag), tf.Variable(probe.real),
+            tf.Variable(probe.imag), tf.constant(positions.astype(np.float32)))
+
+
+def _fused_then_composed(run, pos, calls, monkeypatch):
+    """``run(pos)`` compiled with XLA (unknown batch size, as Keras traces it), first with the
+    fused path forced (it must be taken: ``calls`` filled), then with it switched off."""
+    def compiled():
+        return tf.function(run, jit_compile=True,
+                           input_signature=[tf.TensorSpec([None, 2], tf.float32)])(pos)
+
+    _fused_forced(monkeypatch, True)
+    with_fused = compiled()
+    assert calls, "the fused path was not taken"
+    _fused_forced(monkeypatch, False)
+    calls.clear()
+    composed = compiled()
+    assert not calls
+    return with_fused, composed
+
+
+def _assert_all_close(names, with_fused, composed, subpixel, rtol, atol_factor):
+    for name, a, b in zip(names, with_fused, composed):
+        if b is None:
+            assert a is None or not subpixel
+            continue
+        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol_factor * np.abs(b).max(),
+                                   err_msg=name)
+
+
 @pytest.mark.parametrize("modes", [1, 2])
 @pytest.mark.parametrize("subpixel", [False, True])
 def test_fused_far_field_matches_numpy_and_its_gradient_matches_autodiff(modes, subpixel,
@@ -404,9 +437,7 @@ def test_fused_far_field_matches_numpy_and_its_gradient_matches_autodiff(modes, 
         positions = np.floor(positions)
     rng = np.random.default_rng(7)
     measured = tf.constant(rng.uniform(0.0, 2.0, (len(positions), 16, 16)), tf.float32)
-    re, im = tf.Variable(obj.real), tf.Variable(obj.imag)
-    pr, pi = tf.Variable(probe.real), tf.Variable(probe.imag)
-    pos = tf.constant(positions.astype(np.float32))
+    re, im, pr, pi, pos = _scene_variables(obj, probe, positions)
     calls = []
     original = fused.fused_far_field_intensities
     monkeypatch.setattr(fused, "fused_far_field_intensities",
@@ -421,27 +452,12 @@ def test_fused_far_field_matches_numpy_and_its_gradient_matches_autodiff(modes, 
             loss = tf.reduce_sum((tf.sqrt(intensity + 1e-6) - tf.sqrt(measured)) ** 2)
         return [intensity] + tape.gradient(loss, [re, im, pr, pi, pos])
 
-    def compiled():
-        return tf.function(run, jit_compile=True,
-                           input_signature=[tf.TensorSpec([None, 2], tf.float32)])(pos)
-
-    _fused_forced(monkeypatch, True)
-    with_fused = compiled()
-    assert calls, "the fused path was not taken"
+    with_fused, composed = _fused_then_composed(run, pos, calls, monkeypatch)
     expected = np_forward(obj.astype(complex), probe.astype(complex), positions)
     np.testing.assert_allclose(with_fused[0].numpy(), expected, rtol=1e-4,
                                atol=1e-4 * expected.max())
-    _fused_forced(monkeypatch, False)
-    calls.clear()
-    composed = compiled()
-    assert not calls
-    for name, a, b in zip(("object real", "object imag", "probe real", "probe imag",
-                           "positions"), with_fused[1:], composed[1:]):
-        if b is None:
-            assert a is None or not subpixel
-            continue
-        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=name)
+    _assert_all_close(("object real", "object imag", "probe real", "probe imag", "positions"),
+                      with_fused[1:], composed[1:], subpixel, rtol=1e-4, atol_factor=1e-5)
 
 
 @pytest.mark.parametrize("loss_name,modes,subpixel,masked", [
@@ -470,9 +486,7 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
         readout = None
     counts = tf.constant(counts / 3.0)
     mask = tf.constant((rng.uniform(size=(16, 16)) > 0.15).astype(np.float32)) if masked else None
-    re, im = tf.Variable(obj.real), tf.Variable(obj.imag)
-    pr, pi = tf.Variable(probe.real), tf.Variable(probe.imag)
-    pos = tf.constant(positions.astype(np.float32))
+    re, im, pr, pi, pos = _scene_variables(obj, probe, positions)
     calls = []
     original = fused.fused_far_field_losses
     monkeypatch.setattr(forward, "fused_far_field_losses",
@@ -487,17 +501,7 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
             loss = tf.reduce_mean(losses * tf.linspace(0.5, 1.5, tf.shape(losses)[0]))
         return [losses, residuals, counts_sums] + tape.gradient(loss, [re, im, pr, pi, pos])
 
-    def compiled():
-        return tf.function(run, jit_compile=True,
-                           input_signature=[tf.TensorSpec([None, 2], tf.float32)])(pos)
-
-    _fused_forced(monkeypatch, True)
-    with_fused = compiled()
-    assert calls, "the fused loss path was not taken"
-    _fused_forced(monkeypatch, False)
-    calls.clear()
-    composed = compiled()
-    assert not calls
+    with_fused, composed = _fused_then_composed(run, pos, calls, monkeypatch)
     predicted = forward_intensities((re, im), tf.complex(pr, pi), pos, subpixel=subpixel)
     expected_losses = get_loss(loss_name)(counts, predicted, mask, readout).numpy()
     np.testing.assert_allclose(with_fused[0].numpy(), expected_losses, rtol=2e-4)
@@ -505,13 +509,9 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
                                amplitude_loss(counts, predicted, mask).numpy(), rtol=2e-4)
     valid = np.maximum(counts.numpy(), 0.0) * (1.0 if mask is None else mask.numpy())
     np.testing.assert_allclose(with_fused[2].numpy(), valid.sum(axis=(1, 2)), rtol=1e-5)
-    for name, a, b in zip(("losses", "residuals", "counts", "object real", "object imag", "probe real",
-                           "probe imag", "positions"), with_fused, composed):
-        if b is None:
-            assert a is None or not subpixel
-            continue
-        a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * np.abs(b).max(), err_msg=name)
+    _assert_all_close(("losses", "residuals", "counts", "object real", "object imag",
+                       "probe real", "probe imag", "positions"), with_fused, composed, subpixel,
+                      rtol=2e-4, atol_factor=2e-5)
 
 
 @pytest.mark.parametrize("fold", [False, True])

@@ -38,6 +38,11 @@ def _checkerboard(h, w):
     return tf.constant(np.where((y + x) % 2 == 0, 1.0, -1.0).astype(np.complex64))
 
 
+# Hand-written adjoint of the sub-pixel shift (``_shift_spectrum``); switch for A/B timing and
+# for the test against autodiff of the composed ops.
+SHIFT_ADJOINT = True
+
+
 def shifted_probes(probe: tf.Tensor, fractions=None, fold_fftshift: bool = False) -> tf.Tensor:
     """Probe modes shifted by sub-pixel amounts (Fourier shift theorem), optionally checkerboarded.
 
@@ -69,10 +74,6 @@ def shifted_probes(probe: tf.Tensor, fractions=None, fold_fftshift: bool = False
     return _shift_spectrum(spectrum, tf.cast(fractions, tf.float32), fy, fx)
 
 
-# Switch for A/B timing and for the test against autodiff of the composed ops.
-SHIFT_ADJOINT = True
-
-
 def _shift_spectrum(spectrum, fractions, fy, fx):
     """``ifft2d(spectrum * ramp_b)`` for (B, 2) ``fractions`` with a hand-written adjoint.
 
@@ -96,6 +97,8 @@ def _shift_spectrum(spectrum, fractions, fy, fx):
         def grad(upstream):
             h, w = int(upstream.shape[-2]), int(upstream.shape[-1])
             g = tf.signal.fft2d(tf.convert_to_tensor(upstream, tf.complex64)) / (h * w)
+            # rebuilt from its (B, H) and (B, W) factors rather than kept from the forward
+            # pass, where XLA fuses it into the spectrum product without writing it out
             back_ramp = tf.math.conj(_separable_ramp(fractions_in, fy, fx, -2.0 * np.pi))
             d_spectrum = tf.reduce_sum(g * back_ramp[:, None], axis=0)
             t = tf.math.imag(tf.reduce_sum(
@@ -194,18 +197,28 @@ def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False
     return intensity * scale if scale != 1.0 else intensity
 
 
+def _fused_inputs(object_, probe, positions_px, transfer, subpixel):
+    """``(real, imag, probes, corners)`` for the fused far-field functions, or None where they
+    do not apply (near field, odd shapes, small windows, not under XLA; ``fused.use_fused``)."""
+    fold = transfer is None and can_fold_fftshift(np.shape(probe))
+    if not (fold and use_fused(np.shape(probe)[-2:])):
+        return None
+    real, imag = _object_parts(object_)
+    corners, fractions = split_positions(positions_px)
+    probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift=True)
+    return real, imag, probes, corners
+
+
 def forward_intensities(object_, probe, positions_px, transfer=None, subpixel=True):
     """Predicted (B, H, W) float32 intensities; see ``exit_waves`` and ``intensities_from_waves``.
 
     Under XLA (``jit_compile``) far-field models with large windows go through
     ``fused.fused_far_field_intensities`` (same values, fused adjoint)."""
-    fold = transfer is None and can_fold_fftshift(np.shape(probe))
-    if fold and use_fused(np.shape(probe)[-2:]):
+    fused = _fused_inputs(object_, probe, positions_px, transfer, subpixel)
+    if fused is not None:
         # XLA: the same intensities through the fused gather/exit-wave/FFT loop (fused.py)
-        real, imag = _object_parts(object_)
-        corners, fractions = split_positions(positions_px)
-        probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift=True)
-        return fused_far_field_intensities(real, imag, probes, corners)
+        return fused_far_field_intensities(*fused)
+    fold = transfer is None and can_fold_fftshift(np.shape(probe))
     waves = exit_waves(object_, probe, positions_px, subpixel, fold_fftshift=fold)
     fractions = split_positions(positions_px)[1] if (subpixel and transfer is not None) else None
     return intensities_from_waves(waves, transfer, folded=fold, fractions=fractions)
@@ -224,13 +237,10 @@ def forward_losses(object_, probe, positions_px, measured, loss_name, transfer=N
     """
     from adptycho.losses import amplitude_loss, get_loss, get_pixel_loss, masked_counts
 
-    fold = transfer is None and can_fold_fftshift(np.shape(probe))
-    if fold and use_fused(np.shape(probe)[-2:]):
-        real, imag = _object_parts(object_)
-        corners, fractions = split_positions(positions_px)
-        probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift=True)
-        return fused_far_field_losses(real, imag, probes, corners, measured,
-                                      get_pixel_loss(loss_name), mask, readout_noise)
+    fused = _fused_inputs(object_, probe, positions_px, transfer, subpixel)
+    if fused is not None:
+        return fused_far_field_losses(*fused, measured, get_pixel_loss(loss_name), mask,
+                                      readout_noise)
     predicted = forward_intensities(object_, probe, positions_px, transfer, subpixel)
     losses = get_loss(loss_name)(measured, predicted, mask, readout_noise)
     counts = masked_counts(measured, mask)
