@@ -36,6 +36,8 @@ from adptycho.losses import get_loss, sum_of_pattern_values
 from adptycho.objects.base import ObjectRepresentation
 from adptycho.physics.forward import forward_intensities, forward_losses
 from adptycho.physics.propagators import angular_spectrum_kernel
+from adptycho.physics.xla_pieces import chains as xla_pieces_chains
+from adptycho.physics.xla_pieces import fft_outside_xla
 
 __all__ = ["PtychoModel", "NearFieldGeometry", "PARAMETER_GROUPS", "DEFAULT_LEARNING_RATES"]
 
@@ -263,6 +265,8 @@ class PtychoModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.residual_tracker = _RelativeResidual()
         self._subpixel_now = self._subpixel_needed()
+        self._fft_outside_xla = False  # set by compile (physics.xla_pieces)
+        self._fft_chains = 1
         self.built = True
 
     # -- parameters as physical quantities ----------------------------------------------
@@ -398,10 +402,33 @@ class PtychoModel(keras.Model):
         the predicted intensities.
         """
         indices = tf.reshape(tf.cast(indices, tf.int32), [-1])
-        return forward_losses(self.object_parts(), self.probe_tensor(),
-                              self.positions_tensor(indices), measured, self.loss_name,
-                              self.transfer_function(), subpixel=self._subpixel_now,
-                              mask=self._mask, readout_noise=self.readout_noise)
+        with fft_outside_xla(self._fft_outside_xla):
+            object_parts, probe = self.object_parts(), self.probe_tensor()
+            transfer = self.transfer_function()
+
+            def chain(chain_indices, chain_measured):
+                return forward_losses(object_parts, probe, self.positions_tensor(chain_indices),
+                                      chain_measured, self.loss_name, transfer,
+                                      subpixel=self._subpixel_now, mask=self._mask,
+                                      readout_noise=self.readout_noise)
+
+            if not self._fft_outside_xla or self._fft_chains < 2:
+                return chain(indices, measured)
+            # Independent chains of XLA pieces and FFT ops over consecutive parts of the
+            # batch, which TensorFlow's executor runs concurrently (an XLA window loop runs on
+            # one core).
+            # An XLA loop cannot be compiled for an empty part: a batch smaller than the number
+            # of chains is padded with zero counts at pattern 0 (tf.pad forwards its input
+            # when there is nothing to pad); the padded losses are dropped, so their gradients
+            # are zero.
+            size = tf.shape(indices)[0]
+            count = self._fft_chains
+            pad = tf.maximum(count - size, 0)
+            indices = tf.pad(indices, [[0, pad]])
+            measured = tf.pad(measured, [[0, pad], [0, 0], [0, 0]])
+            edges = [(k * (size + pad)) // count for k in range(count + 1)]
+            parts = [chain(indices[a:b], measured[a:b]) for a, b in zip(edges[:-1], edges[1:])]
+            return tuple(tf.concat(values, axis=0)[:size] for values in zip(*parts))
 
     def pattern_losses(self, measured, predicted):
         """(B,) per-pattern noise-model loss."""
@@ -420,7 +447,10 @@ class PtychoModel(keras.Model):
             start_epochs: per-group epoch (0-based) at which the group starts to move.
             decay_rate: learning-rate factor per epoch since the group started (Seifert et al.
                 use 0.97).
-            jit_compile: XLA-compile the training step (``"auto"``: yes).
+            jit_compile: XLA-compile the training step. ``"auto"``: yes, except on CPU for far-field
+                models on the fused loss path, where the step runs as XLA-compiled pieces joined
+                by TensorFlow FFT ops (``physics.xla_pieces``: XLA's CPU FFT often runs on one
+                core inside a whole-XLA step).
         """
         refine = tuple(refine)
         for group in refine:
@@ -455,9 +485,26 @@ class PtychoModel(keras.Model):
         self.active_groups = tuple(g for g in refine if self.start_epochs[g] <= 0)
         self._update_subpixel()
         main = self.group_optimizers[refine[0]]
+        self._fft_outside_xla = False
         if jit_compile == "auto":
-            jit_compile = True
+            # CPU far field: XLA-compiled pieces joined by TensorFlow FFTs (xla_pieces)
+            self._fft_outside_xla = self._fft_split_applies()
+            jit_compile = not self._fft_outside_xla
+        self._fft_chains = xla_pieces_chains() if self._fft_outside_xla else 1
         super().compile(optimizer=main, jit_compile=jit_compile, **kwargs)
+
+    def _fft_split_applies(self) -> bool:
+        """True where ``compile(jit_compile="auto")`` runs the step as XLA pieces joined by
+        TensorFlow FFT ops (``physics.xla_pieces``): far field with the fused loss path
+        (even windows of at least ``DUS_MIN_PIXELS`` pixels), no GPU visible."""
+        from adptycho.physics import fused, xla_pieces
+        from adptycho.physics.forward import can_fold_fftshift
+        from adptycho.physics.shifts import DUS_MIN_PIXELS
+
+        h, w = self.detector_shape
+        return (self.near_field is None and fused.FUSED_ENABLED
+                and can_fold_fftshift(self.detector_shape) and h * w >= DUS_MIN_PIXELS
+                and xla_pieces.available())
 
     def orthogonalise_probe(self) -> None:
         """Make the probe modes orthogonal and sort them by power (SVD of the (M, H*W) stack).

@@ -83,7 +83,7 @@ class EpochTimer:
         self.callback = _Timer()
 
 
-def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile=True):
+def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile="auto"):
     import dataclasses
 
     import keras
@@ -107,7 +107,9 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile=True):
     history = model.fit(data, epochs=warmup + epochs, steps_per_epoch=steps, verbose=0,
                         callbacks=[timer])
     times = timer.times[warmup:]
-    return {"median_s": statistics.median(times), "times_s": times,
+    execution = ("XLA pieces + TensorFlow FFTs" if model._fft_outside_xla
+                 else "one XLA program" if model.jit_compile else "TensorFlow graph")
+    return {"median_s": statistics.median(times), "times_s": times, "execution": execution,
             "page_faults_per_epoch": statistics.median(timer.page_faults[warmup:]),
             "first_loss": history.history["loss"][0], "last_loss": history.history["loss"][-1]}
 
@@ -168,6 +170,10 @@ def main(argv=None):
                              "scans) instead of rounding them: every epoch then needs the "
                              "Fourier sub-pixel shift of the probe (implies --no-peer; results "
                              "go to benchmark_fractional.*)")
+    parser.add_argument("--whole-xla", action="store_true",
+                        help="compile each step as one XLA program (jit_compile=True) instead of "
+                             "the library default (on CPU: XLA pieces joined by TensorFlow FFT "
+                             "ops, adptycho.physics.xla_pieces)")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "benchmark"))
     args = parser.parse_args(argv)
     suffix = "_fractional" if args.fractional_positions else ""
@@ -187,15 +193,17 @@ def main(argv=None):
                               ("object+probe+positions", ("object", "probe", "positions")),
                               ("calibration: +positions+distance",
                                ("object", "probe", "positions", "distance"))):
-            fit = time_fit(scan, refine, batch_size, args.epochs, args.warmup)
+            fit = time_fit(scan, refine, batch_size, args.epochs, args.warmup,
+                           jit_compile=True if args.whole_xla else "auto")
             row = {"engine": "adptycho adam", "refine": label, "batch_size": batch_size,
+                   "execution": fit["execution"],
                    "s_per_epoch": fit["median_s"], "patterns_per_s": n / fit["median_s"],
                    "fft_floor_s": floor, "fraction_of_floor": floor / fit["median_s"],
                    "epoch_times_s": fit["times_s"]}
             rows.append(row)
             print(f"adptycho {label:34s} batch {batch_size:4d}: {fit['median_s']:.4f} s/epoch, "
                   f"{n / fit['median_s']:.0f} patterns/s, FFT floor {floor:.4f} s "
-                  f"({100 * floor / fit['median_s']:.0f}% of floor)")
+                  f"({100 * floor / fit['median_s']:.0f}% of floor; {fit['execution']})")
     by_label = {}
     for r in rows:
         by_label.setdefault(r["batch_size"], {})[r["refine"]] = r["s_per_epoch"]

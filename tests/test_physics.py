@@ -413,6 +413,27 @@ def _fused_then_composed(run, pos, calls, monkeypatch):
     return with_fused, composed
 
 
+def _split_run(run, pos, calls):
+    """``run(pos)`` traced as a plain tf.function inside ``xla_pieces.fft_outside_xla()``
+    (fused path forced): the FFTs must be TensorFlow ops of the outer graph and the window
+    loops XLA-compiled calls."""
+    from adptycho.physics.xla_pieces import fft_outside_xla
+
+    def scoped(p):
+        with fft_outside_xla():
+            return run(p)
+
+    fn = tf.function(scoped, input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    calls.clear()
+    ops = fn.get_concrete_function().graph.get_operations()
+    assert calls, "the fused path was not taken"
+    types = {op.type for op in ops}
+    assert {"FFT2D", "IFFT2D"} <= types, "the FFTs are not ops of the outer graph"
+    assert any("_XlaMustCompile" in op.node_def.attr and op.node_def.attr["_XlaMustCompile"].b
+               for op in ops), "no XLA-compiled piece"
+    return fn(pos)
+
+
 def _assert_all_close(names, with_fused, composed, subpixel, rtol, atol_factor):
     for name, a, b in zip(names, with_fused, composed):
         if b is None:
@@ -458,6 +479,11 @@ def test_fused_far_field_matches_numpy_and_its_gradient_matches_autodiff(modes, 
                                atol=1e-4 * expected.max())
     _assert_all_close(("object real", "object imag", "probe real", "probe imag", "positions"),
                       with_fused[1:], composed[1:], subpixel, rtol=1e-4, atol_factor=1e-5)
+    # XLA pieces joined by TensorFlow FFTs (xla_pieces): the same values
+    _fused_forced(monkeypatch, True)
+    split = _split_run(run, pos, calls)
+    _assert_all_close(("intensity", "object real", "object imag", "probe real", "probe imag",
+                       "positions"), split, composed, subpixel, rtol=1e-4, atol_factor=1e-5)
 
 
 @pytest.mark.parametrize("loss_name,modes,subpixel,masked", [
@@ -512,6 +538,56 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
     _assert_all_close(("losses", "residuals", "counts", "object real", "object imag",
                        "probe real", "probe imag", "positions"), with_fused, composed, subpixel,
                       rtol=2e-4, atol_factor=2e-5)
+    # XLA pieces joined by TensorFlow FFTs (xla_pieces): the same values
+    _fused_forced(monkeypatch, True)
+    split = _split_run(run, pos, calls)
+    _assert_all_close(("losses", "residuals", "counts", "object real", "object imag",
+                       "probe real", "probe imag", "positions"), split, composed, subpixel,
+                      rtol=2e-4, atol_factor=2e-5)
+
+
+def test_gradient_traced_after_the_fft_outside_xla_scope_keeps_its_xla_pieces(monkeypatch):
+    """``PtychoModel.train_step`` computes the losses inside ``fft_outside_xla()`` and the
+    gradient after it: the custom gradients re-enter the mode they were defined in, so the
+    backward pass is XLA pieces (the adjoint loop, the far-field gradient, the shift adjoint)
+    joined by TensorFlow FFTs as well, with the same values as inside the scope."""
+    import adptycho.physics.forward as forward
+    from adptycho.physics.xla_pieces import fft_outside_xla
+
+    _fused_forced(monkeypatch, True)
+    obj, probe, positions = _scene(np.random.default_rng(70), modes=1)
+    rng = np.random.default_rng(9)
+    counts = tf.constant(rng.uniform(0.0, 2.0, (len(positions), 16, 16)), tf.float32)
+    re, im, pr, pi, pos = _scene_variables(obj, probe, positions)
+
+    def run(pos, gradient_in_scope):
+        with tf.GradientTape() as tape:
+            tape.watch(pos)
+            with fft_outside_xla():
+                losses, _, _ = forward.forward_losses((re, im), tf.complex(pr, pi), pos, counts,
+                                                      "amplitude", subpixel=True)
+                loss = tf.reduce_sum(losses)
+                if gradient_in_scope:
+                    return tape.gradient(loss, [re, im, pr, pi, pos])
+        return tape.gradient(loss, [re, im, pr, pi, pos])
+
+    results = {}
+    for inside in (True, False):
+        fn = tf.function(lambda p: run(p, inside),
+                         input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+        ops = fn.get_concrete_function().graph.get_operations()
+        compiled = [op for op in ops if "_XlaMustCompile" in op.node_def.attr
+                    and op.node_def.attr["_XlaMustCompile"].b]
+        types = [op.type for op in ops]
+        # forward: ramp product, exit-wave loop, loss sums; backward: far-field gradient,
+        # adjoint loop, shift adjoint sums
+        assert len(compiled) == 6, (inside, len(compiled))
+        # FFT2D: probe spectrum, far field, shift adjoint; IFFT2D: shifted probes, back-
+        # propagation, the gradient of the probe spectrum
+        assert types.count("IFFT2D") == 3 and types.count("FFT2D") == 3, (inside, types)
+        results[inside] = fn(pos)
+    _assert_all_close(("object real", "object imag", "probe real", "probe imag", "positions"),
+                      results[False], results[True], True, rtol=1e-5, atol_factor=1e-6)
 
 
 @pytest.mark.parametrize("fold", [False, True])

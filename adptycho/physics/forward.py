@@ -22,6 +22,7 @@ import tensorflow as tf
 from adptycho.physics.fused import fused_far_field_intensities, fused_far_field_losses, use_fused
 from adptycho.physics.propagators import far_field, near_field
 from adptycho.physics.shifts import extract_patches, materialise, split_positions
+from adptycho.physics.xla_pieces import piece, same_mode
 
 __all__ = ["exit_waves", "shifted_probes", "intensities_from_waves", "forward_intensities",
            "forward_losses", "can_fold_fftshift"]
@@ -82,29 +83,41 @@ def _shift_spectrum(spectrum, fractions, fy, fx):
     and ``dL/df_by = -2 pi sum_k fy(k_y) Im(T_b(k))`` (likewise x) with
     ``T_b = sum_m G_bm conj(spectrum_m ramp_b)``. Both position sums come from one pass over
     ``G`` (``losses.paired_pixel_sums``); autodiff went through the two per-axis ramp
-    gradients, writing two (B, H, W) products and reading them back.
+    gradients, writing two (B, H, W) products and reading them back. The ramp product and the
+    adjoint sums are ``xla_pieces.piece`` functions: separate XLA clusters inside
+    ``xla_pieces.fft_outside_xla()``, with the FFTs between them TensorFlow ops.
     """
     from adptycho.losses import paired_pixel_sums
 
     fy_t = tf.constant(fy, tf.float32)
     fx_t = tf.constant(fx, tf.float32)
 
+    @piece
+    def ramp_product(spectrum_in, fractions_in):
+        ramp = _separable_ramp(fractions_in, fy, fx, -2.0 * np.pi)  # (B, H, W)
+        return spectrum_in[None] * ramp[:, None]
+
+    @piece
+    def adjoint_sums(g, spectrum_in, fractions_in):
+        h, w = int(g.shape[-2]), int(g.shape[-1])
+        g = g / (h * w)
+        # rebuilt from its (B, H) and (B, W) factors rather than kept from the forward
+        # pass, where XLA fuses it into the spectrum product without writing it out
+        back_ramp = tf.math.conj(_separable_ramp(fractions_in, fy, fx, -2.0 * np.pi))
+        d_spectrum = tf.reduce_sum(g * back_ramp[:, None], axis=0)
+        t = tf.math.imag(tf.reduce_sum(
+            g * tf.math.conj(spectrum_in)[None] * back_ramp[:, None], axis=1))  # (B, H, W)
+        d_y, d_x = paired_pixel_sums(t * fy_t[:, None], t * fx_t[None, :])
+        return d_spectrum, -2.0 * np.pi * tf.stack([d_y, d_x], axis=-1)
+
     @tf.custom_gradient
     def shift(spectrum_in, fractions_in):
-        ramp = _separable_ramp(fractions_in, fy, fx, -2.0 * np.pi)  # (B, H, W)
-        out = tf.signal.ifft2d(spectrum_in[None] * ramp[:, None])
+        out = tf.signal.ifft2d(ramp_product(spectrum_in, fractions_in))
 
+        @same_mode
         def grad(upstream):
-            h, w = int(upstream.shape[-2]), int(upstream.shape[-1])
-            g = tf.signal.fft2d(tf.convert_to_tensor(upstream, tf.complex64)) / (h * w)
-            # rebuilt from its (B, H) and (B, W) factors rather than kept from the forward
-            # pass, where XLA fuses it into the spectrum product without writing it out
-            back_ramp = tf.math.conj(_separable_ramp(fractions_in, fy, fx, -2.0 * np.pi))
-            d_spectrum = tf.reduce_sum(g * back_ramp[:, None], axis=0)
-            t = tf.math.imag(tf.reduce_sum(
-                g * tf.math.conj(spectrum_in)[None] * back_ramp[:, None], axis=1))  # (B, H, W)
-            d_y, d_x = paired_pixel_sums(t * fy_t[:, None], t * fx_t[None, :])
-            return d_spectrum, -2.0 * np.pi * tf.stack([d_y, d_x], axis=-1)
+            g = tf.signal.fft2d(tf.convert_to_tensor(upstream, tf.complex64))
+            return adjoint_sums(g, spectrum_in, fractions_in)
 
         return out, grad
 

@@ -1,5 +1,8 @@
 """Fused far-field intensities and losses for XLA on CPU: gather, exit wave, FFT and their adjoint.
 
+Inside ``xla_pieces.fft_outside_xla()`` the loops and the loss passes are separate XLA clusters
+and the FFTs between them TensorFlow ops (see ``xla_pieces`` for why).
+
 ``fused_far_field_intensities`` computes exactly what ``exit_waves`` + ``intensities_from_waves``
 compute for folded far-field models (Seifert et al. 2024, Sec. 2.2; Thibault & Menzel 2013 for
 mixed states)::
@@ -26,12 +29,15 @@ step against 46 ms for the fused form (XLA CPU profile, ``tf.profiler``).
 
 Only for XLA compilation (the loops use XLA dynamic slices); ``forward.forward_intensities``
 (and through it ``PtychoModel.call``) and ``forward.forward_losses`` pick it when tracing under
-``jit_compile`` (``use_fused``).
+``jit_compile`` or inside ``xla_pieces.fft_outside_xla()`` (``use_fused``).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
+
+from adptycho.physics.xla_pieces import active as _split_active
+from adptycho.physics.xla_pieces import piece, same_mode
 
 __all__ = ["fused_far_field_intensities", "fused_far_field_losses", "use_fused", "FUSED_ENABLED"]
 
@@ -40,10 +46,13 @@ FUSED_ENABLED = True
 
 
 def use_fused(patch_shape) -> bool:
-    """True when tracing under XLA for windows where loops of dynamic slices pay off
-    (``shifts.use_window_loops``), unless switched off with ``FUSED_ENABLED``."""
-    from adptycho.physics.shifts import use_window_loops
+    """True when tracing under XLA, or inside ``xla_pieces.fft_outside_xla()``, for windows
+    where loops of dynamic slices pay off (``shifts.use_window_loops``), unless switched off
+    with ``FUSED_ENABLED``."""
+    from adptycho.physics.shifts import DUS_MIN_PIXELS, use_window_loops
 
+    if _split_active():
+        return FUSED_ENABLED and int(patch_shape[0]) * int(patch_shape[1]) >= DUS_MIN_PIXELS
     return FUSED_ENABLED and use_window_loops(patch_shape)
 
 
@@ -55,75 +64,101 @@ def _prepare(real, imag, probes, corners):
 
 class _WindowLoops:
     """The forward gather/exit-wave loop and the adjoint scatter loop shared by the fused
-    functions. ``probes``: (1 or B, M, H, W) complex64; ``corners``: (B, 2) int32."""
+    functions. ``probes``: (1 or B, M, H, W) complex64; ``corners``: (B, 2) int32.
+
+    The loops are ``xla_pieces.piece`` functions: inside ``xla_pieces.fft_outside_xla()`` each
+    is its own XLA cluster and the FFTs between them are TensorFlow ops."""
 
     def __init__(self, probes, corners):
-        from tensorflow.compiler.tf2xla.python import xla
-
-        self.xla = xla
         self.probes, self.corners = probes, corners
         self.h, self.w = int(probes.shape[-2]), int(probes.shape[-1])
-        self.modes = int(probes.shape[-3])
-        self.shared = probes.shape[0] == 1
-        self.count = tf.shape(corners)[0]
-
-    def probe_for(self, i):
-        return self.probes[0] if self.shared else self.probes[i]
-
-    def window(self, re, im, corner):
-        xla = self.xla
-        return tf.complex(xla.dynamic_slice(re, corner, [self.h, self.w]),
-                          xla.dynamic_slice(im, corner, [self.h, self.w]))
 
     def far_field(self, re, im):
         """(B, M, H, W) complex64 ``FFT(P_bm O_b)`` (unnormalised FFT)."""
-        xla, corners = self.xla, self.corners
-
-        def body(i, waves):
-            wave = self.probe_for(i) * self.window(re, im, corners[i])[None]  # (M, H, W)
-            return i + 1, xla.dynamic_update_slice(waves, wave[None], tf.stack([i, 0, 0, 0]))
-
-        _, waves = tf.while_loop(
-            lambda i, _: i < self.count, body,
-            (tf.constant(0), tf.zeros(tf.stack([self.count, self.modes, self.h, self.w]),
-                                      tf.complex64)))
-        waves.set_shape([corners.shape[0], self.modes, self.h, self.w])
-        return tf.signal.fft2d(waves)
+        return tf.signal.fft2d(_exit_wave_loop(re, im, self.probes, self.corners))
 
     def intensities(self, far):
         """(B, H, W) float32 ``sum_m |far|^2 / (H W)``."""
-        return (tf.reduce_sum(tf.math.real(far) ** 2 + tf.math.imag(far) ** 2, axis=1)
-                / (self.h * self.w))
+        return _intensities(far, self.h * self.w)
 
-    def adjoint(self, re, im, far, d_intensity):
-        """Gradients (d_re, d_im, d_probes) for the intensity gradient ``d_intensity`` (B, H, W)
-        (an expression XLA fuses into the inverse FFT's input)."""
-        xla, corners, h, w = self.xla, self.corners, self.h, self.w
-        # d I / d far* : grad_far = 2 dI far / N; grad_wave = N ifft(grad_far)
-        scale = tf.complex(2.0 * d_intensity, tf.zeros_like(d_intensity))
-        back = tf.signal.ifft2d(scale[:, None] * far)  # (B, M, H, W)
+    def adjoint(self, re, im, scaled_far):
+        """Gradients (d_re, d_im, d_probes) for ``scaled_far = 2 dL/dI far`` (B, M, H, W)
+        complex64 (``_scaled_far``), whose inverse FFT is the exit-wave gradient."""
+        back = tf.signal.ifft2d(scaled_far)  # (B, M, H, W)
+        return _adjoint_loop(re, im, back, self.probes, self.corners)
 
-        def body(i, acc_re, acc_im, probe_grad):
-            corner = corners[i]
-            x = back[i]  # (M, H, W)
-            obj = self.window(re, im, corner)
-            d_obj = tf.reduce_sum(x * tf.math.conj(self.probe_for(i)), axis=0)
-            acc_re = xla.dynamic_update_slice(
-                acc_re, xla.dynamic_slice(acc_re, corner, [h, w]) + tf.math.real(d_obj), corner)
-            acc_im = xla.dynamic_update_slice(
-                acc_im, xla.dynamic_slice(acc_im, corner, [h, w]) + tf.math.imag(d_obj), corner)
-            d_probe = x * tf.math.conj(obj)[None]
-            if self.shared:
-                probe_grad = probe_grad + d_probe[None]
-            else:
-                probe_grad = xla.dynamic_update_slice(probe_grad, d_probe[None],
-                                                      tf.stack([i, 0, 0, 0]))
-            return i + 1, acc_re, acc_im, probe_grad
 
-        _, d_re, d_im, d_probes = tf.while_loop(
-            lambda i, *_: i < self.count, body,
-            (tf.constant(0), tf.zeros_like(re), tf.zeros_like(im), tf.zeros_like(self.probes)))
-        return d_re, d_im, d_probes
+def _window(re, im, corner, h, w):
+    from tensorflow.compiler.tf2xla.python import xla
+
+    return tf.complex(xla.dynamic_slice(re, corner, [h, w]), xla.dynamic_slice(im, corner, [h, w]))
+
+
+def _intensities(far, pixels):
+    return tf.reduce_sum(tf.math.real(far) ** 2 + tf.math.imag(far) ** 2, axis=1) / pixels
+
+
+@piece
+def _scaled_far(far, d_intensity):
+    """``2 dL/dI far`` (B, M, H, W) complex64 for the (B, H, W) intensity gradient: with
+    ``I = sum_m |far_m|^2 / N`` its ``ifft2d`` (1/N included) is the exit-wave gradient."""
+    return tf.complex(2.0 * d_intensity, tf.zeros_like(d_intensity))[:, None] * far
+
+
+@piece
+def _exit_wave_loop(re, im, probes, corners):
+    """(B, M, H, W) complex64 exit waves ``P_bm O[c_b + window]``, one dynamic slice each."""
+    from tensorflow.compiler.tf2xla.python import xla
+
+    h, w, modes = int(probes.shape[-2]), int(probes.shape[-1]), int(probes.shape[-3])
+    shared = probes.shape[0] == 1
+    count = tf.shape(corners)[0]
+
+    def body(i, waves):
+        probe = probes[0] if shared else probes[i]
+        wave = probe * _window(re, im, corners[i], h, w)[None]  # (M, H, W)
+        return i + 1, xla.dynamic_update_slice(waves, wave[None], tf.stack([i, 0, 0, 0]))
+
+    _, waves = tf.while_loop(
+        lambda i, _: i < count, body,
+        (tf.constant(0), tf.zeros(tf.stack([count, modes, h, w]), tf.complex64)))
+    waves.set_shape([corners.shape[0], modes, h, w])
+    return waves
+
+
+@piece
+def _adjoint_loop(re, im, back, probes, corners):
+    """Adjoint of the window product for the back-propagated waves ``back`` (B, M, H, W): the
+    object gradient ``sum_m back_bm conj(P_bm)`` scatter-added into (Y, X) parts, and the probe
+    gradient ``back_bm conj(O_b)`` (summed over b for a shared probe), one pass over ``back``."""
+    from tensorflow.compiler.tf2xla.python import xla
+
+    h, w = int(probes.shape[-2]), int(probes.shape[-1])
+    shared = probes.shape[0] == 1
+    count = tf.shape(corners)[0]
+
+    def body(i, acc_re, acc_im, probe_grad):
+        corner = corners[i]
+        x = back[i]  # (M, H, W)
+        probe = probes[0] if shared else probes[i]
+        obj = _window(re, im, corner, h, w)
+        d_obj = tf.reduce_sum(x * tf.math.conj(probe), axis=0)
+        acc_re = xla.dynamic_update_slice(
+            acc_re, xla.dynamic_slice(acc_re, corner, [h, w]) + tf.math.real(d_obj), corner)
+        acc_im = xla.dynamic_update_slice(
+            acc_im, xla.dynamic_slice(acc_im, corner, [h, w]) + tf.math.imag(d_obj), corner)
+        d_probe = x * tf.math.conj(obj)[None]
+        if shared:
+            probe_grad = probe_grad + d_probe[None]
+        else:
+            probe_grad = xla.dynamic_update_slice(probe_grad, d_probe[None],
+                                                  tf.stack([i, 0, 0, 0]))
+        return i + 1, acc_re, acc_im, probe_grad
+
+    _, d_re, d_im, d_probes = tf.while_loop(
+        lambda i, *_: i < count, body,
+        (tf.constant(0), tf.zeros_like(re), tf.zeros_like(im), tf.zeros_like(probes)))
+    return d_re, d_im, d_probes
 
 
 def fused_far_field_intensities(real: tf.Tensor, imag: tf.Tensor, probes: tf.Tensor,
@@ -145,13 +180,17 @@ def fused_far_field_intensities(real: tf.Tensor, imag: tf.Tensor, probes: tf.Ten
     real, imag, probes, corners = _prepare(real, imag, probes, corners)
     loops = _WindowLoops(probes, corners)
 
+    pixels = loops.h * loops.w
+
     @tf.custom_gradient
     def intensities(re, im, probes_in):
         far = loops.far_field(re, im)
-        result = loops.intensities(far)
+        result = piece(_intensities)(far, pixels)
 
+        @same_mode
         def grad(upstream):
-            return loops.adjoint(re, im, far, tf.convert_to_tensor(upstream, tf.float32))
+            return loops.adjoint(re, im, _scaled_far(far, tf.convert_to_tensor(upstream,
+                                                                                 tf.float32)))
 
         return result, grad
 
@@ -194,9 +233,8 @@ def fused_far_field_losses(real: tf.Tensor, imag: tf.Tensor, probes: tf.Tensor,
 
     amplitude = get_pixel_loss("amplitude")
 
-    @tf.custom_gradient
-    def losses(re, im, probes_in):
-        far = loops.far_field(re, im)
+    @piece
+    def loss_sums(far, measured):
         intensity = loops.intensities(far)
         values = masked(pixel_loss.values(measured, intensity, readout_noise))
         counts = masked(tf.maximum(measured, 0.0))
@@ -204,18 +242,28 @@ def fused_far_field_losses(real: tf.Tensor, imag: tf.Tensor, probes: tf.Tensor,
         # of one complex reduction.
         if pixel_loss is amplitude:
             result, count_sums = paired_pixel_sums(values, counts)
-            residual = result
-        else:
-            result, residual = paired_pixel_sums(
-                values, masked(amplitude.values(measured, intensity)))
-            count_sums = pixel_sums(counts)
+            return result, result, count_sums
+        result, residual = paired_pixel_sums(
+            values, masked(amplitude.values(measured, intensity)))
+        return result, residual, pixel_sums(counts)
 
+    @piece
+    def far_gradient(far, measured, weights):
+        # the analytic per-pixel derivative, in the expression that feeds the inverse FFT
+        d_intensity = weights[:, None, None] * masked(
+            pixel_loss.gradient(measured, loops.intensities(far), readout_noise))
+        return _scaled_far.__wrapped__(far, d_intensity)
+
+    @tf.custom_gradient
+    def losses(re, im, probes_in):
+        far = loops.far_field(re, im)
+        result, residual, count_sums = loss_sums(far, measured)
+
+        @same_mode
         def grad(upstream, upstream_residual, upstream_counts):
             del upstream_residual, upstream_counts  # diagnostics, not differentiated
-            weights = tf.convert_to_tensor(upstream, tf.float32)[:, None, None]  # (B, 1, 1)
-            d_intensity = weights * masked(
-                pixel_loss.gradient(measured, loops.intensities(far), readout_noise))
-            return loops.adjoint(re, im, far, d_intensity)
+            weights = tf.convert_to_tensor(upstream, tf.float32)  # (B,)
+            return loops.adjoint(re, im, far_gradient(far, measured, weights))
 
         return (result, tf.stop_gradient(residual), tf.stop_gradient(count_sums)), grad
 
