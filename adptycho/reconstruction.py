@@ -153,7 +153,8 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
             (even by SIGKILL) and restarted with the same arguments continues from the last
             completed epoch and ends with the result of an uninterrupted fit. The histories of
             the result cover all epochs.
-        jit_compile: XLA-compile the training step.
+        jit_compile: XLA-compile the training step (``"auto"``: see ``PtychoModel.compile``; on
+            CPU, far-field steps run as XLA pieces joined by TensorFlow FFT ops).
         position_model: ``offsets`` or ``affine`` (global affine stage model plus offsets).
         probe_support, probe_power: probe constraints (see ``build_model``).
         optimizer: ``adam`` or ``lbfgs`` (full-batch L-BFGS of ``adptycho.training.lbfgs``,
