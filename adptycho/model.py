@@ -607,33 +607,14 @@ class PtychoModel(keras.Model):
         if "probe" in active and self.probe_power is not None:
             self._constrain_probe_power()
 
-    def train_step(self, data):
-        """One Adam step of the active groups, with the NaN guard.
-
-        NaN guard: a step whose loss or gradients are not finite (on any replica) changes no
-        parameter (its gradients are zeroed and its step size is 0); a step whose update leaves
-        a parameter non-finite is undone (the parameters are restored). Either way the step is
-        counted in ``rollback_count`` and all step sizes are halved (``step_size_factor``);
-        ``NaNGuard`` warns at the end of the epoch and resets optimiser moments that overflowed.
-        """
-        indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        active = [g for g in self.active_groups]
-        variables = [v for g in active for v in self.groups[g]]
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for v in variables:
-                tape.watch(v.value)
-            losses, residuals, counts = self.batch_losses(indices, measured)
-            if sample_weight is not None:
-                losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-            loss = self._batch_mean(losses)
-        gradients = tape.gradient(loss, [v.value for v in variables])
-        numerator = sum_of_pattern_values(residuals)
-        denominator = sum_of_pattern_values(counts)
+    def _update_parameters(self, active, gradients, losses):
+        """The Adam step of the ``active`` groups for ``gradients`` with the NaN guard (see
+        ``train_step``). Returns ``(finite, ok)`` scalar bools: the losses and gradients were
+        finite; the step was kept."""
         if not self.nan_guard:
             self._apply_gradients(active, gradients)
-            self.loss_tracker.update_state(losses)
-            self.residual_tracker.update_state(numerator, denominator)
-            return self._step_logs()
+            return tf.constant(True), tf.constant(True)
+        variables = [v for g in active for v in self.groups[g]]
         finite = tf.reduce_all(tf.math.is_finite(losses))
         for g in gradients:
             finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
@@ -658,6 +639,39 @@ class PtychoModel(keras.Model):
             self.group_optimizers[group]._learning_rate.assign(rates[group] * factor)
         self.step_size_factor.assign(self.step_size_factor * factor)
         self.rollback_count.assign_add(1.0 - tf.cast(ok, tf.float32))
+        return finite, ok
+
+    def train_step(self, data):
+        """One Adam step of the active groups, with the NaN guard.
+
+        NaN guard: a step whose loss or gradients are not finite (on any replica) changes no
+        parameter (its gradients are zeroed and its step size is 0); a step whose update leaves
+        a parameter non-finite is undone (the parameters are restored). Either way the step is
+        counted in ``rollback_count`` and all step sizes are halved (``step_size_factor``);
+        ``NaNGuard`` warns at the end of the epoch and resets optimiser moments that overflowed.
+        """
+        indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        active = [g for g in self.active_groups]
+        variables = [v for g in active for v in self.groups[g]]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for v in variables:
+                tape.watch(v.value)
+            losses, residuals, counts = self.batch_losses(indices, measured)
+            if sample_weight is not None:
+                losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+            loss = self._batch_mean(losses)
+        gradients = tape.gradient(loss, [v.value for v in variables])
+        numerator = sum_of_pattern_values(residuals)
+        denominator = sum_of_pattern_values(counts)
+        update = functools.partial(self._update_parameters, tuple(active))
+        if self._fft_outside_xla:
+            # the element-wise Adam / guard passes as one XLA cluster, as in a whole-XLA step
+            update = tf.function(update, jit_compile=True)
+        _, ok = update(gradients, losses)
+        if not self.nan_guard:
+            self.loss_tracker.update_state(losses)
+            self.residual_tracker.update_state(numerator, denominator)
+            return self._step_logs()
         weight = tf.cast(ok, tf.float32)
         self.loss_tracker.update_state(tf.where(ok, losses, tf.zeros_like(losses)),
                                        sample_weight=tf.broadcast_to(weight, tf.shape(losses)))

@@ -140,10 +140,23 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 
 
 # -- NaN guard -------------------------------------------------------------------------------
-def test_injected_nan_step_is_rolled_back_and_reported():
+def _split_steps(monkeypatch, split):
+    """With ``split``, make the 32x32 test windows take the fused far-field path, so that
+    ``compile(jit_compile="auto")`` runs the step as XLA pieces joined by TensorFlow FFTs
+    (``physics.xla_pieces``; the guard and Adam are one of the pieces)."""
+    if split:
+        import adptycho.physics.shifts as shifts
+
+        monkeypatch.setattr(shifts, "DUS_MIN_PIXELS", 0)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_injected_nan_step_is_rolled_back_and_reported(split, monkeypatch):
+    _split_steps(monkeypatch, split)
     scan, obj, probe = _scan()
     model, _ = build_model(scan, probe=probe, object_shape=obj.shape)
     model.compile(refine=("object",), decay_rate=1.0)
+    assert model._fft_outside_xla == split
     patterns = scan.patterns.copy()
     patterns[13, 5, 5] = np.nan  # one poisoned pattern: its batch must not move the object
     with pytest.warns(RuntimeWarning, match="rolled back"):
@@ -163,7 +176,9 @@ def test_injected_nan_step_is_rolled_back_and_reported():
     np.testing.assert_array_equal(model2.get_object(), before)
 
 
-def test_nan_guard_stops_a_fit_that_cannot_recover():
+@pytest.mark.parametrize("split", [False, True])
+def test_nan_guard_stops_a_fit_that_cannot_recover(split, monkeypatch):
+    _split_steps(monkeypatch, split)
     scan, obj, probe = _scan()
     with pytest.raises(AdptychoError, match="non-finite values"), \
             pytest.warns(RuntimeWarning):
