@@ -67,14 +67,21 @@ def chains() -> int:
 
 def piece(fn):
     """Decorator: inside ``fft_outside_xla()`` call ``fn`` as an XLA-compiled tf.function (one
-    cluster, traced once per trace of the caller); elsewhere call it inline. ``fn`` takes and
-    returns tensors (nested structures allowed); Python values it needs go in its closure."""
+    cluster); elsewhere call it inline. ``fn`` takes and returns tensors (nested structures
+    allowed); Python values it needs go in its closure. A module-level ``fn`` keeps one
+    tf.function, so its traces and XLA compilations are shared by all chains and all traces
+    of the step (per input shape); a ``fn`` defined inside another function is a new one
+    per call."""
+
+    compiled = []  # one tf.function per decorated function: chains and retraces share it
 
     @functools.wraps(fn)
     def wrapper(*args):
         if not _ACTIVE.get():
             return fn(*args)
-        return tf.function(fn, jit_compile=True, autograph=False)(*args)
+        if not compiled:
+            compiled.append(tf.function(fn, jit_compile=True, autograph=False))
+        return compiled[0](*args)
 
     return wrapper
 
