@@ -499,11 +499,10 @@ class PtychoModel(keras.Model):
         (even windows of at least ``DUS_MIN_PIXELS`` pixels), no GPU visible."""
         from adptycho.physics import fused, xla_pieces
         from adptycho.physics.forward import can_fold_fftshift
-        from adptycho.physics.shifts import DUS_MIN_PIXELS
+        from adptycho.physics.shifts import large_window
 
-        h, w = self.detector_shape
         return (self.near_field is None and fused.FUSED_ENABLED
-                and can_fold_fftshift(self.detector_shape) and h * w >= DUS_MIN_PIXELS
+                and can_fold_fftshift(self.detector_shape) and large_window(self.detector_shape)
                 and xla_pieces.available())
 
     def orthogonalise_probe(self) -> None:

@@ -114,6 +114,34 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile="auto"):
             "first_loss": history.history["loss"][0], "last_loss": history.history["loss"][-1]}
 
 
+def interleaved_epochs(models, scan, batch_size, rounds):
+    """In-process A/B: alternate single fit epochs between the warmed-up ``models`` (name ->
+    compiled model) ``rounds`` times, so that drifts of the machine hit all alike. Returns
+    ``(times, summary)``: per name the epoch seconds, and their median, minimum and first
+    quartile (also printed)."""
+    from adptycho.training.data import training_dataset
+
+    indices = np.arange(scan.num_patterns)
+    steps = int(np.ceil(scan.num_patterns / batch_size))
+    times = {name: [] for name in models}
+    for round_ in range(rounds):
+        for name, model in models.items():
+            timer = EpochTimer().callback
+            model.fit(training_dataset(scan, indices, batch_size, seed=round_ + 1,
+                                       first_epoch=0, epochs=1),
+                      epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+            times[name].append(timer.times[0])
+    summary = {}
+    width = max(len(name) for name in models)
+    for name, values in times.items():
+        ordered = sorted(values)
+        summary[name] = {"median_s": statistics.median(values), "min_s": ordered[0],
+                         "q25_s": ordered[len(ordered) // 4]}
+        print(f"{name:{width}s} median {summary[name]['median_s']:.3f} s  min "
+              f"{summary[name]['min_s']:.3f} s  q25 {summary[name]['q25_s']:.3f} s")
+    return times, summary
+
+
 def time_fft_floor(num_patterns, shape, batch_size, repeats=7):
     import tensorflow as tf
 

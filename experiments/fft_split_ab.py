@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -68,21 +67,7 @@ def main(argv=None):
             model.fit(training_dataset(scan, indices, args.batch_size, seed=0, first_epoch=0,
                                        epochs=2), epochs=2, steps_per_epoch=steps, verbose=0)
             models[f"{label} {variant}"] = model
-    times = {name: [] for name in models}
-    for round_ in range(args.rounds):
-        for name, model in models.items():
-            timer = benchmark.EpochTimer().callback
-            model.fit(training_dataset(scan, indices, args.batch_size, seed=round_ + 1,
-                                       first_epoch=0, epochs=1),
-                      epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
-            times[name].append(timer.times[0])
-    summary = {}
-    for name, values in times.items():
-        ordered = sorted(values)
-        summary[name] = {"median_s": statistics.median(values), "min_s": ordered[0],
-                         "q25_s": ordered[len(ordered) // 4]}
-        print(f"{name:22s} median {summary[name]['median_s']:.3f} s  min "
-              f"{summary[name]['min_s']:.3f} s  q25 {summary[name]['q25_s']:.3f} s")
+    times, summary = benchmark.interleaved_epochs(models, scan, args.batch_size, args.rounds)
     with open(args.out, "w") as handle:
         json.dump({"batch_size": args.batch_size, "rounds": args.rounds, "times_s": times,
                    "summary": summary}, handle, indent=1)

@@ -49,10 +49,10 @@ def use_fused(patch_shape) -> bool:
     """True when tracing under XLA, or inside ``xla_pieces.fft_outside_xla()``, for windows
     where loops of dynamic slices pay off (``shifts.use_window_loops``), unless switched off
     with ``FUSED_ENABLED``."""
-    from adptycho.physics.shifts import DUS_MIN_PIXELS, use_window_loops
+    from adptycho.physics.shifts import large_window, use_window_loops
 
     if _split_active():
-        return FUSED_ENABLED and int(patch_shape[0]) * int(patch_shape[1]) >= DUS_MIN_PIXELS
+        return FUSED_ENABLED and large_window(patch_shape)
     return FUSED_ENABLED and use_window_loops(patch_shape)
 
 
@@ -96,6 +96,11 @@ def _window(re, im, corner, h, w):
 
 def _intensities(far, pixels):
     return tf.reduce_sum(tf.math.real(far) ** 2 + tf.math.imag(far) ** 2, axis=1) / pixels
+
+
+# the intensities as a piece of their own (``fused_far_field_intensities``); inside the loss
+# pieces they are part of the same XLA cluster
+_intensities_piece = piece(_intensities)
 
 
 @piece
@@ -185,7 +190,7 @@ def fused_far_field_intensities(real: tf.Tensor, imag: tf.Tensor, probes: tf.Ten
     @tf.custom_gradient
     def intensities(re, im, probes_in):
         far = loops.far_field(re, im)
-        result = piece(_intensities)(far, pixels)
+        result = _intensities_piece(far, pixels)
 
         @same_mode
         def grad(upstream):

@@ -84,11 +84,16 @@ def _gather_patches(image, corners, h, w):
     return tf.gather(tf.reshape(image, [-1]), flat_index)
 
 
+def large_window(patch_shape) -> bool:
+    """True for windows of at least ``DUS_MIN_PIXELS`` pixels, where loops of XLA dynamic
+    slices beat XLA's gather and scatter (patch extraction here, the fused far field in
+    ``fused.py``)."""
+    return int(patch_shape[0]) * int(patch_shape[1]) >= DUS_MIN_PIXELS
+
+
 def use_window_loops(patch_shape) -> bool:
-    """True while tracing under XLA for windows of at least ``DUS_MIN_PIXELS`` pixels: there
-    loops of dynamic slices beat XLA's gather and scatter (patch extraction here, the fused far
-    field in ``fused.py``)."""
-    return int(patch_shape[0]) * int(patch_shape[1]) >= DUS_MIN_PIXELS and _in_xla_context()
+    """True while tracing under XLA for a ``large_window``."""
+    return large_window(patch_shape) and _in_xla_context()
 
 
 def _in_xla_context() -> bool:
