@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpie-alpha", type=float,
                    help="rPIE/mPIE regularisation a in [0, 1] (default 0.1; 1 = ePIE)")
     p.add_argument("--momentum", type=float, help="mPIE momentum eta in [0, 1) (default 0.7)")
+    p.add_argument("--fourier-relaxation", type=float,
+                   help="PIE engines: Poisson noise bound of the Fourier constraint in units of "
+                        "its expected value (default 0 = exact projection; 1 = stop fitting a "
+                        "pattern at its expected counting-noise misfit)")
     p.add_argument("--lr-object", type=_positive_float)
     p.add_argument("--lr-probe", type=_positive_float)
     p.add_argument("--lr-positions", type=_positive_float)
@@ -207,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=100, help="ePIE epochs per repeat")
     p.add_argument("--engine", choices=("epie", "rpie", "mpie"), default="epie")
     p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument("--fourier-relaxation", type=float, default=0.0,
+                   help="Poisson noise bound for the measured patterns (0 = the paper's exact "
+                        "projection; 1 = do not fit them below their expected counting noise)")
     p.add_argument("--step", type=_positive_float,
                    help="measured scan step in object pixels (default: nearest-neighbour median)")
     p.add_argument("--cold-start", action="store_true",
@@ -716,10 +723,12 @@ def _cmd_train_stylegan2(args):
 
 def _pie_options(args):
     options = {"object_step": args.alpha, "probe_step": args.beta,
-               "regularisation": args.rpie_alpha, "momentum": args.momentum}
+               "regularisation": args.rpie_alpha, "momentum": args.momentum,
+               "fourier_relaxation": args.fourier_relaxation}
     options = {k: v for k, v in options.items() if v is not None}
     if options and args.engine not in ("epie", "rpie", "mpie"):
-        raise AdptychoError("--alpha, --beta, --rpie-alpha and --momentum are options of the "
+        raise AdptychoError("--alpha, --beta, --rpie-alpha, --momentum and --fourier-relaxation "
+                            "are options of the "
                             f"PIE engines (epie, rpie, mpie), not of {args.engine!r}")
     return options or None
 
@@ -761,7 +770,7 @@ def _cmd_oversample(args):
                         repeats=args.repeats, weight_schedule=schedule, epochs=args.epochs,
                         engine=args.engine, batch_size=args.batch_size, step_px=args.step,
                         warm_start=not args.cold_start, seed=args.seed, error_fn=error_fn,
-                        verbose=1)
+                        fourier_relaxation=args.fourier_relaxation, verbose=1)
     corners = result.positions_px[result.measured]
     extra = {"measured_residual_history": result.measured_residual,
              "mixed_residual_history": result.residual_history,

@@ -161,7 +161,8 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
             ``epochs`` iterations; object only, meant for latent objects).
         latent_options: ``LatentObject`` keyword arguments (see ``build_model``).
         pie_options: PIE engines only: ``object_step`` (alpha), ``probe_step`` (beta),
-            ``regularisation`` (rPIE a), ``momentum`` (mPIE eta); ``batch_size`` is the number
+            ``regularisation`` (rPIE a), ``momentum`` (mPIE eta), ``fourier_relaxation``
+            (Poisson noise bound, ``PIESettings``); ``batch_size`` is the number
             of patterns per vectorised update (1 = sequential ePIE), ``start_epochs["probe"]``
             the first epoch of probe updates.
         validation_fraction: hold out this fraction of the patterns (random, from ``seed``):
@@ -376,7 +377,8 @@ def _fit_pie(model, scan: ScanData, engine: str, epochs: int, batch_size: int, r
         raise AdptychoError(f"the {engine} engine refines the object (and probe) only; got "
                             f"refine={tuple(refine)} (use the adam engine for positions/distance)")
     options = dict(pie_options or {})
-    unknown = set(options) - {"object_step", "probe_step", "regularisation", "momentum"}
+    unknown = set(options) - {"object_step", "probe_step", "regularisation", "momentum",
+                              "fourier_relaxation"}
     if unknown:
         raise AdptychoError(f"unknown PIE options {sorted(unknown)}")
     settings = pie_settings(engine, batch_size=batch_size, refine_probe="probe" in refine,

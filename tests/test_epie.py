@@ -20,15 +20,38 @@ def _random_complex(rng, shape):
     return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
 
 
-def _numpy_pie_step(obj, probe, corner, intensity, alpha, beta, a=1.0, weight=1.0, near=None):
-    """Hand-written reference of one rPIE/ePIE update (Maiden et al. 2017 Eq. 6; a=1: ePIE)."""
+def _poisson_amplitude_variance_reference(lam):
+    """E[(sqrt X - sqrt lam)^2], X ~ Poisson(lam), by direct summation (per element)."""
+    from scipy.stats import poisson
+
+    out = np.empty(np.shape(lam))
+    for i, value in np.ndenumerate(np.asarray(lam, np.float64)):
+        k = np.arange(int(value + 15 * np.sqrt(value) + 60))
+        out[i] = np.sum(poisson.pmf(k, value) * (np.sqrt(k) - np.sqrt(value)) ** 2)
+    return out
+
+
+def _numpy_pie_step(obj, probe, corner, intensity, alpha, beta, a=1.0, weight=1.0, near=None,
+                    relax=0.0):
+    """Hand-written reference of one rPIE/ePIE update (Maiden et al. 2017 Eq. 6; a=1: ePIE);
+    ``relax > 0``: projection onto the Poisson noise ball (Fourier relaxation) instead of the
+    exact modulus."""
     h, w = probe.shape
     y, x = corner
     patch = obj[y:y + h, x:x + w].astype(np.complex128)
     psi = probe.astype(np.complex128) * patch
     if near is None:
         spectrum = np.fft.fftshift(np.fft.fft2(psi)) / np.sqrt(h * w)
-        projected = np.sqrt(intensity) * spectrum / np.abs(spectrum)
+        target = np.sqrt(intensity)
+        if relax > 0:
+            model = np.abs(spectrum)
+            excess = np.sum((model - target) ** 2)
+            bound = relax * np.sum(_poisson_amplitude_variance_reference(model ** 2))
+            if excess > bound:
+                target = target + (model - target) * np.sqrt(bound / excess)
+            else:
+                target = model
+        projected = target * spectrum / np.abs(spectrum)
         psi_new = np.fft.ifft2(np.fft.ifftshift(projected)) * np.sqrt(h * w)
     else:
         spectrum = np.fft.ifft2(np.fft.fft2(psi) * near)
@@ -56,6 +79,67 @@ def test_single_update_equals_hand_computed_formula(engine, a):
     ref_obj, ref_probe = _numpy_pie_step(obj, probe, (2, 3), intensity[0], 0.7, 0.5, a, 0.8)
     np.testing.assert_allclose(model.get_object(), ref_obj, atol=2e-5 * np.abs(ref_obj).max())
     np.testing.assert_allclose(model.get_probe()[0], ref_probe, atol=2e-5 * np.abs(ref_probe).max())
+
+
+def test_poisson_amplitude_variance_matches_exact_sums():
+    from adptycho.training.epie import poisson_amplitude_variance
+
+    lam = np.array([0.0, 3e-5, 0.003, 0.05, 0.4, 1.0, 1.7, 6.0, 42.0, 900.0, 2e4], np.float32)
+    got = poisson_amplitude_variance(lam).numpy()
+    ref = _poisson_amplitude_variance_reference(lam)
+    np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-9)
+    # the limits: 2 lambda for few counts, 1/4 (variance-stabilised amplitude) for many
+    assert got[0] == 0.0 and got[1] == pytest.approx(6e-5, rel=0.01)
+    assert got[-1] == pytest.approx(0.25, abs=1e-4) and got.max() == pytest.approx(0.4536, abs=1e-3)
+
+
+@pytest.mark.parametrize("relax", [0.3, 50.0])
+def test_relaxed_update_equals_the_noise_ball_projection(relax):
+    """Fourier relaxation: a pattern whose amplitude misfit exceeds the Poisson bound is moved
+    onto the ball (relax 0.3); one within the bound leaves object and probe unchanged (50)."""
+    rng = np.random.default_rng(5)
+    obj = _random_complex(rng, (12, 13))
+    probe = 2.0 * _random_complex(rng, (8, 8))
+    # counts near the model's (a misfit of a few noise deviations), some below one photon
+    model = PtychoModel(PixelObject(obj.shape, initial=obj), probe, [[2.0, 3.0]])
+    clean = model(np.array([0])).numpy()
+    intensity = rng.poisson(clean).astype(np.float32)
+    model = PtychoModel(PixelObject(obj.shape, initial=obj), probe, [[2.0, 3.0]])
+    trainer = PIETrainer(model, pie_settings("epie", object_step=0.7, probe_step=0.5,
+                                             fourier_relaxation=relax))
+    trainer.fit(intensity, 1)
+    ref_obj, ref_probe = _numpy_pie_step(obj, probe, (2, 3), intensity[0], 0.7, 0.5, relax=relax)
+    np.testing.assert_allclose(model.get_object(), ref_obj, atol=2e-5 * np.abs(ref_obj).max())
+    np.testing.assert_allclose(model.get_probe()[0], ref_probe, atol=2e-5 * np.abs(ref_probe).max())
+    exact, _ = _numpy_pie_step(obj, probe, (2, 3), intensity[0], 0.7, 0.5)
+    moved = np.abs(ref_obj - obj).max()
+    if relax > 1:
+        assert moved < 1e-9  # within the bound: no step (up to FFT round-off)
+        np.testing.assert_allclose(model.get_object(), obj, atol=1e-6)
+    else:  # a partial step: less than the exact projection, not nothing
+        assert 0 < moved < 0.9 * np.abs(exact - obj).max()
+
+
+def test_relaxation_stops_epie_fitting_poisson_noise(scan_70):
+    """Started from the truth, exact projection drifts toward the noise; the relaxed
+    constraint stays close. A weight of 0 for a pattern means the exact projection."""
+    scan, obj, probe = scan_70
+    noisy = np.random.default_rng(6).poisson(scan.patterns).astype(np.float32)  # 1e4 photons
+    region = illuminated_region(scan.positions_px, probe, obj.shape, 0.3)
+    errors, objects = {}, {}
+    for name, rho, per_pattern in (("exact", 0.0, None), ("relaxed", 1.0, None),
+                                   ("switched off", 1.0, np.zeros(scan.num_patterns))):
+        model = PtychoModel(PixelObject(obj.shape, initial=obj), probe, scan.positions_px)
+        PIETrainer(model, pie_settings("epie", refine_probe=False, fourier_relaxation=rho)).fit(
+            noisy, 5, relaxation_weight=per_pattern)
+        objects[name] = model.get_object()
+        errors[name] = nrmse(obj, objects[name], region)
+    assert errors["relaxed"] < 0.5 * errors["exact"], errors
+    np.testing.assert_allclose(objects["switched off"], objects["exact"], atol=1e-5)
+    with pytest.raises(AdptychoError, match="fourier_relaxation"):
+        pie_settings("epie", fourier_relaxation=-1.0)
+    with pytest.raises(DataError, match="relaxation_weight"):
+        PIETrainer(model).fit(noisy, 1, relaxation_weight=[1.0])
 
 
 def test_single_update_near_field_equals_hand_computed_formula():
@@ -239,4 +323,14 @@ def test_cli_reconstruct_epie_and_errors(tmp_path, capsys):
                  "--momentum", "1.5"])
     assert code == 2
     assert "momentum" in capsys.readouterr().err
+    code = main(["reconstruct", str(cxi), "--out", str(tmp_path / "x.h5"), "--engine", "epie",
+                 "--fourier-relaxation", "-1"])
+    assert code == 2
+    assert "fourier_relaxation" in capsys.readouterr().err
+    relaxed = tmp_path / "relaxed.h5"
+    code = main(["reconstruct", str(cxi), "--out", str(relaxed), "--engine", "epie", "--epochs",
+                 "2", "--fourier-relaxation", "1", "--no-png", "--quiet"])
+    assert code == 0
+    with h5py.File(relaxed, "r") as f:
+        assert f["residual_history"].shape == (2,)
     assert not (tmp_path / "x.h5").exists()

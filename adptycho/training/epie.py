@@ -19,6 +19,20 @@ pattern j with measured intensity ``I_j`` at the integer corner ``R_j`` (exit wa
 ``w_j`` is a per-pattern weight (Keras ``sample_weight``; the oversampling algorithm uses 1 for
 measured and 1/w for simulated patterns; 0 switches a pattern off).
 
+Fourier relaxation for counting noise (optional, ``fourier_relaxation = rho > 0``; a relaxed
+modulus projection like ptypy's ``fourier_relax_factor`` (Enders & Thibault, Proc. R. Soc. A
+472, 20160640 (2016)), but with a per-pattern Poisson bound instead of a fixed fraction of the
+power): the exact modulus projection makes ePIE fit the noise of measured counts. With
+relaxation the modelled amplitudes ``a = |Psi|`` of pattern j are moved only onto the ball
+``sum_k (a'_k - sqrt I_k)^2 <= B_j`` around the data, ``B_j = rho sum_k f(a_k^2)``, where
+``f(lambda) = E[(sqrt X - sqrt lambda)^2]`` for ``X ~ Poisson(lambda)`` (about 1/4 for
+lambda >> 1, 2 lambda for lambda << 1; tabulated by ``poisson_amplitude_variance``):
+``a' = sqrt I + (a - sqrt I) min(1, sqrt(B_j / E_j))`` with ``E_j = sum_k (a_k - sqrt I_k)^2``,
+and ``Psi' = a' Psi / a``. A pattern already within its noise bound is left alone;
+``rho = 0`` is the exact projection above. ``rho`` can be scaled per pattern
+(``fit(..., relaxation_weight=)``; the oversampling loop relaxes only the measured patterns,
+its simulated ones are noise-free).
+
 Vectorised mode: ``batch_size = B`` patterns are updated at once from the same object; their
 numerators are scatter-added and the denominators use the summed illumination
 ``S(r) = sum_b sum_m |P_m(r - R_b)|^2`` (and ``sum_b |O_b|^2`` for the probe). With ``B = 1``
@@ -43,7 +57,8 @@ import tensorflow as tf
 from adptycho.errors import AdptychoError, DataError
 from adptycho.objects.pixels import PixelObject
 
-__all__ = ["PIE_ENGINES", "PIESettings", "PIETrainer", "pie_settings", "ifftshift_patterns"]
+__all__ = ["PIE_ENGINES", "PIESettings", "PIETrainer", "pie_settings", "ifftshift_patterns",
+           "poisson_amplitude_variance"]
 
 PIE_ENGINES = ("epie", "rpie", "mpie")
 
@@ -70,6 +85,9 @@ class PIESettings:
         batch_size: patterns per vectorised update (1 = sequential).
         refine_probe: update the probe.
         probe_start_epoch: first epoch (0-based) at which the probe moves.
+        fourier_relaxation: rho >= 0, the Poisson noise bound of the Fourier constraint in
+            units of its expected value (0 = exact modulus projection; 1 = stop at the
+            expected noise level; see the module docstring).
     """
 
     engine: str = "epie"
@@ -80,6 +98,7 @@ class PIESettings:
     batch_size: int = 1
     refine_probe: bool = True
     probe_start_epoch: int = 0
+    fourier_relaxation: float = 0.0
 
     def __post_init__(self):
         if self.engine not in PIE_ENGINES:
@@ -96,6 +115,9 @@ class PIESettings:
             raise AdptychoError(f"batch_size must be at least 1, got {self.batch_size}")
         if int(self.probe_start_epoch) < 0:
             raise AdptychoError(f"probe_start_epoch must be >= 0, got {self.probe_start_epoch}")
+        if not (np.isfinite(self.fourier_relaxation) and self.fourier_relaxation >= 0):
+            raise AdptychoError("fourier_relaxation must be a finite number >= 0, got "
+                                f"{self.fourier_relaxation}")
 
 
 def pie_settings(engine: str = "epie", **overrides) -> PIESettings:
@@ -112,8 +134,54 @@ def ifftshift_patterns(patterns: np.ndarray) -> np.ndarray:
     return np.fft.ifftshift(patterns, axes=(-2, -1))
 
 
+_LOG_LAMBDA_RANGE = (-6.0, 4.0)  # log10 of the tabulated Poisson means
+_VARIANCE_TABLE = None
+
+
+def _variance_table() -> np.ndarray:
+    """f(lambda) = E[(sqrt X - sqrt lambda)^2], X ~ Poisson(lambda), on 401 points of
+    log10(lambda) in ``_LOG_LAMBDA_RANGE`` (exact sums over the Poisson pmf)."""
+    global _VARIANCE_TABLE
+    if _VARIANCE_TABLE is None:
+        from scipy.stats import poisson
+
+        lam = 10.0 ** np.linspace(*_LOG_LAMBDA_RANGE, 401)
+        table = np.empty_like(lam)
+        for i, value in enumerate(lam):
+            k = np.arange(int(value + 12 * np.sqrt(value) + 40))
+            table[i] = np.sum(poisson.pmf(k, value) * (np.sqrt(k) - np.sqrt(value)) ** 2)
+        _VARIANCE_TABLE = table.astype(np.float32)
+    return _VARIANCE_TABLE
+
+
+def poisson_amplitude_variance(intensity):
+    """Expected squared deviation of the amplitude of a Poisson count from its mean's root.
+
+    ``f(lambda) = E[(sqrt X - sqrt lambda)^2]`` for ``X ~ Poisson(lambda)``: 2 lambda for
+    lambda << 1, a maximum of 0.45 near lambda = 1, 1/4 for lambda >> 1 (the variance-stabilised
+    amplitude). Linear in log10(lambda) between 401 exact values on [1e-6, 1e4]; ``f(0) = 0``,
+    proportional below 1e-6, 1/4 above 1e4.
+
+    Args:
+        intensity: float32 tensor of expected counts lambda >= 0, any shape.
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    import tensorflow_probability as tfp
+
+    table = tf.constant(_variance_table())
+    lo, hi = _LOG_LAMBDA_RANGE
+    intensity = tf.cast(tf.convert_to_tensor(intensity), tf.float32)
+    floor = tf.constant(10.0 ** lo, tf.float32)
+    log_lambda = tf.math.log(tf.maximum(intensity, floor)) / np.log(10.0)
+    value = tfp.math.interp_regular_1d_grid(log_lambda, lo, hi, table)
+    # below the table f is proportional to lambda (f ~ 2 lambda)
+    return tf.where(intensity < floor, intensity * (table[0] / floor), value)
+
+
 def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
-               object_step, probe_step, regularisation, update_probe: bool):
+               object_step, probe_step, regularisation, update_probe: bool, relaxation=None):
     """One vectorised PIE update from a batch of B patterns.
 
     Args:
@@ -126,6 +194,8 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
         valid: (B,) float32, 0 for padding entries of the last batch.
         transfer: None (far field) or (H, W) complex64 angular-spectrum transfer function.
         mask: (H, W) float32 valid-pixel mask (1 = valid) in the same order as ``amplitudes``.
+        relaxation: None (exact modulus projection) or (B,) float32 Poisson noise-bound
+            factors rho_j (Fourier relaxation, module docstring).
 
     Returns:
         ``(obj, probe, error_numerator, error_denominator, amplitude_loss_sum)``.
@@ -149,8 +219,17 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
     residual = (amplitudes - model_amplitude) * mask
     error_num = tf.reduce_sum(tf.square(residual) * valid[:, None, None])
     error_den = tf.reduce_sum(tf.square(amplitudes) * mask * valid[:, None, None])
-    # Psi' - Psi = Psi (sqrt(I) / |Psi| - 1) on valid pixels, 0 elsewhere
-    ratio = mask * (amplitudes / tf.maximum(model_amplitude, 1e-12) - 1.0)
+    target = amplitudes
+    if relaxation is not None:
+        # project the modelled amplitudes onto the Poisson noise ball around the data
+        deviation = (model_amplitude - amplitudes) * mask
+        excess = tf.reduce_sum(tf.square(deviation), axis=[-2, -1])  # (B,)
+        bound = relaxation * tf.reduce_sum(
+            mask * poisson_amplitude_variance(model_intensity), axis=[-2, -1])
+        shrink = tf.where(excess > bound, tf.sqrt(bound / tf.maximum(excess, 1e-30)), 1.0)
+        target = amplitudes + deviation * shrink[:, None, None]
+    # Psi' - Psi = Psi (a' / |Psi| - 1) on valid pixels (a' = sqrt(I) without relaxation)
+    ratio = mask * (target / tf.maximum(model_amplitude, 1e-12) - 1.0)
     change = detector * tf.cast(ratio, tf.complex64)[:, None]
     if transfer is None:
         dpsi = tf.signal.ifft2d(change) / norm
@@ -242,14 +321,15 @@ class PIETrainer:
             self.model.probe_imag.assign(tf.math.imag(probe) / scale)
 
     def _epoch_function(self, update_probe: bool):
-        key = bool(update_probe)
+        relax = self.settings.fourier_relaxation > 0
+        key = (bool(update_probe), relax)
         if key in self._epoch_fns:
             return self._epoch_fns[key]
         s = self.settings
         transfer = self.model.transfer_function()
         transfer = None if transfer is None else tf.constant(transfer)
 
-        def epoch(obj, probe, order, valid, all_corners, amplitudes, weights, mask):
+        def epoch(obj, probe, order, valid, all_corners, amplitudes, weights, mask, relaxation):
             num_batches = tf.shape(order)[0]
 
             def body(i, obj, probe, e_num, e_den, loss):
@@ -257,7 +337,8 @@ class PIETrainer:
                 obj, probe, n, d, l = _pie_batch(
                     obj, probe, tf.gather(all_corners, idx), tf.gather(amplitudes, idx),
                     tf.gather(weights, idx), valid[i], transfer, mask,
-                    s.object_step, s.probe_step, s.regularisation, key)
+                    s.object_step, s.probe_step, s.regularisation, key[0],
+                    tf.gather(relaxation, idx) if relax else None)
                 return i + 1, obj, probe, e_num + n, e_den + d, loss + l
 
             zero = tf.constant(0.0, tf.float32)
@@ -298,7 +379,7 @@ class PIETrainer:
 
     def fit(self, patterns, epochs: int, sample_weight=None, seed: int = 0,
             callback: Optional[Callable[[int, dict], None]] = None, verbose: int = 0,
-            initial_epoch: int = 0) -> dict:
+            initial_epoch: int = 0, relaxation_weight=None) -> dict:
         """Run ``epochs`` passes over the data.
 
         Args:
@@ -309,6 +390,9 @@ class PIETrainer:
             callback: called as ``callback(epoch, logs)`` after every epoch.
             verbose: 1 prints one line per epoch.
             initial_epoch: epoch counter start (for the probe start epoch and resumed runs).
+            relaxation_weight: (N,) non-negative factors of ``settings.fourier_relaxation``
+                per pattern (default 1; 0 = exact projection for that pattern, e.g. for
+                noise-free simulated patterns).
 
         Returns:
             ``{"loss": [...], "residual": [...]}`` per epoch: the amplitude loss
@@ -320,6 +404,16 @@ class PIETrainer:
         amplitudes, weights, mask = self.prepare(patterns, sample_weight)
         s = self.settings
         n = self.model.num_patterns
+        if relaxation_weight is None:
+            relaxation = np.full(n, s.fourier_relaxation, np.float32)
+        else:
+            relaxation = np.asarray(relaxation_weight, np.float32).reshape(-1)
+            if relaxation.shape != (n,) or not (np.isfinite(relaxation).all()
+                                                and np.all(relaxation >= 0)):
+                raise DataError(f"relaxation_weight must be ({n},) finite values >= 0, got "
+                                f"shape {np.shape(relaxation_weight)}")
+            relaxation = relaxation * np.float32(s.fourier_relaxation)
+        relaxation = tf.constant(relaxation)
         batch = min(int(s.batch_size), n)
         num_batches = int(np.ceil(n / batch))
         all_corners = tf.constant(self.corners())
@@ -339,7 +433,7 @@ class PIETrainer:
             fn = self._epoch_function(update_probe)
             obj, probe, e_num, e_den, loss = fn(
                 obj, probe, tf.constant(order.reshape(num_batches, batch)), valid, all_corners,
-                amplitudes, weights, mask)
+                amplitudes, weights, mask, relaxation)
             if s.momentum > 0:
                 v_obj = s.momentum * self._velocity[0] + (obj - previous[0])
                 obj = obj + s.momentum * v_obj

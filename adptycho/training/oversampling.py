@@ -211,7 +211,7 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
                epochs: int = 100, engine: str = "epie", batch_size: int = 1,
                object_step: float = 1.0, regularisation: Optional[float] = None,
                step_px=None, object_origin_px=None, warm_start: bool = False,
-               refine_probe: bool = False, seed: int = 0,
+               refine_probe: bool = False, fourier_relaxation: float = 0.0, seed: int = 0,
                error_fn: Optional[Callable[[np.ndarray], float]] = None,
                verbose: int = 0) -> OversamplingResult:
     """Oversampling reconstruction (Barutcu et al., Algorithm 1, repeated).
@@ -239,6 +239,11 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
         warm_start: start each ePIE from the object it simulated from instead of the empty
             (all-ones) object of Algorithm 1.
         refine_probe: also update the probe (the paper keeps it known).
+        fourier_relaxation: rho >= 0, Poisson noise bound of the Fourier constraint for the
+            MEASURED patterns (``PIESettings.fourier_relaxation``; the simulated patterns are
+            noise-free and always projected exactly). 0 = the paper's ePIE; 1 = the measured
+            patterns pull the object only while their amplitude misfit exceeds the expected
+            Poisson deviation (our addition for noisy counts; the paper's ePIE fits the noise).
         seed: pattern order.
         error_fn: optional ``f(object) -> float`` (e.g. MSE against a ground truth), recorded
             after each repeat.
@@ -292,10 +297,11 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
         model = PtychoModel(PixelObject(current.shape, initial=start), probe, positions,
                             near_field=near, mask=scan.mask)
         settings = pie_settings(engine, batch_size=batch_size, object_step=object_step,
-                                regularisation=regularisation, refine_probe=refine_probe)
+                                regularisation=regularisation, refine_probe=refine_probe,
+                                fourier_relaxation=float(fourier_relaxation))
         history = PIETrainer(model, settings).fit(
             patterns, epochs, sample_weight=oversampling_weights(measured, weights[r]),
-            seed=seed + r)
+            seed=seed + r, relaxation_weight=measured.astype(np.float32))
         current = model.get_object()
         if refine_probe:
             probe = model.get_probe()
@@ -313,7 +319,8 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
                 "epochs": int(epochs), "engine": engine, "batch_size": int(batch_size),
                 "object_step": float(object_step), "regularisation": regularisation,
                 "step_px": np.asarray(step, np.float64).tolist(), "warm_start": bool(warm_start),
-                "refine_probe": bool(refine_probe), "seed": int(seed),
+                "refine_probe": bool(refine_probe),
+                "fourier_relaxation": float(fourier_relaxation), "seed": int(seed),
                 "num_measured": int(scan.num_patterns), "num_patterns": int(len(positions))}
     return OversamplingResult(
         object=objects[-1], objects=np.stack(objects), initial_object=initial,
