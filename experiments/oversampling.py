@@ -254,6 +254,23 @@ def plain_epie(problem, epochs, seed=0):
     return model.get_object()
 
 
+def long_pie(problem, engine, checkpoints, seed=0):
+    """Plain PIE (known probe, empty start) run to ``max(checkpoints)`` epochs; the phase MSE
+    after each checkpoint. Checks whether plain ePIE's failure is convergence-limited."""
+    from adptycho.model import PtychoModel
+    from adptycho.objects import PixelObject
+    from adptycho.training.epie import PIETrainer, pie_settings
+
+    model = PtychoModel(PixelObject(problem.truth.shape), problem.probe, problem.corners)
+    trainer = PIETrainer(model, pie_settings(engine, refine_probe=False))
+    errors, done = [], 0
+    for k, stop in enumerate(sorted(checkpoints)):
+        trainer.fit(problem.scan.patterns, stop - done, seed=seed + k, initial_epoch=done)
+        done = stop
+        errors.append(problem.mse(model.get_object()))
+    return np.asarray(errors)
+
+
 def run_oversample(problem, initial, factor, weight, repeats, epochs, schedule=None, seed=0,
                    warm_start=True, fourier_relaxation=0.0):
     from adptycho.training.oversampling import oversample
