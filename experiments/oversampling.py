@@ -153,11 +153,17 @@ def diffuser_probe(window, seed=3):
     return (circular_aperture((window, window), DIAMETER, 2.0) * np.exp(1j * phase)).astype(np.complex64)
 
 
+def _power_centroid(power):
+    """(y, x) intensity centroid of a 2-D power map, in pixels."""
+    yy, xx = np.indices(power.shape)
+    return (power * yy).sum() / power.sum(), (power * xx).sum() / power.sum()
+
+
 def enclosed_diameter(probe, fraction=0.9):
     """Diameter (px) of the centroid-centred disc holding ``fraction`` of |probe|^2."""
     power = np.abs(np.asarray(probe)) ** 2
+    cy, cx = _power_centroid(power)
     yy, xx = np.indices(power.shape)
-    cy, cx = (power * yy).sum() / power.sum(), (power * xx).sum() / power.sum()
     r = np.hypot(yy - cy, xx - cx).ravel()
     order = np.argsort(r)
     cumulative = np.cumsum(power.ravel()[order]) / power.sum()
@@ -184,15 +190,24 @@ def zoneplate_probe(window, data_dir=None):
     with bz2.open(path) as f:
         stored = np.load(io.BytesIO(f.read()))["probe"]  # (1, 1, 1, 1, 128, 128)
     source = stored.reshape(-1, *stored.shape[-2:])[0]
-    power = np.abs(source) ** 2
-    yy, xx = np.indices(power.shape)
-    cy, cx = (power * yy).sum() / power.sum(), (power * xx).sum() / power.sum()
+    cy, cx = _power_centroid(np.abs(source) ** 2)
     scale = DIAMETER / enclosed_diameter(source, 0.9)
     gy, gx = np.indices((window, window), dtype=np.float64)
     coords = [(gy - (window - 1) / 2) / scale + cy, (gx - (window - 1) / 2) / scale + cx]
     probe = (map_coordinates(source.real, coords, order=3, cval=0.0)
              + 1j * map_coordinates(source.imag, coords, order=3, cval=0.0))
     return probe.astype(np.complex64)
+
+
+def add_probe_and_noise_bound_arguments(parser):
+    """``--probe`` and ``--fourier-relaxation``, shared with ``ptychogan_oversampling/run.py``."""
+    parser.add_argument("--probe", default="diffuser", choices=["diffuser", "zoneplate"],
+                        help="diffuser: 60-px aperture x random phase; zoneplate: the tike "
+                             "zone-plate probe scaled to a 60-px (90%% power) diameter")
+    parser.add_argument("--fourier-relaxation", type=float, default=0.0,
+                        help="also oversample the Poisson scans with this noise bound on the "
+                             "measured patterns (0 = the paper's exact projection; an extra "
+                             "column of the Poisson table)")
 
 
 def make_probe(kind, window):
@@ -354,12 +369,7 @@ def main(argv=None):
                         help="ePIE from an empty object every repeat (Algorithm 1 literally)")
     parser.add_argument("--lambdas", default="0.003,0.01,0.03,0.1", help="TV weights tried")
     parser.add_argument("--noisy-photons", type=float, default=1e5)
-    parser.add_argument("--probe", default="diffuser", choices=["diffuser", "zoneplate"],
-                        help="diffuser: 60-px aperture x random phase; zoneplate: the tike "
-                             "zone-plate probe scaled to a 60-px (90%% power) diameter")
-    parser.add_argument("--fourier-relaxation", type=float, default=0.0,
-                        help="also oversample the Poisson scans with this noise bound on the "
-                             "measured patterns (table 3/4 column 'relaxed')")
+    add_probe_and_noise_bound_arguments(parser)
     parser.add_argument("--tables", default="1,2,3,5", help="which tables to produce")
     parser.add_argument("--cache-dir", help="cache of finished runs (default <out-dir>/cache)")
     args = parser.parse_args(argv)

@@ -204,12 +204,7 @@ def main(argv=None):
     parser.add_argument("--images", default="360,380", help="held-out image indices (360-399)")
     parser.add_argument("--data", default=None, help="Olivetti .npy (default ../shared/data)")
     parser.add_argument("--window", type=int, default=128)
-    parser.add_argument("--probe", default="diffuser", choices=["diffuser", "zoneplate"],
-                        help="diffuser: 60-px aperture x random phase; zoneplate: the tike "
-                             "zone-plate probe scaled to a 60-px (90%% power) diameter")
-    parser.add_argument("--fourier-relaxation", type=float, default=0.0,
-                        help="Poisson noise bound of the measured patterns in the oversampling "
-                             "ePIE of the noisy runs (0 = the paper's exact projection)")
+    base.add_probe_and_noise_bound_arguments(parser)
     parser.add_argument("--epochs", type=int, default=150, help="ePIE epochs per run/repeat")
     parser.add_argument("--repeats", type=int, default=3, help="repeats for table 5")
     parser.add_argument("--latent-steps", type=int, default=300)
