@@ -229,7 +229,8 @@ def search_distance(scan: ScanData, factors=None, epochs: int = 20, batch_size: 
     table = []
     for factor in factors:
         z = start * float(factor)
-        result = reconstruct(with_distance(scan, z), epochs=epochs, batch_size=batch_size,
+        result = reconstruct(with_distance(scan, z), engine="adam", epochs=epochs,
+                             batch_size=batch_size,
                              refine=("object", "probe"), loss=loss, seed=seed, verbose=0,
                              probe=probe)
         table.append((z, float(result.loss_history[-1])))
@@ -326,7 +327,8 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     starts = {"object": 0, "probe": 1, "positions": max(1, epochs // 4),
               "distance": max(1, epochs // 2)}
     starts.update(start_epochs or {})
-    result = reconstruct(scan, epochs=epochs, batch_size=batch_size, refine=tuple(refine),
+    result = reconstruct(scan, engine="adam", epochs=epochs, batch_size=batch_size,
+                         refine=tuple(refine),
                          loss=loss, probe=probe, probe_modes=probe_modes,
                          learning_rates=learning_rates, start_epochs=starts, seed=seed,
                          verbose=verbose, checkpoint_dir=checkpoint_dir,

@@ -108,9 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .h5 reconstruction file")
     p.add_argument("--png", help="also write a figure (default: next to --out)")
     p.add_argument("--no-png", action="store_true", help="do not write a figure")
-    p.add_argument("--epochs", type=_positive_int, default=50)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
+    p.add_argument("--epochs", type=_positive_int,
+                   help="epochs of the last (adam) stage (default: until the loss reaches a "
+                        "plateau, at most 300, for the default engine; 50 for a named engine)")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="patterns per adam step (default 32) or per PIE update (default 1: "
+                        "sequential)")
+    p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"),
+                   default="amplitude", help="noise model of the adam stage (default amplitude)")
     p.add_argument("--readout-noise", type=_positive_float, default=1.0,
                    help="camera readout std in photons (poisson-gaussian loss)")
     p.add_argument("--refine", type=_groups, default=None,
@@ -134,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "only: use --refine '')")
     p.add_argument("--parametrisation", default="complex",
                    choices=("complex", "amplitude-phase", "amplitude", "phase"))
-    p.add_argument("--engine", default="adam",
-                   help="reconstruction engine: adam, epie, rpie or mpie (PIE engines: "
-                        "--batch-size patterns per update, 1 = sequential)")
+    p.add_argument("--engine", default="auto",
+                   help="auto (default: probe from the data when none is given, 50 sequential "
+                        "ePIE epochs, then adam until the loss reaches a plateau), an engine "
+                        "(adam, epie, rpie, mpie) or a schedule of stages, e.g. epie:20,adam:80")
     p.add_argument("--alpha", type=float, help="PIE engines: object step size (default 1)")
     p.add_argument("--beta", type=float, help="PIE engines: probe step size (default 1)")
     p.add_argument("--rpie-alpha", type=float,
@@ -150,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-probe", type=_positive_float)
     p.add_argument("--lr-positions", type=_positive_float)
     p.add_argument("--lr-distance", type=_positive_float)
-    p.add_argument("--decay", type=_positive_float, default=0.97, help="learning-rate decay per epoch")
+    p.add_argument("--decay", type=_positive_float,
+                   help="adam learning-rate decay per epoch (default 0.97; 1 for the default "
+                        "engine, which halves the steps on a loss plateau)")
     p.add_argument("--probe-modes", type=_positive_int, default=1)
     p.add_argument("--focus-distance", type=_positive_float,
                    help="cone-beam near field: focus-to-sample distance z1 in metres")
@@ -226,6 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(loss="amplitude")
 
+    p = sub.add_parser("orient", help="which of the 8 flips/transposes of the scan positions "
+                                      "fits the patterns best (short fits, ranked by residual)")
+    p.add_argument("input", help="input .cxi file (or tike siemens-star .npz.bz2)")
+    p.add_argument("--epochs", type=_positive_int, default=6,
+                   help="ePIE epochs per orientation (default 6)")
+    p.add_argument("--patterns", type=_positive_int, default=100,
+                   help="patterns nearest the scan centre used per fit (default 100)")
+    p.add_argument("--json", help="also write the residuals to this JSON file")
+    p.add_argument("--focus-distance", type=_positive_float,
+                   help="cone-beam near field: focus-to-sample distance z1 in metres")
+    p.add_argument("--nearfield", action="store_true",
+                   help="parallel-beam near field (angular spectrum over the detector distance)")
+    p.set_defaults(loss="amplitude")
+
     p = sub.add_parser("show", help="write a PNG of a reconstruction file")
     p.add_argument("input", help="reconstruction .h5")
     p.add_argument("--out", help="output PNG (default: input with .png)")
@@ -267,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulate, reconstruct and report the error (about a minute)")
     p.add_argument("--out", default="adptycho-demo", help="output directory")
-    p.add_argument("--epochs", type=_positive_int, default=100)
+    p.add_argument("--epochs", type=_positive_int,
+                   help="adam epochs after the ePIE stage (default: until the loss reaches a "
+                        "plateau)")
     p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
     return parser
 
@@ -325,10 +349,12 @@ def _cmd_reconstruct(args):
     rates = {g: getattr(args, f"lr_{g}") for g in ("object", "probe", "positions", "distance")
              if getattr(args, f"lr_{g}") is not None}
     checkpoint_dir = args.checkpoint_dir
-    if checkpoint_dir is None and not args.no_checkpoint and args.engine == "adam" \
+    has_adam = args.engine == "auto" or "adam" in [item.split(":")[0].strip()
+                                                    for item in args.engine.split(",")]
+    if checkpoint_dir is None and not args.no_checkpoint and has_adam \
             and args.optimizer == "adam":
         checkpoint_dir = args.out + ".checkpoint"
-    if checkpoint_dir is not None and args.engine != "adam":
+    if checkpoint_dir is not None and not has_adam:
         raise AdptychoError("checkpoints apply to the adam engine; drop --checkpoint-dir")
     started = time.perf_counter()
     result = reconstruct(scan, epochs=args.epochs, batch_size=args.batch_size, refine=refine,
@@ -355,8 +381,13 @@ def _cmd_reconstruct(args):
         return
     save_reconstruction(args.out, result)
     validation = result.extra_histories.get("validation_loss_history")
-    print(f"adptycho: {len(result.loss_history)} epochs in {elapsed:.1f} s; loss "
-          f"{result.loss_history[0]:.4g} -> {result.loss_history[-1]:.4g}"
+    stages = result.extra_histories.get("stage_history")
+    # the loss of the last stage (stages can use different losses); the residual of all
+    losses = (result.loss_history if stages is None
+              else result.loss_history[np.asarray(stages) == np.max(stages)])
+    print(f"adptycho: {len(result.loss_history)} epochs ({result.settings['engine']}) in "
+          f"{elapsed:.1f} s; {result.settings['loss']} loss "
+          f"{losses[0]:.4g} -> {losses[-1]:.4g}"
           + (f" (validation {validation[0]:.4g} -> {validation[-1]:.4g})"
              if validation is not None and len(validation) else "")
           + f", amplitude residual {result.residual_history[0]:.4g} -> "
@@ -385,13 +416,40 @@ def _strategy(args):
         if args.cpu_replicas:
             raise AdptychoError("--cpu-replicas needs --strategy mirrored")
         return None
-    if args.engine != "adam" or args.optimizer != "adam":
+    if args.engine not in ("adam", "auto") or args.optimizer != "adam":
         raise AdptychoError("--strategy needs the adam engine and optimizer")
     if args.cpu_replicas:
         if args.strategy != "mirrored":
             raise AdptychoError("--cpu-replicas needs --strategy mirrored")
         logical_cpu_devices(args.cpu_replicas)
     return make_strategy(args.strategy)
+
+
+def _cmd_orient(args):
+    import json
+
+    from adptycho.io.atomic import atomic_path
+    from adptycho.orientation import check_orientation
+    from adptycho.reconstruction import build_model
+
+    if args.json and os.path.abspath(args.json) == os.path.abspath(args.input):
+        raise AdptychoError("--json must not be the input file")
+    scan = _load_scan(args)
+    print(f"adptycho: {scan.describe()}")
+    result = check_orientation(
+        scan, lambda moved, probe: build_model(moved, probe=probe)[0], epochs=args.epochs,
+        max_patterns=args.patterns, progress=lambda line: print(f"adptycho: {line}", flush=True))
+    print(result.table())
+    print(f"adptycho: {result.summary()}")
+    print("adptycho: an orientation and its 180-degree rotation give the same patterns with an "
+          "unknown probe (the twin image), so they share one residual")
+    if args.json:
+        with atomic_path(args.json) as path, open(path, "w") as f:
+            json.dump({"input": os.path.abspath(args.input), "residuals": result.residuals,
+                       "best": result.best, "margin": result.margin,
+                       "file_excess": result.file_excess, "epochs": args.epochs,
+                       "patterns": args.patterns}, f, indent=1)
+        print(f"adptycho: wrote {args.json}")
 
 
 def _cmd_show(args):
@@ -466,7 +524,6 @@ def _cmd_simulate(args):
 def _cmd_demo(args):
     from adptycho.analysis import illuminated_region, nrmse
     from adptycho.analysis.plots import plot_object, plot_reconstruction
-    from adptycho.geometry import gaussian_probe
     from adptycho.io import save_cxi, save_reconstruction
     from adptycho.reconstruction import reconstruct
 
@@ -478,10 +535,12 @@ def _cmd_demo(args):
     save_cxi(os.path.join(args.out, "demo_scan.cxi"), scan)
     print(f"adptycho demo: simulated {scan.describe()} "
           f"(camera amplitude, astronaut phase, Poisson noise)")
-    guess = gaussian_probe(probe.shape, 24.0)
-    guess *= np.sqrt(scan.mean_counts() / np.sum(np.abs(guess) ** 2))
-    result = reconstruct(scan, epochs=args.epochs, batch_size=16, refine=("object", "probe"),
-                         loss=args.loss, probe=guess, object_shape=obj.shape, verbose=2)
+    # the default command on a scan without a probe: the probe is found from the data
+    import dataclasses
+
+    blind = dataclasses.replace(scan, probe=None)
+    result = reconstruct(blind, epochs=args.epochs, refine=("object", "probe"), loss=args.loss,
+                         object_shape=obj.shape, verbose=2)
     region = illuminated_region(scan.positions_px, probe, obj.shape, 0.3)
     error = nrmse(obj, result.object, region, registration=True, ramp=True)
     save_reconstruction(os.path.join(args.out, "demo_reconstruction.h5"), result)
@@ -493,7 +552,8 @@ def _cmd_demo(args):
                 ["true amplitude", "reconstructed amplitude", "true phase", "reconstructed phase"],
                 os.path.join(args.out, "demo_truth_vs_reconstruction.png"))
     print(f"adptycho demo: object NRMSE {error:.4f} (global phase/scale, shift and phase ramp "
-          f"removed, illuminated region) after {args.epochs} epochs; "
+          f"removed, illuminated region) after {len(result.loss_history)} epochs "
+          f"({result.settings['engine']}); "
           f"total {time.perf_counter() - started:.0f} s")
     print(f"adptycho demo: wrote {png} and {args.out}/demo_truth_vs_reconstruction.png")
     return error
@@ -726,7 +786,8 @@ def _pie_options(args):
                "regularisation": args.rpie_alpha, "momentum": args.momentum,
                "fourier_relaxation": args.fourier_relaxation}
     options = {k: v for k, v in options.items() if v is not None}
-    if options and args.engine not in ("epie", "rpie", "mpie"):
+    stages = [item.split(":")[0].strip() for item in args.engine.split(",")]
+    if options and args.engine != "auto" and not set(stages) & {"epie", "rpie", "mpie"}:
         raise AdptychoError("--alpha, --beta, --rpie-alpha, --momentum and --fourier-relaxation "
                             "are options of the "
                             f"PIE engines (epie, rpie, mpie), not of {args.engine!r}")
@@ -801,6 +862,7 @@ def _cmd_oversample(args):
 
 
 COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": _cmd_show,
+            "orient": _cmd_orient,
             "demo": _cmd_demo, "calibrate": _cmd_calibrate, "train-irmae": _cmd_train_irmae,
             "landscape": _cmd_landscape}
 COMMANDS["oversample"] = _cmd_oversample

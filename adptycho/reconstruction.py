@@ -22,14 +22,43 @@ from adptycho.training.data import (distributed_training_dataset, distributed_va
                                     split_validation, steps_per_execution_for, training_dataset,
                                     validation_dataset)
 from adptycho.training.epie import PIE_ENGINES
+from adptycho.training.schedule import (MAX_ADAPTIVE_EPOCHS, PlateauSchedule, Stage,
+                                        format_schedule, parse_schedule)
 
-__all__ = ["reconstruct", "build_model", "ENGINES", "OBJECTS"]
+__all__ = ["reconstruct", "build_model", "auto_schedule", "ENGINES", "OBJECTS"]
 
 ENGINES = ("adam",) + PIE_ENGINES  # PIE engines: adptycho.training.epie
 OBJECTS = ("pixels",) + SHIPPED_MODELS  # or a directory with IRMAE weights (LatentObject)
 OBJECTS += SHIPPED_STYLEGAN2  # StyleGAN2 generator objects (GeneratorObject; PtychoGAN)
 OPTIMIZERS = ("adam", "lbfgs")
 LATENT_LEARNING_RATE = 0.1
+AUTO_PIE_EPOCHS = 50  # sequential ePIE epochs of the adaptive default before Adam
+AUTO_LEARNING_RATE = 0.01  # object / probe Adam step after a PIE stage (it only polishes)
+# PlateauSchedule of the adaptive Adam stage: halve the steps after 5 epochs without a 0.1%
+# improvement of the loss, stop at the 4th plateau
+AUTO_PLATEAU = {"patience": 5, "min_delta": 1e-3, "max_reductions": 4}
+
+
+def auto_schedule(scan: ScanData, *, epochs, refine, object, optimizer, parametrisation, probe,
+                  adam_only: bool):
+    """The stages of ``engine="auto"`` and whether the probe is searched from the data.
+
+    Pixel objects (complex parametrisation, Adam optimizer, object refined, no Adam-only option
+    such as a strategy or a validation split): ``AUTO_PIE_EPOCHS`` sequential ePIE epochs form
+    the object and probe quickly from any start, then Adam with the noise model refines every
+    group (positions and distance too) until a loss plateau, or for ``epochs`` epochs. The probe
+    is searched (``probe_search``) when none is given or stored, in far field. Anything else:
+    Adam alone, for ``epochs`` (default 50).
+
+    Returns:
+        ``(stages, search_probe)``.
+    """
+    pie_first = (object == "pixels" and optimizer == "adam" and parametrisation == "complex"
+                 and "object" in refine and not adam_only)
+    if not pie_first:
+        return [Stage("adam", 50 if epochs is None else epochs)], False
+    search = probe is None and scan.probe is None and scan.geometry != NEARFIELD
+    return [Stage("epie", AUTO_PIE_EPOCHS), Stage("adam", epochs)], search
 
 
 def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str = "amplitude",
@@ -109,10 +138,12 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
     return model, grid
 
 
-def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
+def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
+                batch_size: Optional[int] = None,
                 refine: Sequence[str] = ("object", "probe"), loss: str = "amplitude",
                 learning_rates: Optional[dict] = None, start_epochs: Optional[dict] = None,
-                decay_rate: float = 0.97, engine: str = "adam", object: str = "pixels",
+                decay_rate: Optional[float] = None, engine: str = "auto",
+                object: str = "pixels",
                 parametrisation: str = "complex", probe=None, probe_modes: int = 1,
                 readout_noise=1.0, object_shape=None, padding_px: int = 8, initial_object=None,
                 seed: int = 0, verbose: int = 1, callbacks=None, checkpoint_dir=None,
@@ -123,20 +154,36 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
                 pie_options: Optional[dict] = None, validation_fraction: float = 0.0,
                 early_stopping_patience: Optional[int] = None,
                 strategy=None) -> ReconstructionResult:
-    """Reconstruct object (and probe, positions, distance) from a scan with Adam.
+    """Reconstruct object (and probe, positions, distance) from a scan.
+
+    The default (``engine="auto"``) is the schedule described in ``auto_schedule``: for a
+    pixel object, a probe found from the data when none is given (far field:
+    ``adptycho.probe_search``), ``AUTO_PIE_EPOCHS`` sequential ePIE epochs (object and probe),
+    then Adam on every refined group with the noise model until the loss reaches a plateau
+    (``training.schedule.PlateauSchedule``, at most ``MAX_ADAPTIVE_EPOCHS``); the result's
+    ``settings["stop_reason"]`` says why it stopped.
 
     Args:
         scan: ``ScanData``.
-        epochs: passes over the data.
-        batch_size: patterns per Adam step (shuffled every epoch).
+        epochs: passes over the data of the last (Adam) stage. None: until a loss plateau for
+            the adaptive default, 50 for a single named engine.
+        batch_size: patterns per Adam step (default 32, shuffled every epoch); for a PIE engine
+            the patterns per vectorised update (default 1: sequential, which converges where a
+            batch can diverge).
         refine: parameter groups to fit: ``object``, ``probe``, ``positions``, ``distance``.
-        loss: ``amplitude``, ``poisson`` or ``poisson-gaussian``.
-        learning_rates: per-group Adam step sizes (see ``PtychoModel.compile``).
+        loss: ``amplitude`` (default), ``poisson`` or ``poisson-gaussian``: the noise model of
+            the Adam stage.
+        learning_rates: per-group Adam step sizes (see ``PtychoModel.compile``; after a PIE
+            stage the default object and probe step is ``AUTO_LEARNING_RATE``).
         start_epochs: per-group first epoch; default: object 0, probe 1, positions and distance
-            after a fifth of the epochs (the object forms first).
-        decay_rate: learning-rate decay per epoch (0.97, Seifert et al.).
-        engine: ``adam``, or ``epie``, ``rpie``, ``mpie`` (``adptycho.training.epie``: object
-            and probe only; Keras callbacks and ``checkpoint_dir`` apply to ``adam``).
+            after a fifth of the epochs (the object forms first); all 0 after a PIE stage.
+        decay_rate: learning-rate decay per epoch (default 0.97, Seifert et al.; 1 for the
+            adaptive schedule, which halves the steps on a plateau instead).
+        engine: ``auto`` (default), an engine name (``adam``, ``epie``, ``rpie``, ``mpie``;
+            PIE engines: ``adptycho.training.epie``, object and probe only) or a schedule of
+            stages run in order on the same model, ``"epie:30,adam:200"``
+            (``training.schedule``; Keras callbacks and ``checkpoint_dir`` apply to the Adam
+            stage).
         object: ``pixels``, a shipped IRMAE (``irmae-mnist``, ``irmae-mnist-3``) or a directory
             with IRMAE weights (a ``LatentObject``: only its latent vector is fitted, Adam
             learning rate ``LATENT_LEARNING_RATE`` unless given; the result's ``object`` is the
@@ -181,8 +228,6 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
     Returns:
         ``ReconstructionResult``.
     """
-    if engine not in ENGINES:
-        raise AdptychoError(f"unknown engine {engine!r}; available: {', '.join(ENGINES)}")
     if object not in OBJECTS and not os.path.isdir(str(object)):
         raise AdptychoError(f"unknown object representation {object!r}; available: {', '.join(OBJECTS)}"
                             " or a directory with IRMAE weights")
@@ -190,17 +235,43 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         raise AdptychoError(f"unknown optimizer {optimizer!r}; available: {', '.join(OPTIMIZERS)}")
     if optimizer == "lbfgs" and tuple(refine) != ("object",):
         raise AdptychoError(f"the lbfgs optimizer refines the object only, got refine={tuple(refine)}")
-    if epochs < 1:
+    if epochs is not None and epochs < 1:
         raise AdptychoError(f"epochs must be at least 1, got {epochs}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise AdptychoError(f"batch_size must be at least 1, got {batch_size}")
     if not 0 <= validation_fraction < 1:
         raise AdptychoError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
-    adam = engine not in PIE_ENGINES and optimizer != "lbfgs"
-    if not adam and (strategy not in (None, "none") or validation_fraction > 0
-                     or early_stopping_patience is not None):
+    adam_only = (strategy not in (None, "none") or validation_fraction > 0
+                 or early_stopping_patience is not None)
+    adaptive = engine == "auto"
+    if adaptive:
+        stages, search = auto_schedule(scan, epochs=epochs, refine=refine, object=object,
+                                       optimizer=optimizer, parametrisation=parametrisation,
+                                       probe=probe, adam_only=adam_only)
+    else:
+        stages = parse_schedule(engine, ENGINES, epochs if epochs is not None else 50)
+        if len(stages) > 1 and stages[-1].epochs is None:
+            stages[-1] = Stage(stages[-1].engine, epochs)
+        search = False
+    names = [stage.engine for stage in stages]
+    uses_pie = any(name in PIE_ENGINES for name in names)
+    if optimizer == "lbfgs" and uses_pie:
+        raise AdptychoError("the lbfgs optimizer replaces adam; it does not combine with PIE stages")
+    if "adam" in names and (names.count("adam") > 1 or names[-1] != "adam"):
+        raise AdptychoError(f"a schedule has at most one adam stage, and it comes last (got "
+                            f"{engine!r})")
+    adam_stage = "adam" in names and optimizer != "lbfgs"
+    if adam_only and (uses_pie or optimizer == "lbfgs"):
         raise AdptychoError("strategy, validation_fraction and early stopping need the adam "
                             f"engine and optimizer (got engine={engine!r}, optimizer={optimizer!r})")
+    if checkpoint_dir is not None and not adam_stage:
+        raise AdptychoError(f"checkpoints apply to the adam engine, not {engine}")
+    after_pie = uses_pie and adam_stage
+    if after_pie:
+        learning_rates = {"object": AUTO_LEARNING_RATE, "probe": AUTO_LEARNING_RATE,
+                          **(learning_rates or {})}
+    if decay_rate is None:
+        decay_rate = 1.0 if adaptive and after_pie else 0.97
     from adptycho.training.distribute import is_chief, make_strategy
 
     strategy = make_strategy(strategy)
@@ -209,22 +280,43 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
     def scope():
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
+    model_options = dict(probe_modes=probe_modes, loss=loss, readout_noise=readout_noise,
+                         object_shape=object_shape, padding_px=padding_px,
+                         parametrisation=parametrisation, initial_object=initial_object,
+                         subpixel=subpixel, position_model=position_model, object=object,
+                         probe_support=probe_support, probe_power=probe_power,
+                         latent_options=latent_options)
+    search_result = None
+    if search:
+        from adptycho.probe_search import search_probe
+
+        search_result = search_probe(
+            scan, lambda guess: build_model(scan, probe=guess, **model_options)[0],
+            modes=probe_modes, seed=seed)
+        probe = search_result.probe
+        if verbose:
+            print(f"adptycho: {search_result.summary()}", flush=True)
+        orientation = _orientation_warning(scan, model_options, probe, verbose)
     with scope():
-        model, grid = build_model(scan, probe=probe, probe_modes=probe_modes, loss=loss,
-                                  readout_noise=readout_noise, object_shape=object_shape,
-                                  padding_px=padding_px, parametrisation=parametrisation,
-                                  initial_object=initial_object, subpixel=subpixel,
-                                  position_model=position_model, object=object,
-                                  probe_support=probe_support, probe_power=probe_power,
-                                  latent_options=latent_options)
+        model, grid = build_model(scan, probe=probe, **model_options)
     latent = object != "pixels"
     if latent and "object" not in (learning_rates or {}):
         learning_rates = {**(learning_rates or {}), "object": LATENT_LEARNING_RATE}
-    later = max(1, epochs // 5)
-    starts = {"object": 0, "probe": 1 if epochs > 1 else 0, "positions": later, "distance": later}
+    adam_epochs = next((st.epochs for st in stages if st.engine == "adam"), None)
+    plateau = adam_stage and adam_epochs is None
+    if plateau:
+        adam_epochs = MAX_ADAPTIVE_EPOCHS
+    span = adam_epochs or max(st.epochs or 1 for st in stages)
+    later = max(1, span // 5)
+    if after_pie:
+        starts = {"object": 0, "probe": 0, "positions": 0, "distance": 0}
+    else:
+        starts = {"object": 0, "probe": 1 if span > 1 else 0, "positions": later,
+                  "distance": later}
     starts.update(start_epochs or {})
+    adam_batch = 32 if batch_size is None else batch_size
     training, validation = split_validation(scan.num_patterns, validation_fraction, seed)
-    batch = min(batch_size, len(training))
+    batch = min(adam_batch, len(training))
     steps = int(np.ceil(len(training) / batch))
     if jit_compile == "auto" and strategy is not None:
         jit_compile = False  # all-reduce inside the step: no XLA under tf.distribute
@@ -235,30 +327,61 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
                       decay_rate=decay_rate, jit_compile=jit_compile,
                       steps_per_execution=(steps_per_execution_for(steps) if strategy is None
                                            else 1))
-    if engine in PIE_ENGINES:
-        if callbacks or checkpoint_dir is not None:
-            raise AdptychoError(f"callbacks and checkpoints apply to the adam engine, not {engine}")
-        logs = _fit_pie(model, scan, engine, epochs, batch_size, refine, starts, seed, verbose,
-                        pie_options)
-    elif optimizer == "lbfgs":
-        logs = _fit_lbfgs(model, scan, epochs, batch_size, verbose)
-    else:
-        logs = _fit_adam(model, scan, training, validation, epochs=epochs, batch_size=batch,
-                         steps=steps, seed=seed, verbose=verbose, callbacks=callbacks,
-                         checkpoint_dir=checkpoint_dir, strategy=strategy,
-                         early_stopping_patience=early_stopping_patience,
-                         fingerprint={"patterns": [scan.num_patterns, *scan.detector_shape],
-                                      "refine": list(refine), "loss": loss, "seed": seed,
-                                      "batch_size": batch, "object": str(object),
-                                      "parametrisation": parametrisation,
-                                      "probe_modes": probe_modes, "validation": len(validation),
-                                      "position_model": position_model,
-                                      "decay_rate": decay_rate, "start_epochs": starts,
-                                      "learning_rates": learning_rates or {},
-                                      "grid": list(grid.shape)})
+    logs = {}
+    stage_index = []
+    stop_reason = None
+    for number, stage in enumerate(stages):
+        if stage.engine in PIE_ENGINES:
+            pie_refine = [g for g in refine if g in ("object", "probe")] if adam_stage else refine
+            pie_starts = dict(starts)
+            if after_pie and not (start_epochs or {}).get("probe"):
+                pie_starts["probe"] = 1 if stage.epochs > 1 else 0
+            stage_logs = _fit_pie(model, scan, stage.engine, stage.epochs,
+                                  1 if batch_size is None or adam_stage else batch_size,
+                                  pie_refine, pie_starts, seed, verbose, pie_options,
+                                  callbacks=callbacks, first_epoch=len(stage_index))
+        elif optimizer == "lbfgs":
+            stage_logs = _fit_lbfgs(model, scan, stage.epochs, adam_batch, verbose)
+        else:
+            plateau_callback = PlateauSchedule(
+                monitor="val_loss" if len(validation) else "loss",
+                **AUTO_PLATEAU) if plateau else None
+            stage_logs = _fit_adam(
+                model, scan, training, validation, epochs=adam_epochs, batch_size=batch,
+                steps=steps, seed=seed, verbose=verbose,
+                callbacks=list(callbacks or []) + ([plateau_callback] if plateau else []),
+                checkpoint_dir=checkpoint_dir, strategy=strategy,
+                early_stopping_patience=early_stopping_patience,
+                fingerprint={"patterns": [scan.num_patterns, *scan.detector_shape],
+                             "refine": list(refine), "loss": loss, "seed": seed,
+                             "batch_size": batch, "object": str(object),
+                             "parametrisation": parametrisation,
+                             "probe_modes": probe_modes, "validation": len(validation),
+                             "position_model": position_model,
+                             "decay_rate": decay_rate, "start_epochs": starts,
+                             "learning_rates": learning_rates or {},
+                             "schedule": format_schedule(stages),
+                             "grid": list(grid.shape)})
+            done = len(stage_logs.get("loss", []))
+            if plateau:
+                stop_reason = plateau_callback.stop_reason or (
+                    f"the epoch cap ({adam_epochs}) was reached" if done >= adam_epochs
+                    else "early stopping")
+            elif early_stopping_patience is not None and done < adam_epochs:
+                stop_reason = "early stopping (validation loss)"
+            if verbose and stop_reason:
+                print(f"adptycho: adam stopped after {done} epochs: {stop_reason}", flush=True)
+        for key, values in stage_logs.items():
+            if key in ("loss", "residual"):
+                logs.setdefault(key, []).extend(values)
+            else:
+                logs[key] = list(logs.get(key, [])) + list(values)
+        stage_index += [number] * len(stage_logs.get("loss", []))
+    engine = format_schedule(stages) if adaptive or len(stages) > 1 else stages[0].engine
+    epochs = len(stage_index)
     settings = {
         "engine": engine, "object": object, "parametrisation": parametrisation,
-        "epochs": epochs, "batch_size": batch_size, "refine": list(refine), "loss": loss,
+        "epochs": epochs, "batch_size": adam_batch if adam_stage else (batch_size or 1), "refine": list(refine), "loss": loss,
         "learning_rates": {**DEFAULT_LEARNING_RATES, **(learning_rates or {})},
         "start_epochs": starts, "decay_rate": decay_rate, "probe_modes": probe_modes,
         "readout_noise": np.asarray(readout_noise).tolist() if np.ndim(readout_noise) == 0 else "per-pixel",
@@ -272,8 +395,14 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
         "chief": is_chief(strategy),
     }
-    if engine in PIE_ENGINES:
+    if uses_pie:
         settings["pie_options"] = dict(pie_options or {})
+    settings["adaptive"] = bool(adaptive)
+    if stop_reason:
+        settings["stop_reason"] = stop_reason
+    if search_result is not None:
+        settings.update(search_result.attributes())
+        settings["orientation_check"] = orientation
     pixel_size_m = scan.pixel_size_m
     if pixel_size_m is not None:
         # the object pixel follows the refined distance: lambda z / (N dx) in far field,
@@ -289,6 +418,8 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
              for k, v in logs.items() if k not in ("loss", "residual")}
     if len(validation):
         extra["validation_indices"] = validation
+    if len(stages) > 1:
+        extra["stage_history"] = np.asarray(stage_index, np.int32)
     if latent:
         extra["latent"] = model.object_representation.latent_numpy()
         settings["latent_options"] = {k: v for k, v in (latent_options or {}).items()
@@ -301,6 +432,29 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
         distance_m=model.get_distance(), focus_distance_m=model.get_focus_distance(),
         pixel_size_m=pixel_size_m, geometry=scan.geometry,
         object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)
+
+
+ORIENTATION_WARNING_EXCESS = 0.1  # warn when another orientation fits 10% better
+
+
+def _orientation_warning(scan: ScanData, model_options: dict, probe, verbose: int) -> dict:
+    """The orientation check of a blind far-field fit (``orientation.check_orientation``: the
+    probe searched for each of the 4 twin classes, short ePIE fits): warns when another flip/transpose of the positions fits the
+    patterns clearly better than the file's. Returns the residuals for the settings."""
+    import warnings
+
+    from adptycho.orientation import check_orientation
+
+    result = check_orientation(
+        scan, lambda moved, guess: build_model(moved, probe=guess, **model_options)[0],
+        starts={"as-is": probe}, epochs=4, max_patterns=64)
+    if result.file_excess > ORIENTATION_WARNING_EXCESS:
+        message = (f"{result.summary()}; check the positions' axes and signs (adptycho orient "
+                   "SCAN ranks all 8)")
+        warnings.warn(message, stacklevel=3)
+        if verbose:
+            print(f"adptycho: warning: {message}", flush=True)
+    return {"best": result.best, "file_excess": result.file_excess, "margin": result.margin}
 
 
 def _fit_adam(model, scan: ScanData, training, validation, *, epochs: int, batch_size: int,
@@ -368,8 +522,12 @@ def _fit_lbfgs(model, scan: ScanData, iterations: int, batch_size: int, verbose:
 
 
 def _fit_pie(model, scan: ScanData, engine: str, epochs: int, batch_size: int, refine,
-             starts: dict, seed: int, verbose: int, pie_options: Optional[dict]) -> dict:
-    """Run an ePIE/rPIE/mPIE engine (``adptycho.training.epie``) on the model; Keras-like logs."""
+             starts: dict, seed: int, verbose: int, pie_options: Optional[dict],
+             callbacks=None, first_epoch: int = 0) -> dict:
+    """Run an ePIE/rPIE/mPIE engine (``adptycho.training.epie``) on the model; Keras-like logs.
+
+    Keras ``callbacks`` get ``on_epoch_end(first_epoch + epoch, logs)`` after every epoch (the
+    PIE loop has no batches or Keras training state)."""
     from adptycho.training.epie import PIETrainer, pie_settings
 
     other = [g for g in refine if g not in ("object", "probe")]
@@ -384,4 +542,13 @@ def _fit_pie(model, scan: ScanData, engine: str, epochs: int, batch_size: int, r
     settings = pie_settings(engine, batch_size=batch_size, refine_probe="probe" in refine,
                             probe_start_epoch=int(starts.get("probe", 0)), **options)
     trainer = PIETrainer(model, settings)
-    return trainer.fit(np.asarray(scan.patterns), epochs, seed=seed, verbose=int(verbose > 0))
+    callbacks = list(callbacks or [])
+    for callback in callbacks:
+        callback.set_model(model)
+
+    def after_epoch(epoch, logs):
+        for callback in callbacks:
+            callback.on_epoch_end(first_epoch + epoch, dict(logs))
+
+    return trainer.fit(np.asarray(scan.patterns), epochs, seed=seed, verbose=int(verbose > 0),
+                       callback=after_epoch if callbacks else None)

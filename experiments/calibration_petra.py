@@ -58,7 +58,7 @@ def main(argv=None):
               f"({time.perf_counter() - began:.0f} s)", flush=True)
     found = float(np.mean([r["found_z1_mm"] for r in results["starts"].values()]))
     for z1 in sorted(set([float(v) for v in args.starts_mm.split(",")] + [round(found, 4)])):
-        result = reconstruct(load_petra_p25(focus_distance_m=z1 * 1e-3), epochs=args.epochs,
+        result = reconstruct(load_petra_p25(focus_distance_m=z1 * 1e-3), engine="adam", epochs=args.epochs,
                              batch_size=16, refine=("object", "probe"), verbose=0)
         results["fixed"][f"{z1}"] = {"final_loss": float(result.loss_history[-1]),
                                       "final_residual": float(result.residual_history[-1])}

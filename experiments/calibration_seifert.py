@@ -130,10 +130,11 @@ def main(argv=None):
     kwargs = dict(epochs=40, batch_size=args.batch_size, loss="poisson", object_shape=obj.shape,
                   verbose=0)
     # the uncalibrated baseline gets the same probe start and constraints
-    plain = reconstruct(reported, refine=("object", "probe"), probe=guess, probe_support=support,
+    plain = reconstruct(reported, engine="adam", refine=("object", "probe"), probe=guess, probe_support=support,
                         probe_power=float(np.max(dim.patterns.sum(axis=(1, 2)))), **kwargs)
     applied = apply_calibration(reported, calibration)
-    calibrated = reconstruct(applied, probe=applied.probe, refine=("object",), **kwargs)
+    calibrated = reconstruct(applied, engine="adam", probe=applied.probe, refine=("object",),
+                             **kwargs)
     region = illuminated_region(true, probe, obj.shape, 0.3)
     error_plain = nrmse(other, plain.object, region, registration=True, ramp=True)
     error_cal = nrmse(other, calibrated.object, region, registration=True, ramp=True)

@@ -36,8 +36,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-TIKE_SETTINGS = dict(epochs=30, batch_size=32, refine=("object", "probe"), loss="amplitude")
-PETRA_SETTINGS = dict(epochs=60, batch_size=16, refine=("object", "probe"), loss="amplitude")
+TIKE_SETTINGS = dict(engine="adam", epochs=30, batch_size=32, refine=("object", "probe"), loss="amplitude")
+PETRA_SETTINGS = dict(engine="adam", epochs=60, batch_size=16, refine=("object", "probe"), loss="amplitude")
 # radii (object pixels) of the circle on which the spoke contrast is measured
 SPOKE_RADIUS_PX = {"tike_siemens_star": 100, "petra_p25_nearfield": 35}
 

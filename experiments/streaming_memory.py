@@ -105,7 +105,7 @@ def run_fit(path: str, stream: bool, epochs: int, batch_size: int) -> dict:
     started = time.perf_counter()
     scan = load_cxi(path, stream=stream)
     loaded = time.perf_counter() - started
-    result = reconstruct(scan, epochs=epochs, batch_size=batch_size, refine=("object", "probe"),
+    result = reconstruct(scan, engine="adam", epochs=epochs, batch_size=batch_size, refine=("object", "probe"),
                          verbose=0, callbacks=[Timer()], padding_px=4)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {"mode": "streamed" if stream else "in memory", "patterns": scan.num_patterns,

@@ -28,9 +28,13 @@ def test_simulate_reconstruct_show_round_trip(tmp_path, capsys):
         assert f["object"].dtype == np.complex64 and f["object"].ndim == 2
         assert f["probe"].dtype == np.complex64 and f["probe"].shape == (1, 32, 32)
         assert f["positions_px"].shape == (scan.num_patterns, 2)
-        assert f["loss_history"].shape == (3,)
+        # the default schedule: 50 sequential ePIE epochs, then the 3 adam epochs asked for
+        assert f["loss_history"].shape == (53,)
         assert "settings" in f.attrs
+    assert result.settings["engine"] == "epie:50,adam:3"
     assert result.settings["loss"] == "amplitude"
+    # the simulated file carries a probe guess: it is used, not searched
+    assert "probe_search_defocus_diameter_px" not in result.settings
     assert (tmp_path / "rec.png").exists()
     png = tmp_path / "shown.png"
     assert main(["show", str(out), "--out", str(png)]) == 0

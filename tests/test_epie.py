@@ -1,5 +1,5 @@
 """ePIE / rPIE / mPIE engines: update formula vs numpy, weights, batch vs sequential,
-convergence, probe recovery, reconstruct() and CLI dispatch, bad input."""
+convergence, probe recovery, reconstruct(, engine="adam") and CLI dispatch, bad input."""
 
 import h5py
 import numpy as np
@@ -283,7 +283,7 @@ def test_phase_only_parametrisation_is_kept(scan_70):
     np.testing.assert_allclose(np.abs(model.get_object()), 1.0, atol=1e-5)
 
 
-# -- reconstruct() and the CLI -------------------------------------------------------------
+# -- reconstruct(, engine="adam") and the CLI -------------------------------------------------------------
 def test_reconstruct_with_pie_engines_returns_a_result(scan_70):
     from adptycho.reconstruction import reconstruct
 
@@ -316,7 +316,8 @@ def test_cli_reconstruct_epie_and_errors(tmp_path, capsys):
     code = main(["reconstruct", str(cxi), "--out", str(tmp_path / "x.h5"), "--engine", "pie9"])
     assert code == 2
     assert "adptycho: error: unknown engine" in capsys.readouterr().err
-    code = main(["reconstruct", str(cxi), "--out", str(tmp_path / "x.h5"), "--alpha", "0.5"])
+    code = main(["reconstruct", str(cxi), "--out", str(tmp_path / "x.h5"), "--engine", "adam",
+                 "--alpha", "0.5"])
     assert code == 2
     assert "PIE engines" in capsys.readouterr().err
     code = main(["reconstruct", str(cxi), "--out", str(tmp_path / "x.h5"), "--engine", "mpie",

@@ -1,5 +1,5 @@
 """``LatentObject`` (Seifert, Shao & Mosk 2024): latent -> frozen decoder -> Mitchell resize ->
-placement; gradients, L-BFGS, reconstruct()/CLI integration and a fit with the shipped decoder."""
+placement; gradients, L-BFGS, reconstruct(, engine="adam")/CLI integration and a fit with the shipped decoder."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def test_reconstruct_with_a_latent_object_path_and_lbfgs(tiny_model_dir, tmp_pat
     for optimizer in ("adam", "lbfgs"):
         result = reconstruct(scan, object=str(tiny_model_dir), refine=("object",), epochs=8,
                              batch_size=8, probe=probe * np.sqrt(1e5 / np.sum(np.abs(probe) ** 2)),
-                             verbose=0, optimizer=optimizer)
+                             verbose=0, optimizer=optimizer, engine="adam")
         assert result.extra_histories["latent"].shape == (LATENT,)
         assert result.object.shape == tuple(np.add(positions.max(0), 16 + 16).astype(int)) or \
             result.object.ndim == 2
@@ -176,9 +176,9 @@ def test_reconstruct_with_a_latent_object_path_and_lbfgs(tiny_model_dir, tmp_pat
                                rtol=1e-6)
     with pytest.raises(AdptychoError, match="object only"):
         reconstruct(scan, object=str(tiny_model_dir), refine=("object", "probe"), epochs=1,
-                    optimizer="lbfgs", verbose=0)
+                    optimizer="lbfgs", verbose=0, engine="adam")
     with pytest.raises(AdptychoError, match="irmae-mnist"):
-        reconstruct(scan, object="no-such-model", epochs=1, verbose=0)
+        reconstruct(scan, object="no-such-model", epochs=1, verbose=0, engine="adam")
 
 
 def test_cli_reconstruct_latent_object(tiny_model_dir, tmp_path, capsys):

@@ -35,7 +35,7 @@ def standard():
 def test_noise_free_object_reconstruction_reaches_nrmse_below_0_05(standard):
     scan, obj, probe = standard
     result = reconstruct(scan, probe=probe, refine=("object",), epochs=40, batch_size=16,
-                         object_shape=obj.shape, verbose=0)
+                         object_shape=obj.shape, verbose=0, engine="adam")
     region = illuminated_region(scan.positions_px, probe, obj.shape, 0.3)
     error = nrmse(obj, result.object, region)
     assert error < 0.05, error
@@ -47,7 +47,7 @@ def test_probe_refinement_from_wrong_probe_reaches_nrmse_below_0_1(standard):
     guess = normalize_probe_power(gaussian_probe(probe.shape, 30.0), scan.mean_counts())
     before = nrmse(probe, guess)
     result = reconstruct(scan, probe=guess, refine=("object", "probe"), epochs=80, batch_size=16,
-                         object_shape=obj.shape, verbose=0)
+                         object_shape=obj.shape, verbose=0, engine="adam")
     region = illuminated_region(scan.positions_px, probe, obj.shape, 0.3)
     error = nrmse(obj, result.object, region, registration=True, ramp=True)
     assert error < 0.1, error
@@ -197,9 +197,9 @@ def test_interrupted_fit_resumes_from_its_checkpoint_with_the_uninterrupted_resu
 
     with pytest.raises(KeyboardInterrupt):
         reconstruct(scan, epochs=6, callbacks=[Interrupt()], checkpoint_dir=tmp_path / "ck",
-                    **kwargs)
-    resumed = reconstruct(scan, epochs=6, checkpoint_dir=tmp_path / "ck", **kwargs)
-    uninterrupted = reconstruct(scan, epochs=6, **kwargs)
+                    **kwargs, engine="adam")
+    resumed = reconstruct(scan, epochs=6, checkpoint_dir=tmp_path / "ck", **kwargs, engine="adam")
+    uninterrupted = reconstruct(scan, epochs=6, **kwargs, engine="adam")
     assert len(resumed.loss_history) == 6  # the histories cover every epoch
     np.testing.assert_allclose(resumed.loss_history, uninterrupted.loss_history, rtol=1e-6)
     np.testing.assert_allclose(resumed.object, uninterrupted.object, rtol=1e-5, atol=1e-6)
@@ -219,7 +219,7 @@ def test_bad_input_errors_name_the_problem():
     with pytest.raises(AdptychoError, match="unknown engine"):
         reconstruct(scan, engine="dm")
     with pytest.raises(AdptychoError, match="unknown loss"):
-        reconstruct(scan, loss="gauss")
+        reconstruct(scan, loss="gauss", engine="adam")
     with pytest.raises(AdptychoError, match="readout_noise must be positive"):
         build_model(scan, loss="poisson-gaussian", readout_noise=0.0)
 

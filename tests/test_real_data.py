@@ -46,7 +46,7 @@ def test_spoke_contrast_finds_a_synthetic_star():
 
 def test_tike_siemens_star_residual_drops_5x_within_30_epochs(shared):
     scan = load_tike_siemens_star()
-    result = reconstruct(scan, epochs=30, batch_size=32, refine=("object", "probe"), verbose=0)
+    result = reconstruct(scan, epochs=30, batch_size=32, refine=("object", "probe"), verbose=0, engine="adam")
     residual = result.residual_history
     assert residual[0] / residual[-1] >= 5.0, residual  # measured 14.7x
     assert residual[-1] < 0.015, residual  # measured 0.0123; Poisson floor about 0.006
@@ -56,7 +56,7 @@ def test_tike_siemens_star_residual_drops_5x_within_30_epochs(shared):
 
 def test_petra_near_field_star_appears_at_z1_3_65_mm(shared):
     scan = load_petra_p25(focus_distance_m=3.65e-3)
-    result = reconstruct(scan, epochs=30, batch_size=16, refine=("object", "probe"), verbose=0)
+    result = reconstruct(scan, epochs=30, batch_size=16, refine=("object", "probe"), verbose=0, engine="adam")
     residual = result.residual_history
     assert residual[0] / residual[-1] > 2.0, residual  # measured 2.5x
     assert residual[-1] < 0.0055, residual  # measured 0.0044

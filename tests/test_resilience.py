@@ -80,9 +80,9 @@ def test_streamed_fit_equals_in_memory_fit_and_never_loads_all_patterns(tmp_path
         raise AssertionError("the streamed fit loaded every pattern")
 
     kwargs = dict(FIT, probe=probe, object_shape=obj.shape, epochs=3)
-    expected = reconstruct(in_memory, **kwargs)
+    expected = reconstruct(in_memory, **kwargs, engine="adam")
     monkeypatch.setattr(HDF5Patterns, "__array__", refuse)
-    result = reconstruct(streamed, **kwargs)
+    result = reconstruct(streamed, **kwargs, engine="adam")
     np.testing.assert_array_equal(result.object, expected.object)
     np.testing.assert_array_equal(result.loss_history, expected.loss_history)
 
@@ -98,11 +98,11 @@ def test_validation_patterns_never_enter_a_training_batch():
     # the fit itself: garbage in the validation patterns changes the validation loss only
     kwargs = dict(FIT, probe=probe, object_shape=obj.shape, epochs=3, validation_fraction=0.25,
                   seed=3)
-    clean = reconstruct(scan, **kwargs)
+    clean = reconstruct(scan, **kwargs, engine="adam")
     np.testing.assert_array_equal(clean.extra_histories["validation_indices"], validation)
     patterns = scan.patterns.copy()
     patterns[validation] = np.random.default_rng(1).random(patterns[validation].shape) * 1e4
-    corrupted = reconstruct(ScanData(patterns, scan.positions_px), **kwargs)
+    corrupted = reconstruct(ScanData(patterns, scan.positions_px), **kwargs, engine="adam")
     np.testing.assert_array_equal(corrupted.object, clean.object)
     np.testing.assert_array_equal(corrupted.loss_history, clean.loss_history)
     assert np.all(corrupted.extra_histories["validation_loss_history"]
@@ -115,7 +115,7 @@ def test_validation_history_is_saved_and_early_stopping_watches_it(tmp_path):
     scan, obj, probe = _scan()
     result = reconstruct(scan, **dict(FIT, probe=probe, object_shape=obj.shape, epochs=40,
                                       validation_fraction=0.2, early_stopping_patience=1,
-                                      learning_rates={"object": 0.5}))
+                                      learning_rates={"object": 0.5}), engine="adam")
     epochs = len(result.loss_history)
     assert 2 <= epochs < 40  # the large step makes the validation loss stall: it stopped
     history = result.extra_histories["validation_loss_history"]
@@ -129,7 +129,7 @@ def test_validation_history_is_saved_and_early_stopping_watches_it(tmp_path):
     loaded = load_reconstruction(tmp_path / "r.h5")
     np.testing.assert_allclose(loaded.extra_histories["validation_loss_history"], history)
     with pytest.raises(AdptychoError, match="validation_fraction"):
-        reconstruct(scan, probe=probe, epochs=1, validation_fraction=1.0, verbose=0)
+        reconstruct(scan, probe=probe, epochs=1, validation_fraction=1.0, verbose=0, engine="adam")
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():
@@ -183,7 +183,7 @@ def test_nan_guard_stops_a_fit_that_cannot_recover(split, monkeypatch):
     with pytest.raises(AdptychoError, match="non-finite values"), \
             pytest.warns(RuntimeWarning):
         reconstruct(scan, **dict(FIT, probe=probe, object_shape=obj.shape, epochs=20,
-                                 learning_rates={"object": float("inf")}))
+                                 learning_rates={"object": float("inf")}), engine="adam")
 
 
 # -- resume after SIGKILL --------------------------------------------------------------------
@@ -234,14 +234,14 @@ def test_sigkill_and_rerun_equals_the_uninterrupted_fit(tmp_path):
 def test_checkpoint_of_another_fit_is_refused(tmp_path):
     scan, obj, probe = _scan()
     kwargs = dict(FIT, probe=probe, object_shape=obj.shape, checkpoint_dir=tmp_path / "ck")
-    first = reconstruct(scan, epochs=2, **kwargs)
-    again = reconstruct(scan, epochs=2, **kwargs)  # complete: nothing to do, same result
+    first = reconstruct(scan, epochs=2, **kwargs, engine="adam")
+    again = reconstruct(scan, epochs=2, **kwargs, engine="adam")  # complete: nothing to do, same result
     np.testing.assert_array_equal(again.object, first.object)
-    longer = reconstruct(scan, epochs=4, **kwargs)  # continues for two more epochs
+    longer = reconstruct(scan, epochs=4, **kwargs, engine="adam")  # continues for two more epochs
     assert len(longer.loss_history) == 4
     np.testing.assert_allclose(longer.loss_history[:2], first.loss_history)
     with pytest.raises(AdptychoError, match="different fit"):
-        reconstruct(scan, epochs=4, **dict(kwargs, batch_size=5))
+        reconstruct(scan, epochs=4, **dict(kwargs, batch_size=5), engine="adam")
 
 
 # -- tf.distribute ---------------------------------------------------------------------------
@@ -260,7 +260,7 @@ _DISTRIBUTED = textwrap.dedent("""
     scan, obj, probe = _scan(grid=7)
     result = reconstruct(scan, probe=probe, object_shape=obj.shape, refine=("object", "probe"),
                          batch_size=8, epochs=4, verbose=0, seed=2, strategy=strategy,
-                         validation_fraction=0.1, jit_compile=False)
+                         validation_fraction=0.1, jit_compile=False, engine="adam")
     # (a distributed step is not XLA-compiled: compare with the same program on one device;
     # XLA's FFTs round differently, which a joint object/probe fit amplifies)
     np.savez(out, object=result.object, probe=result.probe, loss=result.loss_history,

@@ -377,6 +377,46 @@ class PIETrainer:
                 raise DataError("sample_weight must be finite and >= 0")
         return (tf.constant(amplitudes), tf.constant(weights), tf.constant(mask, tf.float32))
 
+    def run_epochs(self, obj, probe, prepared, epochs: int, subset=None, seed: int = 0,
+                   update_probe: bool = False, relaxation=None):
+        """Run PIE epochs on given object/probe tensors without touching the model.
+
+        Used by searches that try many starting points (``adptycho.probe_search``).
+
+        Args:
+            obj: (Y, X) complex64 starting object.
+            probe: (M, H, W) complex64 starting probe.
+            prepared: ``prepare(patterns)``'s tuple.
+            epochs: passes over ``subset``.
+            subset: indices of the patterns to use (default all), visited in a seeded random
+                order each epoch.
+            update_probe: update the probe as well.
+            relaxation: (N,) float32 Poisson noise-bound factors (default: the settings').
+
+        Returns:
+            ``(obj, probe, residuals)``: the final tensors and the relative amplitude residual
+            ``sum (sqrt I - |Psi|)^2 / sum I`` of each epoch (before its updates).
+        """
+        amplitudes, weights, mask = prepared
+        n = self.model.num_patterns
+        subset = np.arange(n) if subset is None else np.asarray(subset, np.int64)
+        if relaxation is None:
+            relaxation = np.full(n, self.settings.fourier_relaxation, np.float32)
+        relaxation = tf.constant(np.asarray(relaxation, np.float32))
+        all_corners = tf.constant(self.corners())
+        valid = tf.ones((len(subset), 1), tf.float32)
+        fn = self._epoch_function(bool(update_probe))
+        rng = np.random.default_rng(seed)
+        obj = tf.convert_to_tensor(obj, tf.complex64)
+        probe = tf.convert_to_tensor(probe, tf.complex64)
+        residuals = []
+        for _ in range(int(epochs)):
+            order = rng.permutation(subset).astype(np.int32).reshape(-1, 1)
+            obj, probe, e_num, e_den, _ = fn(obj, probe, tf.constant(order), valid, all_corners,
+                                             amplitudes, weights, mask, relaxation)
+            residuals.append(float(e_num.numpy()) / max(float(e_den.numpy()), 1e-30))
+        return obj, probe, residuals
+
     def fit(self, patterns, epochs: int, sample_weight=None, seed: int = 0,
             callback: Optional[Callable[[int, dict], None]] = None, verbose: int = 0,
             initial_epoch: int = 0, relaxation_weight=None) -> dict:
