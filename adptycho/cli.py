@@ -436,8 +436,8 @@ def _simulated_scan(args):
     scan = simulate(obj, probe, positions, photons_per_pattern=args.photons, poisson=args.poisson,
                     readout_noise=args.readout_noise, seed=args.seed,
                     wavelength_m=args.wavelength_m, pixel_size_m=pixel)
-    scan.detector_distance_m = args.detector_distance_m
-    scan.detector_pixel_size_m = (args.detector_pixel_m, args.detector_pixel_m)
+    scan = scan.replace(detector_distance_m=args.detector_distance_m,
+                        detector_pixel_size_m=(args.detector_pixel_m, args.detector_pixel_m))
     true_probe = probe * np.sqrt(args.photons / np.sum(np.abs(probe) ** 2))
     return scan, obj, true_probe
 

@@ -31,10 +31,9 @@ def _scan(probe_size=32, grid=6, photons=1e4, seed=0):
     obj = (0.7 + 0.3 * rng.random((size, size))) * np.exp(1j * rng.random((size, size)))
     probe = normalize_probe_power(circular_aperture((probe_size, probe_size), 16, 2.0), photons)
     positions = raster_scan((grid, grid), 10.0, start_px=(4, 4), jitter_px=0.7, seed=seed)
-    scan = simulate(obj, probe, positions)
-    scan.wavelength_m, scan.detector_distance_m = 1e-9, 1.0
-    scan.detector_pixel_size_m = (75e-6, 75e-6)
-    scan.pixel_size_m = (1e-9 / (probe_size * 75e-6),) * 2
+    scan = simulate(obj, probe, positions).replace(
+        wavelength_m=1e-9, detector_distance_m=1.0, detector_pixel_size_m=(75e-6, 75e-6),
+        pixel_size_m=(1e-9 / (probe_size * 75e-6),) * 2)
     return scan, obj.astype(np.complex64), probe
 
 
@@ -195,7 +194,7 @@ def _run(args, env=None, **kwargs):
 
 def test_sigkill_and_rerun_equals_the_uninterrupted_fit(tmp_path):
     scan, obj, probe = _scan(grid=7)
-    scan.probe = probe[None].astype(np.complex64)
+    scan = scan.replace(probe=probe[None].astype(np.complex64))
     path = tmp_path / "scan.cxi"
     save_cxi(path, scan)
     common = [str(path), "--epochs", "12", "--batch-size", "7", "--refine", "probe",
