@@ -22,6 +22,7 @@ from adptycho.training.data import (distributed_training_dataset, distributed_va
                                     split_validation, steps_per_execution_for, training_dataset,
                                     validation_dataset)
 from adptycho.training.epie import PIE_ENGINES
+from adptycho.training.fingerprint import fit_fingerprint
 
 __all__ = ["reconstruct", "build_model", "ENGINES", "OBJECTS"]
 
@@ -247,15 +248,18 @@ def reconstruct(scan: ScanData, *, epochs: int = 50, batch_size: int = 32,
                          steps=steps, seed=seed, verbose=verbose, callbacks=callbacks,
                          checkpoint_dir=checkpoint_dir, strategy=strategy,
                          early_stopping_patience=early_stopping_patience,
-                         fingerprint={"patterns": [scan.num_patterns, *scan.detector_shape],
-                                      "refine": list(refine), "loss": loss, "seed": seed,
-                                      "batch_size": batch, "object": str(object),
-                                      "parametrisation": parametrisation,
-                                      "probe_modes": probe_modes, "validation": len(validation),
-                                      "position_model": position_model,
-                                      "decay_rate": decay_rate, "start_epochs": starts,
-                                      "learning_rates": learning_rates or {},
-                                      "grid": list(grid.shape)})
+                         fingerprint=None if checkpoint_dir is None else fit_fingerprint(
+                             scan, model, {
+                                 "refine": list(refine), "loss": loss, "seed": seed,
+                                 "batch_size": batch, "object": str(object),
+                                 "parametrisation": parametrisation, "probe_modes": probe_modes,
+                                 "validation": validation, "position_model": position_model,
+                                 "decay_rate": decay_rate, "start_epochs": starts,
+                                 "learning_rates": learning_rates or {}, "grid": grid,
+                                 "readout_noise": readout_noise, "probe_power": probe_power,
+                                 "probe_support": probe_support, "subpixel": subpixel,
+                                 "jit_compile": jit_compile, "latent_options": latent_options,
+                                 "early_stopping_patience": early_stopping_patience}))
     settings = {
         "engine": engine, "object": object, "parametrisation": parametrisation,
         "epochs": epochs, "batch_size": batch_size, "refine": list(refine), "loss": loss,
