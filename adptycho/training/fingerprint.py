@@ -14,7 +14,9 @@
 
 ``FitCheckpoint`` stores the fingerprint (as JSON) in every checkpoint and refuses to restore a
 checkpoint whose fingerprint differs; ``describe_mismatch`` names what differs in one line. The
-number of epochs is deliberately not part of it: a finished fit may be continued for more epochs.
+number of epochs is deliberately not part of it: a finished fit may be continued for more epochs
+(unless the schedule derived from the epochs changes, e.g. positions starting after a fifth of
+them: the start epochs are options, and then differ).
 """
 
 from __future__ import annotations
@@ -106,10 +108,11 @@ def fit_fingerprint(scan, model, options: dict) -> dict:
     }
 
 
-_NAMES = {"patterns.sha256": "the patterns (data content)",
-          "patterns.shape": "the pattern count or detector shape",
-          "positions_px": "the scan positions", "mask": "the detector mask",
-          "initial_state": "the initial object/probe (probe guess, calibration, initial object)"}
+_NAMES = {"patterns.sha256": "the patterns (data content) differ",
+          "patterns.shape": "the pattern count or detector shape differs",
+          "positions_px": "the scan positions differ", "mask": "the detector mask differs",
+          "initial_state": "the initial object/probe (probe guess, calibration, initial object) "
+                           "differ"}
 
 
 def _flatten(value, prefix="") -> dict:
@@ -129,8 +132,9 @@ def _short(value) -> str:
 
 
 def describe_mismatch(stored: str, current: str, limit: int = 3) -> str:
-    """One line naming what differs between two JSON fingerprints, e.g. ``the patterns (data
-    content) differ (checkpoint 1a2b3c4d5e6f..., now 9f8e7d6c5b4a...)``."""
+    """One line naming what differs between two JSON fingerprints (at most ``limit`` items),
+    e.g. ``the patterns (data content) differ (checkpoint 1a2b3c4d5e6f..., now 9f8e7d6c5b4a...)``
+    or ``option seed differs (checkpoint 2, now 3)``."""
     try:
         old = _flatten(json.loads(stored)) if stored else {}
     except ValueError:
@@ -146,11 +150,11 @@ def describe_mismatch(stored: str, current: str, limit: int = 3) -> str:
         else:
             name = key[:-len(".sha256")] if key.endswith(".sha256") else key
             name = name[:-len(".shape")] if name.endswith(".shape") else name
-            name = name.replace("options.", "option ").replace("geometry.", "")
+            name = name.replace("options.", "option ").replace("geometry.", "") + " differs"
         if name in seen:
             continue
         seen.add(name)
-        parts.append(f"{name} differs (checkpoint {_short(old.get(key, '<absent>'))}, "
+        parts.append(f"{name} (checkpoint {_short(old.get(key, '<absent>'))}, "
                      f"now {_short(new.get(key, '<absent>'))})")
     if not parts:
         return "the fingerprint differs"
