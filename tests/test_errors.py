@@ -304,3 +304,17 @@ def test_disabled_fast_path_warns_once(monkeypatch):
         assert shifts._in_xla_context() is False
         assert shifts._in_xla_context() is False
     assert len([w for w in record if "fast path" in str(w.message)]) == 1
+
+
+def test_bad_input_is_reported_before_tensorflow_is_imported(tmp_path):
+    """Argument checks need no TensorFlow (adptycho.io loads its modules on first use): a typo
+    costs half a second, not the seconds of importing TensorFlow."""
+    code = ("import sys, adptycho.cli as cli\n"
+            f"code = cli.main(['reconstruct', {str(tmp_path / 'typo.cxi')!r}, '--out', "
+            f"{str(tmp_path / 'out.h5')!r}])\n"
+            "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+            "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == f"adptycho: error: no such file: {tmp_path / 'typo.cxi'}"
