@@ -93,6 +93,12 @@ class Calibration:
         except OSError as exc:
             raise DataError(f"cannot read {path} as HDF5: {exc}") from None
         with f:
+            if "entry_1" in f:
+                raise DataError(f"{path} is a CXI scan, not a calibration file: give a file "
+                                "written by 'adptycho calibrate'")
+            if "object" in f:
+                raise DataError(f"{path} is an adptycho reconstruction, not a calibration file: "
+                                "give a file written by 'adptycho calibrate'")
             for name in ("probe", "positions_px"):
                 if name not in f:
                     raise DataError(f"{path} is not a calibration file: no '{name}' dataset")

@@ -2,7 +2,10 @@
 
 Every command that writes a result takes ``--out``; bad input ends the command with a one-line
 ``adptycho: error: ...`` message and exit status 2, and nothing is written half-way (files are
-written to a temporary name and renamed).
+written to a temporary name and renamed). Inputs, outputs and contradictory options are checked
+before a command starts (``adptycho.cli_checks``). An internal error (a bug) is not disguised as
+bad input: its traceback is printed and the exit status is 1. ``docs/errors.md`` lists the bad
+inputs and their messages.
 """
 
 from __future__ import annotations
@@ -494,8 +497,8 @@ def _simulated_scan(args):
     scan = simulate(obj, probe, positions, photons_per_pattern=args.photons, poisson=args.poisson,
                     readout_noise=args.readout_noise, seed=args.seed,
                     wavelength_m=args.wavelength_m, pixel_size_m=pixel)
-    scan.detector_distance_m = args.detector_distance_m
-    scan.detector_pixel_size_m = (args.detector_pixel_m, args.detector_pixel_m)
+    scan = scan.replace(detector_distance_m=args.detector_distance_m,
+                        detector_pixel_size_m=(args.detector_pixel_m, args.detector_pixel_m))
     true_probe = probe * np.sqrt(args.photons / np.sum(np.abs(probe) ** 2))
     return scan, obj, true_probe
 
@@ -869,20 +872,35 @@ COMMANDS["oversample"] = _cmd_oversample
 COMMANDS["train-stylegan2"] = _cmd_train_stylegan2
 
 
+EXIT_USER_ERROR = 2  # bad input: one line "adptycho: error: ..." on stderr (docs/errors.md)
+EXIT_INTERRUPTED = 130
+
+
+def _user_error(message) -> int:
+    line = " ".join(str(message).split())  # exactly one line
+    print(f"adptycho: error: {line}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def main(argv=None) -> int:
+    """Run one command; returns the exit status: 0 done, 2 bad input or a file-system refusal
+    (one line on stderr, nothing written), 130 interrupted. Any other exception is a bug: it
+    propagates, so the console script prints its traceback and exits with status 1."""
+    from adptycho.cli_checks import check_arguments
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_arguments(args, argv)
         COMMANDS[args.command](args)
     except AdptychoError as exc:
-        print(f"adptycho: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, KeyError) as exc:
-        print(f"adptycho: error: {exc}", file=sys.stderr)
-        return 2
+        return _user_error(exc)
+    except OSError as exc:  # the file system refused (permissions, disk full, unreadable file)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _user_error(f"{where}{exc.strerror or exc}")
     except KeyboardInterrupt:
         print("adptycho: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

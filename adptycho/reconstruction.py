@@ -24,6 +24,7 @@ from adptycho.training.data import (distributed_training_dataset, distributed_va
 from adptycho.training.epie import PIE_ENGINES
 from adptycho.training.schedule import (MAX_ADAPTIVE_EPOCHS, PlateauSchedule, Stage,
                                         format_schedule, parse_schedule)
+from adptycho.training.fingerprint import fit_fingerprint
 
 __all__ = ["reconstruct", "build_model", "auto_schedule", "ENGINES", "OBJECTS"]
 
@@ -241,8 +242,9 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
         raise AdptychoError(f"batch_size must be at least 1, got {batch_size}")
     if not 0 <= validation_fraction < 1:
         raise AdptychoError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    # options only the adam engine has; a streamed scan is never loaded whole (PIE loads it)
     adam_only = (strategy not in (None, "none") or validation_fraction > 0
-                 or early_stopping_patience is not None)
+                 or early_stopping_patience is not None or scan.streamed)
     adaptive = engine == "auto"
     if adaptive:
         stages, search = auto_schedule(scan, epochs=epochs, refine=refine, object=object,
@@ -327,12 +329,32 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
                       decay_rate=decay_rate, jit_compile=jit_compile,
                       steps_per_execution=(steps_per_execution_for(steps) if strategy is None
                                            else 1))
+    # keyed on the model's state before any stage (a resumed fit redoes the deterministic
+    # probe search and PIE stages, then continues the adam stage from its checkpoint)
+    fingerprint = None if checkpoint_dir is None else fit_fingerprint(
+        scan, model, {
+            "refine": list(refine), "loss": loss, "seed": seed,
+            "batch_size": batch, "object": str(object),
+            "parametrisation": parametrisation, "probe_modes": probe_modes,
+            "validation": validation, "position_model": position_model,
+            "decay_rate": decay_rate, "start_epochs": starts,
+            "learning_rates": learning_rates or {}, "grid": grid,
+            "readout_noise": readout_noise, "probe_power": probe_power,
+            "probe_support": probe_support, "subpixel": subpixel,
+            "jit_compile": jit_compile, "latent_options": latent_options,
+            "early_stopping_patience": early_stopping_patience,
+            # the adam stage's epochs may grow: a finished fit continues for more epochs
+            "schedule": format_schedule([Stage(st.engine, None if st.engine == "adam"
+                                               else st.epochs) for st in stages]),
+            "pie_options": pie_options or {},
+            "plateau": dict(AUTO_PLATEAU) if plateau else None})
     logs = {}
     stage_index = []
     stop_reason = None
     for number, stage in enumerate(stages):
         if stage.engine in PIE_ENGINES:
-            pie_refine = [g for g in refine if g in ("object", "probe")] if adam_stage else refine
+            pie_refine = ([g for g in refine if g in ("object", "probe", "positions")]
+                          if adam_stage else refine)
             pie_starts = dict(starts)
             if after_pie and not (start_epochs or {}).get("probe"):
                 pie_starts["probe"] = 1 if stage.epochs > 1 else 0
@@ -340,6 +362,7 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
                                   1 if batch_size is None or adam_stage else batch_size,
                                   pie_refine, pie_starts, seed, verbose, pie_options,
                                   callbacks=callbacks, first_epoch=len(stage_index))
+            model._update_subpixel()  # positions the PIE stage refined may be fractional now
         elif optimizer == "lbfgs":
             stage_logs = _fit_lbfgs(model, scan, stage.epochs, adam_batch, verbose)
         else:
@@ -352,16 +375,7 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
                 callbacks=list(callbacks or []) + ([plateau_callback] if plateau else []),
                 checkpoint_dir=checkpoint_dir, strategy=strategy,
                 early_stopping_patience=early_stopping_patience,
-                fingerprint={"patterns": [scan.num_patterns, *scan.detector_shape],
-                             "refine": list(refine), "loss": loss, "seed": seed,
-                             "batch_size": batch, "object": str(object),
-                             "parametrisation": parametrisation,
-                             "probe_modes": probe_modes, "validation": len(validation),
-                             "position_model": position_model,
-                             "decay_rate": decay_rate, "start_epochs": starts,
-                             "learning_rates": learning_rates or {},
-                             "schedule": format_schedule(stages),
-                             "grid": list(grid.shape)})
+                fingerprint=fingerprint)
             done = len(stage_logs.get("loss", []))
             if plateau:
                 stop_reason = plateau_callback.stop_reason or (
@@ -530,15 +544,20 @@ def _fit_pie(model, scan: ScanData, engine: str, epochs: int, batch_size: int, r
     PIE loop has no batches or Keras training state)."""
     from adptycho.training.epie import PIETrainer, pie_settings
 
-    other = [g for g in refine if g not in ("object", "probe")]
+    other = [g for g in refine if g not in ("object", "probe", "positions")]
     if other or "object" not in refine:
-        raise AdptychoError(f"the {engine} engine refines the object (and probe) only; got "
-                            f"refine={tuple(refine)} (use the adam engine for positions/distance)")
+        raise AdptychoError(f"the {engine} engine refines the object, probe and positions only; "
+                            f"got refine={tuple(refine)} (use the adam engine for the distance)")
     options = dict(pie_options or {})
     unknown = set(options) - {"object_step", "probe_step", "regularisation", "momentum",
-                              "fourier_relaxation"}
+                              "fourier_relaxation", "position_correction",
+                              "position_start_epoch", "position_step", "position_max_shift",
+                              "position_momentum", "position_search_radius",
+                              "position_search_interval"}
     if unknown:
         raise AdptychoError(f"unknown PIE options {sorted(unknown)}")
+    if "positions" in refine:
+        options.setdefault("position_correction", True)
     settings = pie_settings(engine, batch_size=batch_size, refine_probe="probe" in refine,
                             probe_start_epoch=int(starts.get("probe", 0)), **options)
     trainer = PIETrainer(model, settings)

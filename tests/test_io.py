@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -76,9 +78,19 @@ def test_scan_data_mean_counts_uses_mask():
      ["near-field", "propagation_distance_m"]),
     (lambda: dict(patterns=_patterns(), positions_px=_positions(), geometry="fresnel"),
      ["geometry"]),
+    (lambda: dict(patterns=np.zeros((4, 16, 16)), positions_px=_positions()), ["all 4", "zero"]),
+    (lambda: dict(patterns=-_patterns(), positions_px=_positions(), allow_negative=True),
+     ["all 4", "zero"]),
+    (lambda: dict(patterns=_patterns().astype(np.complex64), positions_px=_positions()),
+     ["real numbers", "complex64"]),
+    (lambda: dict(patterns=_patterns(), positions_px=np.full((4, 2), "a")), ["positions_px"]),
+    (lambda: dict(patterns=_patterns(), positions_px=_positions(),
+                  probe=np.full((16, 16), "x")), ["probe", "numbers"]),
 ], ids=["2d-patterns", "nan-patterns", "negative", "positions-shape", "positions-count",
         "nan-positions", "mask-shape", "mask-all-invalid", "zero-wavelength",
-        "negative-wavelength", "probe-shape", "probe-ndim", "nearfield-missing", "bad-geometry"])
+        "negative-wavelength", "probe-shape", "probe-ndim", "nearfield-missing", "bad-geometry",
+        "all-zero", "all-zero-or-negative", "complex-patterns", "string-positions",
+        "string-probe"])
 def test_scan_data_validation_errors(make_kwargs, words):
     with pytest.raises(DataError) as info:
         ScanData(**make_kwargs())
@@ -86,6 +98,34 @@ def test_scan_data_validation_errors(make_kwargs, words):
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
     assert isinstance(info.value, AdptychoError)
+
+
+def test_scan_data_is_immutable_and_replace_runs_the_checks_again():
+    patterns = _patterns()
+    scan = ScanData(patterns, _positions(), mask=np.ones((16, 16), bool), wavelength_m=1e-10,
+                    probe=np.ones((16, 16), np.complex64))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        scan.wavelength_m = -1.0  # would bypass the check
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        scan.patterns = np.full_like(patterns, np.nan)
+    for array in (scan.patterns, scan.positions_px, scan.mask, scan.probe):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = -1
+    patterns[0, 0, 0] = 1.0  # the caller's own array keeps its flags (the scan holds a view)
+    changed = scan.replace(wavelength_m=2e-10, probe=None)
+    assert changed.wavelength_m == 2e-10 and changed.probe is None
+    assert scan.wavelength_m == 1e-10 and scan.probe is not None  # the original is unchanged
+    np.testing.assert_array_equal(changed.patterns, scan.patterns)
+    with pytest.raises(DataError, match="wavelength_m"):
+        scan.replace(wavelength_m=0.0)
+    with pytest.raises(DataError, match="non-finite"):
+        scan.replace(patterns=np.where(np.eye(16, dtype=bool)[None], np.inf, _patterns()))
+    with pytest.raises(DataError, match="3 rows"):
+        scan.replace(positions_px=_positions(3))
+    with pytest.raises(DataError, match="zero"):
+        scan.replace(patterns=np.zeros_like(patterns))
+    sub = scan.subset([2, 0])  # derived copies are validated and read-only too
+    assert sub.num_patterns == 2 and not sub.patterns.flags.writeable
 
 
 def test_scan_data_nan_pattern_location_reported():

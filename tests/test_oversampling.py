@@ -157,9 +157,9 @@ def test_cli_oversample_writes_reconstruction_with_repeats(tmp_path, sparse, cap
     from adptycho.io import load_cxi, load_reconstruction, save_cxi
 
     scan, truth, probe, phase = sparse
-    scan.wavelength_m, scan.detector_distance_m = 1e-9, 1.0
-    scan.detector_pixel_size_m = (1e-9 / (WINDOW * 1e-8),) * 2  # object pixel 10 nm
-    scan.pixel_size_m = (1e-8, 1e-8)
+    scan = scan.replace(wavelength_m=1e-9, detector_distance_m=1.0,
+                        detector_pixel_size_m=(1e-9 / (WINDOW * 1e-8),) * 2,  # object pixel 10 nm
+                        pixel_size_m=(1e-8, 1e-8))
     cxi = tmp_path / "low.cxi"
     save_cxi(cxi, scan)
     initial = truth.copy()

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import h5py
 import numpy as np
@@ -20,6 +19,7 @@ from adptycho.io import ScanData, load_cxi, load_reconstruction, save_cxi
 from adptycho.io.streaming import HDF5Patterns
 from adptycho.reconstruction import build_model, reconstruct
 from adptycho.simulate import simulate
+from adptycho.training.checkpoint import KILL_AFTER_CHECKPOINT
 from adptycho.training.data import epoch_order, split_validation, training_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,10 +31,9 @@ def _scan(probe_size=32, grid=6, photons=1e4, seed=0):
     obj = (0.7 + 0.3 * rng.random((size, size))) * np.exp(1j * rng.random((size, size)))
     probe = normalize_probe_power(circular_aperture((probe_size, probe_size), 16, 2.0), photons)
     positions = raster_scan((grid, grid), 10.0, start_px=(4, 4), jitter_px=0.7, seed=seed)
-    scan = simulate(obj, probe, positions)
-    scan.wavelength_m, scan.detector_distance_m = 1e-9, 1.0
-    scan.detector_pixel_size_m = (75e-6, 75e-6)
-    scan.pixel_size_m = (1e-9 / (probe_size * 75e-6),) * 2
+    scan = simulate(obj, probe, positions).replace(
+        wavelength_m=1e-9, detector_distance_m=1.0, detector_pixel_size_m=(75e-6, 75e-6),
+        pixel_size_m=(1e-9 / (probe_size * 75e-6),) * 2)
     return scan, obj.astype(np.complex64), probe
 
 
@@ -193,39 +192,34 @@ def _run(args, env=None, **kwargs):
                           capture_output=True, text=True, **kwargs)
 
 
-def test_sigkill_and_rerun_equals_the_uninterrupted_fit(tmp_path):
+def test_sigkill_after_a_checkpoint_and_rerun_equals_the_uninterrupted_fit(tmp_path):
+    """Deterministic kill: the fault-injection point ADPTYCHO_KILL_AFTER_CHECKPOINT=3 makes the
+    fit SIGKILL itself right after epoch 3's checkpoint is written (no timer, no polling)."""
     scan, obj, probe = _scan(grid=7)
-    scan.probe = probe[None].astype(np.complex64)
+    scan = scan.replace(probe=probe[None].astype(np.complex64))
     path = tmp_path / "scan.cxi"
     save_cxi(path, scan)
-    common = [str(path), "--epochs", "12", "--batch-size", "7", "--refine", "probe",
+    # an engine schedule: the PIE stage is redone on resume, the adam stage continues from its
+    # checkpoint (epochs of the adam stage: the kill comes after its third)
+    common = [str(path), "--engine", "epie:3,adam:12", "--batch-size", "7", "--refine", "probe",
               "--quiet", "--no-png", "--seed", "5"]
     reference = _run(["reconstruct"] + common + ["--out", str(tmp_path / "ref.h5"), "--no-checkpoint"])
     assert reference.returncode == 0, reference.stderr[-2000:]
     out = str(tmp_path / "run.h5")
     checkpoints = tmp_path / "run.h5.checkpoint"
-    environment = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    process = subprocess.Popen([sys.executable, "-m", "adptycho.cli", "reconstruct"] + common
-                               + ["--out", out], env=environment, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    killed_after = None
-    while time.time() < deadline and process.poll() is None:
-        index = checkpoints / "checkpoint"
-        if index.exists() and "ckpt-3" in index.read_text():
-            process.send_signal(signal.SIGKILL)
-            killed_after = 3
-            break
-        time.sleep(0.05)
-    process.wait()
-    assert killed_after is not None, "the fit ended before it could be killed"
+    killed = _run(["reconstruct"] + common + ["--out", out],
+                  env={KILL_AFTER_CHECKPOINT: "3"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    index = (checkpoints / "checkpoint").read_text()
+    assert 'model_checkpoint_path: "ckpt-3"' in index  # killed right after epoch 3, not later
     assert not os.path.exists(out)  # nothing half-written
     resumed = _run(["reconstruct"] + common + ["--out", out])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from" in resumed.stdout
+    assert "resumed from" in resumed.stdout and "after epoch 3" in resumed.stdout
     assert not checkpoints.exists()  # removed once the output was written
     a, b = load_reconstruction(tmp_path / "ref.h5"), load_reconstruction(out)
-    assert len(b.loss_history) == 12
+    assert len(b.loss_history) == 15
+    assert b.settings["engine"] == "epie:3,adam:12"
     np.testing.assert_allclose(b.loss_history, a.loss_history, rtol=1e-5)
     np.testing.assert_allclose(b.object, a.object, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b.probe, a.probe, rtol=1e-5, atol=1e-4)
@@ -240,8 +234,73 @@ def test_checkpoint_of_another_fit_is_refused(tmp_path):
     longer = reconstruct(scan, epochs=4, **kwargs, engine="adam")  # continues for two more epochs
     assert len(longer.loss_history) == 4
     np.testing.assert_allclose(longer.loss_history[:2], first.loss_history)
-    with pytest.raises(AdptychoError, match="different fit"):
+    with pytest.raises(AdptychoError, match="different fit: option batch_size differs"):
         reconstruct(scan, epochs=4, **dict(kwargs, batch_size=5), engine="adam")
+    # the refusal names what differs, in one line, for every part of the fingerprint
+    mask = np.ones(scan.detector_shape, bool)
+    mask[0, 0] = False
+    changes = [
+        ({"scan": scan.replace(patterns=scan.patterns * np.float32(1.001))},
+         "the patterns (data content) differ"),
+        ({"scan": scan.replace(positions_px=scan.positions_px + 0.25)}, "the scan positions"),
+        ({"scan": scan.replace(mask=mask)}, "the detector mask"),
+        ({"scan": scan.replace(wavelength_m=2e-9)}, "wavelength_m differs"),
+        ({"probe": probe * 1.5}, "the initial object/probe"),
+        ({"initial_object": obj}, "the initial object/probe"),
+        ({"seed": 1}, "option seed differs"),
+        ({"loss": "poisson"}, "option loss differs"),
+        ({"learning_rates": {"object": 0.2}}, "option learning_rates.object differs"),
+        ({"decay_rate": 0.9}, "option decay_rate differs"),
+        ({"readout_noise": 2.0}, "option readout_noise differs"),
+        ({"probe_power": 5e3}, "option probe_power differs"),
+        ({"probe_support": np.ones(scan.detector_shape, np.float32)},
+         "option probe_support differs"),
+        ({"refine": ("object", "probe")}, "option refine differs"),
+        ({"validation_fraction": 0.2}, "option validation differs"),
+        ({"early_stopping_patience": 3}, "option early_stopping_patience differs"),
+    ]
+    for change, named in changes:
+        arguments = dict(kwargs, **{k: v for k, v in change.items() if k != "scan"})
+        with pytest.raises(AdptychoError) as info:
+            reconstruct(change.get("scan", scan), epochs=4, **arguments, engine="adam")
+        message = str(info.value)
+        assert "different fit" in message and named in message, (change.keys(), message)
+        assert "\n" not in message
+
+
+def test_patterns_digest_is_the_same_streamed_in_blocks_and_in_memory(tmp_path):
+    from adptycho.training.fingerprint import patterns_digest
+
+    scan, _, _ = _scan()
+    save_cxi(tmp_path / "scan.cxi", scan)
+    digest = patterns_digest(scan)
+    streamed = load_cxi(tmp_path / "scan.cxi", stream=True)
+    assert patterns_digest(streamed, block_patterns=5) == digest  # 36 patterns: uneven blocks
+    assert patterns_digest(scan, block_patterns=1) == digest
+    streamed.patterns.close()
+    patterns = scan.patterns.copy()
+    patterns[35, 31, 31] += 1  # one count in the last pattern
+    assert patterns_digest(scan.replace(patterns=patterns)) != digest
+
+
+def test_cli_refuses_to_resume_with_another_file_of_the_same_shape(tmp_path, capsys):
+    from adptycho.cli import main
+
+    scan, _, probe = _scan(grid=3)
+    first, second = tmp_path / "a.cxi", tmp_path / "b.cxi"
+    save_cxi(first, scan)
+    save_cxi(second, scan.replace(patterns=scan.patterns[::-1].copy()))  # same shape, other data
+    out = tmp_path / "rec.h5"
+    common = ["--out", str(out), "--batch-size", "9", "--keep-checkpoint", "--no-png", "--quiet"]
+    assert main(["reconstruct", str(first), "--epochs", "2"] + common) == 0
+    written = out.read_bytes()
+    capsys.readouterr()
+    assert main(["reconstruct", str(second), "--epochs", "3"] + common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("adptycho: error: the checkpoint in "), err
+    assert "different fit: the patterns (data content) differ (checkpoint " in err[0]
+    assert "option" not in err[0]  # the data, and only the data, differ
+    assert out.read_bytes() == written  # the old result stands
 
 
 # -- tf.distribute ---------------------------------------------------------------------------
@@ -296,40 +355,97 @@ def _assert_same_fit(a, b):
     np.testing.assert_allclose(a["val"], b["val"], rtol=1e-5)
 
 
-def test_mirrored_strategy_on_two_logical_cpus_matches_the_single_device_fit(tmp_path):
+@pytest.fixture(scope="module")
+def single_device_fit(tmp_path_factory):
+    """The one-device reference fit of ``_DISTRIBUTED`` (run once for both strategy tests)."""
+    directory = tmp_path_factory.mktemp("single")
+    _finish(_python(_distributed_script(directory), "single", directory / "single.npz"))
+    return np.load(directory / "single.npz")
+
+
+def test_mirrored_strategy_on_two_logical_cpus_matches_the_single_device_fit(
+        tmp_path, single_device_fit):
     script = _distributed_script(tmp_path)
-    single = _python(script, "single", tmp_path / "single.npz")
-    _finish(single)
     mirrored = _python(script, "mirrored", tmp_path / "mirrored.npz")
     _finish(mirrored)
-    a, b = np.load(tmp_path / "mirrored.npz"), np.load(tmp_path / "single.npz")
+    a, b = np.load(tmp_path / "mirrored.npz"), single_device_fit
     assert int(a["replicas"]) == 2 and int(b["replicas"]) == 1
     _assert_same_fit(a, b)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
+def _free_ports(count, rng):
+    """``count`` distinct ports of 127.0.0.1 that are free now, taken below the kernel's
+    ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), so no process that asks the
+    kernel for a port (bind to port 0, outgoing connections) can be handed one of them before
+    the workers bind them. TensorFlow's gRPC server refuses SO_REUSEPORT, so a port cannot be
+    held open and handed over; a process choosing the same port explicitly is still possible,
+    and the caller retries with new ports when a worker cannot bind."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    low = low if low > 2048 else 32768
+    ports = []
+    while len(ports) < count:
+        port = rng.randrange(max(1024, low - 16384), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
     return ports
 
 
-def test_two_multiworker_processes_agree_with_the_single_process_fit(tmp_path):
-    script = _distributed_script(tmp_path)
-    single = _python(script, "single", tmp_path / "single.npz")
-    _finish(single)
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    processes = []
+def _launch_workers(script, tmp_path, rng):
+    """Start the two multi-worker processes (output in files: no pipe can fill up) and wait
+    for both; when one fails, end the other (it would wait for its peer). Returns
+    ``(return codes, stderr texts)``."""
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2, rng)]
+    processes, logs = [], []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(_python(script, "multiworker", tmp_path / f"worker{index}.npz",
-                                 env={"TF_CONFIG": json.dumps(config)}))
-    for process in processes:
-        _finish(process)
-    reference = np.load(tmp_path / "single.npz")
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(config))
+        log = open(tmp_path / f"worker{index}.log", "w+")
+        logs.append(log)
+        processes.append(subprocess.Popen(
+            [sys.executable, str(script), "multiworker", str(tmp_path / f"worker{index}.npz")],
+            env=environment, stdout=log, stderr=subprocess.STDOUT, text=True))
+    running = list(processes)
+    while running:
+        try:
+            running[0].wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        running = [p for p in processes if p.poll() is None]
+        if any(p.returncode not in (None, 0) for p in processes):
+            for p in running:
+                p.kill()
+                p.wait()
+            running = []
+    texts = []
+    for log in logs:
+        log.seek(0)
+        texts.append(log.read())
+        log.close()
+    return [p.returncode for p in processes], texts
+
+
+def test_two_multiworker_processes_agree_with_the_single_process_fit(tmp_path,
+                                                                   single_device_fit):
+    import random
+
+    script = _distributed_script(tmp_path)
+    rng = random.Random(os.getpid())
+    for attempt in range(3):
+        codes, logs = _launch_workers(script, tmp_path, rng)
+        if codes == [0, 0]:
+            break
+        bind_failure = any("Could not start gRPC server" in text for text in logs)
+        assert bind_failure and attempt < 2, "\n".join(text[-3000:] for text in logs)
+    reference = single_device_fit
     for index in range(2):
         result = np.load(tmp_path / f"worker{index}.npz")
         assert int(result["replicas"]) == 2

@@ -12,6 +12,9 @@ __all__ = ["ObjectGrid", "object_grid", "farfield_pixel_size_m", "cone_beam_geom
            "illumination_map"]
 
 PLANCK_EV_M = 1.2398419843320026e-6  # h c in eV * m
+# Largest object grid (pixels) ``object_grid`` builds: 2^31 complex64 pixels are 16 GiB (plus two
+# Adam moments); a larger grid means positions in the wrong unit, not a real scan.
+MAX_OBJECT_PIXELS = 1 << 31
 
 
 def farfield_pixel_size_m(wavelength_m, distance_m, detector_shape, detector_pixel_size_m):
@@ -66,6 +69,10 @@ def object_grid(positions_px, probe_shape, padding_px: int = 4, object_shape=Non
     (room for position refinement).
 
     With ``object_shape``, positions are used as they are and must fit inside it.
+
+    Raises:
+        GeometryError: non-finite positions, a window outside ``object_shape``, or a grid of
+            more than ``MAX_OBJECT_PIXELS`` pixels (positions in the wrong unit).
     """
     positions = np.asarray(positions_px, np.float64)
     if not np.isfinite(positions).all():
@@ -79,6 +86,12 @@ def object_grid(positions_px, probe_shape, padding_px: int = 4, object_shape=Non
         origin = tuple(float(padding_px - np.floor(v)) if v < 0 else 0.0 for v in low)
         far = positions.max(axis=0) + np.asarray(origin)
         shape = (int(np.ceil(far[0])) + h + padding_px, int(np.ceil(far[1])) + w + padding_px)
+    if shape[0] * shape[1] > MAX_OBJECT_PIXELS:
+        span = np.ptp(positions, axis=0)
+        raise GeometryError(
+            f"the scan positions span {span[0]:.4g} x {span[1]:.4g} object pixels: the object "
+            f"grid would be {shape[0]}x{shape[1]} pixels, more than {MAX_OBJECT_PIXELS:.3g} "
+            "(are the translations in metres and the pixel size right?)")
     grid = ObjectGrid(shape=shape, origin_px=origin)
     check_positions_inside(grid.corners(positions), (h, w), shape)
     return grid

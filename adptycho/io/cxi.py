@@ -45,8 +45,22 @@ def _read(f, path, required=True, what=""):
     return None
 
 
-def _scalar(value):
-    return None if value is None else float(np.asarray(value).reshape(-1)[0])
+def _numbers(value, name: str) -> np.ndarray:
+    """``value`` as a float64 array, or a ``DataError`` naming the CXI field."""
+    try:
+        return np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"CXI field {name} must hold numbers, got {np.asarray(value).dtype}") \
+            from None
+
+
+def _scalar(value, name: str = "value"):
+    if value is None:
+        return None
+    values = _numbers(value, name).reshape(-1)
+    if values.size == 0:
+        raise DataError(f"CXI field {name} is empty")
+    return float(values[0])
 
 
 def load_cxi(path, geometry: str = None, focus_distance_m: float = None,
@@ -77,33 +91,73 @@ def load_cxi(path, geometry: str = None, focus_distance_m: float = None,
         f = h5py.File(path, "r")
     except OSError as exc:
         raise DataError(f"cannot read {path} as HDF5/CXI: {exc}") from None
-    with f:
-        if f"{_DETECTOR}/data" in f:
-            data_path = f"{_DETECTOR}/data"
-        elif "entry_1/data_1/data" in f:
-            data_path = "entry_1/data_1/data"
-        else:
-            raise DataError(f"CXI file {path!r} has no {_DETECTOR}/data (the diffraction patterns)")
-        patterns = f[data_path] if stream else f[data_path][()]
-        patterns_shape = tuple(patterns.shape)
-        translation = np.asarray(_read(f, _TRANSLATION, what="scan positions in metres"), np.float64)
-        distance = _scalar(_read(f, f"{_DETECTOR}/distance", what="sample-detector distance"))
-        pixel_x = _scalar(_read(f, f"{_DETECTOR}/x_pixel_size", what="detector pixel size"))
-        pixel_y = _scalar(_read(f, f"{_DETECTOR}/y_pixel_size", required=False)) or pixel_x
-        wavelength = _scalar(_read(f, f"{_SOURCE}/wavelength", required=False))
-        if wavelength is None:
-            energy = _scalar(_read(f, f"{_SOURCE}/energy", required=False))
-            if energy is None:
-                raise DataError(
-                    f"CXI file {path!r} has neither {_SOURCE}/wavelength nor {_SOURCE}/energy")
-            if energy <= 0:
-                raise DataError(f"{_SOURCE}/energy must be positive, got {energy}")
-            wavelength = PLANCK_JOULE_METRE / energy
-        mask = _read(f, f"{_DETECTOR}/mask", required=False)
-        probe = _read(f, f"{_SOURCE}/illumination", required=False)
-        if probe is None:
-            probe = _read(f, f"{_SOURCE}/probe", required=False)
+    try:
+        with f:
+            fields = _read_fields(f, path, stream)
+    except OSError as exc:  # a damaged file: HDF5 opens it but cannot read a field
+        raise DataError(f"cannot read {path}: the file is damaged ({exc})") from None
+    return _scan_from_fields(path, fields, geometry, focus_distance_m, propagation_distance_m,
+                             allow_negative, stream)
 
+
+def _not_a_scan(f, path) -> str:
+    """Why an HDF5 file without CXI patterns is not a scan (another adptycho file?)."""
+    if "object" in f and "probe" in f:
+        return (f"{path} is an adptycho reconstruction file, not a scan: give the measured scan "
+                "(.cxi)")
+    if "probe" in f and "affine" in f:
+        return (f"{path} is an adptycho calibration file, not a scan: give the measured scan "
+                "(.cxi) and pass the calibration with --calibration")
+    return f"CXI file {path!r} has no {_DETECTOR}/data (the diffraction patterns)"
+
+
+def _read_fields(f, path, stream: bool) -> dict:
+    """The CXI fields of open file ``f`` as numbers (patterns: an array, or with ``stream``
+    only their dataset path and shape)."""
+    if f"{_DETECTOR}/data" in f:
+        data_path = f"{_DETECTOR}/data"
+    elif "entry_1/data_1/data" in f:
+        data_path = "entry_1/data_1/data"
+    else:
+        raise DataError(_not_a_scan(f, path))
+    kind = f[data_path].dtype
+    if not (np.issubdtype(kind, np.number) and not np.issubdtype(kind, np.complexfloating)):
+        raise DataError(f"{data_path} must hold real photon counts, got dtype {kind} in {path}")
+    patterns_shape = tuple(f[data_path].shape)
+    patterns = None if stream else f[data_path][()]
+    translation = _numbers(_read(f, _TRANSLATION, what="scan positions in metres"), _TRANSLATION)
+    distance = _scalar(_read(f, f"{_DETECTOR}/distance", what="sample-detector distance"),
+                       "distance")
+    pixel_x = _scalar(_read(f, f"{_DETECTOR}/x_pixel_size", what="detector pixel size"),
+                      "x_pixel_size")
+    pixel_y = _scalar(_read(f, f"{_DETECTOR}/y_pixel_size", required=False), "y_pixel_size")
+    pixel_y = pixel_x if pixel_y is None else pixel_y
+    wavelength = _scalar(_read(f, f"{_SOURCE}/wavelength", required=False), "wavelength")
+    if wavelength is None:
+        energy = _scalar(_read(f, f"{_SOURCE}/energy", required=False), "energy")
+        if energy is None:
+            raise DataError(
+                f"CXI file {path!r} has neither {_SOURCE}/wavelength nor {_SOURCE}/energy")
+        if not (np.isfinite(energy) and energy > 0):
+            raise DataError(f"{_SOURCE}/energy must be positive, got {energy}")
+        wavelength = PLANCK_JOULE_METRE / energy
+    mask = _read(f, f"{_DETECTOR}/mask", required=False)
+    probe = _read(f, f"{_SOURCE}/illumination", required=False)
+    if probe is None:
+        probe = _read(f, f"{_SOURCE}/probe", required=False)
+    return dict(data_path=data_path, patterns=patterns, patterns_shape=patterns_shape,
+                translation=translation, distance=distance, pixel_x=pixel_x, pixel_y=pixel_y,
+                wavelength=wavelength, mask=mask, probe=probe)
+
+
+def _scan_from_fields(path, fields, geometry, focus_distance_m, propagation_distance_m,
+                      allow_negative, stream) -> ScanData:
+    data_path, patterns, patterns_shape = (fields["data_path"], fields["patterns"],
+                                           fields["patterns_shape"])
+    translation, distance, wavelength = (fields["translation"], fields["distance"],
+                                         fields["wavelength"])
+    pixel_x, pixel_y, mask, probe = (fields["pixel_x"], fields["pixel_y"], fields["mask"],
+                                     fields["probe"])
     if len(patterns_shape) != 3:
         raise DataError(f"{_DETECTOR}/data must be (N, H, W), got shape {patterns_shape}")
     if stream:
@@ -117,9 +171,17 @@ def load_cxi(path, geometry: str = None, focus_distance_m: float = None,
     if translation.shape[0] != patterns_shape[0]:
         raise DataError(f"{_TRANSLATION} has {translation.shape[0]} rows but there are "
                         f"{patterns_shape[0]} patterns")
-    for name, value in (("distance", distance), ("x_pixel_size", pixel_x), ("wavelength", wavelength)):
+    finite = np.isfinite(translation[:, :2]).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{_TRANSLATION} has {int((~finite).sum())} rows with non-finite values "
+                        f"(NaN or inf), first row {int(np.argmin(finite))}")
+    for name, value in (("distance", distance), ("x_pixel_size", pixel_x),
+                        ("y_pixel_size", pixel_y), ("wavelength", wavelength)):
         if not (np.isfinite(value) and value > 0):
             raise DataError(f"CXI field {name} must be positive, got {value}")
+    if mask is not None and np.shape(mask) != tuple(patterns_shape[1:]):
+        raise DataError(f"{_DETECTOR}/mask has shape {np.shape(mask)}, expected the detector "
+                        f"shape {tuple(patterns_shape[1:])}")
     detector_pixel = (pixel_y, pixel_x)
     n, h, w = patterns_shape
     metadata = {"source_file": os.path.abspath(path)}

@@ -75,5 +75,4 @@ def load_petra_p25(path=None, focus_distance_m: float = 3.65e-3) -> ScanData:
     """
     path = _resolve(path, PETRA_FILE)
     scan = load_cxi(path, focus_distance_m=focus_distance_m)
-    scan.metadata["dataset"] = "PETRA III P25 near field"
-    return scan
+    return scan.replace(metadata={**scan.metadata, "dataset": "PETRA III P25 near field"})

@@ -102,6 +102,11 @@ def load_reconstruction(path) -> ReconstructionResult:
     except OSError as exc:
         raise DataError(f"cannot read {path} as HDF5: {exc}") from None
     with f:
+        if "entry_1" in f:
+            raise DataError(f"{path} is a CXI scan, not a reconstruction: give a file written by "
+                            "'adptycho reconstruct'")
+        if "object" not in f and "affine" in f:
+            raise DataError(f"{path} is an adptycho calibration file, not a reconstruction")
         for name in ("object", "probe", "positions_px", "loss_history"):
             if name not in f:
                 raise DataError(f"{path} is not an adptycho reconstruction: no '{name}' dataset")

@@ -1,4 +1,9 @@
-"""``ScanData``: one ptychographic scan held in memory, validated on construction."""
+"""``ScanData``: one ptychographic scan, validated on construction and immutable afterwards.
+
+A ``ScanData`` is a frozen dataclass: its fields cannot be reassigned and its arrays are
+read-only views, so the checks made at construction hold for the object's whole life. A modified
+copy is made with ``scan.replace(field=value, ...)``, which runs every check again.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +29,21 @@ def _positive_or_none(name: str, value) -> Optional[float]:
     return value
 
 
+def _read_only(array: np.ndarray, copy: bool = True) -> np.ndarray:
+    """A read-only array with the values of ``array``: a copy, or (``copy=False``) a view, so
+    that the caller's array keeps its own flags."""
+    out = np.array(array, copy=True) if copy else array.view()
+    out.flags.writeable = False
+    return out
+
+
 def _is_lazy(patterns) -> bool:
     from adptycho.io.streaming import HDF5Patterns
 
     return isinstance(patterns, HDF5Patterns)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ScanData:
     """A ptychographic scan: diffraction patterns and the scan positions.
 
@@ -55,8 +68,17 @@ class ScanData:
             the angular-spectrum propagator (z2 / M for cone-beam data).
         focus_distance_m: cone-beam near field: the focus-to-sample distance z1, if known.
         probe: optional (M, H, W) complex64 probe guess stored with the data.
-        metadata: free-form dictionary (source file, beamline, ...).
+        metadata: free-form dictionary (source file, beamline, ...); not validated.
         allow_negative: accept negative counts (dark-subtracted data).
+
+    Immutability: fields cannot be set (``dataclasses.FrozenInstanceError``); ``patterns``,
+    ``positions_px``, ``mask`` and ``probe`` are read-only arrays. ``positions_px``, ``mask`` and
+    ``probe`` are copies; ``patterns`` is a read-only VIEW of the array given (no copy of a
+    possibly large array), so the caller must not modify that array afterwards. Use
+    ``replace(...)`` to derive a modified scan (re-validated).
+
+    Raises:
+        DataError: on construction (and in ``replace``) for any invalid field.
     """
 
     patterns: np.ndarray
@@ -72,6 +94,17 @@ class ScanData:
     probe: Optional[np.ndarray] = None
     metadata: dict = dataclasses.field(default_factory=dict)
     allow_negative: bool = False
+
+    def _set(self, name: str, value) -> None:
+        """Store a validated value (the dataclass is frozen; only the checks may set fields)."""
+        object.__setattr__(self, name, value)
+
+    def replace(self, **changes) -> "ScanData":
+        """A copy with ``changes`` applied (``dataclasses.replace``): every check runs again.
+
+        Example: ``scan.replace(detector_distance_m=0.07, probe=None)``.
+        """
+        return dataclasses.replace(self, **changes)
 
     def __post_init__(self):
         if _is_lazy(self.patterns):
@@ -103,7 +136,8 @@ class ScanData:
         n, h, w = patterns.shape
         if n == 0 or h < 2 or w < 2:
             raise DataError(f"patterns must hold at least one pattern of 2x2 pixels, got {patterns.shape}")
-        if not np.isfinite(patterns.sum(dtype=np.float64)):
+        total = patterns.sum(dtype=np.float64)
+        if not np.isfinite(total):
             finite = np.isfinite(patterns)  # only built (N x H x W bools) when something is wrong
         else:
             finite = None
@@ -117,10 +151,18 @@ class ScanData:
             raise DataError(
                 f"patterns contain negative counts (minimum {patterns.min():.4g} in pattern {k}); "
                 "pass allow_negative=True for dark-subtracted data")
-        self.patterns = patterns
+        signal = (patterns > 0).any() if self.allow_negative else total > 0
+        if not signal:
+            raise DataError(f"all {n} patterns are zero (no photon counted): nothing to "
+                            "reconstruct")
+        self._set("patterns", _read_only(patterns, copy=False))
 
     def _check_metadata(self, n, h, w):
-        positions = np.asarray(self.positions_px, dtype=np.float64)
+        try:
+            positions = np.asarray(self.positions_px, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"positions_px must be numbers, got "
+                            f"{np.asarray(self.positions_px).dtype}") from None
         if positions.ndim != 2 or positions.shape[1] != 2:
             raise DataError(
                 f"positions_px must have shape (N, 2) in (y, x) order, got {positions.shape}")
@@ -129,32 +171,36 @@ class ScanData:
                 f"positions_px has {positions.shape[0]} rows but there are {n} patterns")
         if not np.isfinite(positions).all():
             raise DataError("positions_px contain non-finite values (NaN or inf)")
-        self.positions_px = positions
+        self._set("positions_px", _read_only(positions))
 
         if self.mask is not None:
             mask = np.asarray(self.mask)
+            if not (np.issubdtype(mask.dtype, np.number) or mask.dtype == bool):
+                raise DataError(f"mask must be boolean or numeric, got dtype {mask.dtype}")
             if mask.shape != (h, w):
                 raise DataError(f"mask has shape {mask.shape}, expected the detector shape {(h, w)}")
             mask = mask.astype(bool)
             if not mask.any():
                 raise DataError("mask marks every detector pixel as invalid")
-            self.mask = mask
+            self._set("mask", _read_only(mask))
 
         if self.geometry not in (FARFIELD, NEARFIELD):
             raise DataError(f"geometry must be '{FARFIELD}' or '{NEARFIELD}', got {self.geometry!r}")
-        self.wavelength_m = _positive_or_none("wavelength_m", self.wavelength_m)
-        self.detector_distance_m = _positive_or_none("detector_distance_m", self.detector_distance_m)
-        self.propagation_distance_m = _positive_or_none(
-            "propagation_distance_m", self.propagation_distance_m)
-        self.focus_distance_m = _positive_or_none("focus_distance_m", self.focus_distance_m)
-        self.detector_pixel_size_m = self._pair("detector_pixel_size_m", self.detector_pixel_size_m)
-        self.pixel_size_m = self._pair("pixel_size_m", self.pixel_size_m)
+        for name in ("wavelength_m", "detector_distance_m", "propagation_distance_m",
+                     "focus_distance_m"):
+            self._set(name, _positive_or_none(name, getattr(self, name)))
+        for name in ("detector_pixel_size_m", "pixel_size_m"):
+            self._set(name, self._pair(name, getattr(self, name)))
+        self._set("metadata", dict(self.metadata or {}))
+        self._set("allow_negative", bool(self.allow_negative))
         if self.geometry == NEARFIELD:
             if self.wavelength_m is None or self.pixel_size_m is None or self.propagation_distance_m is None:
                 raise DataError(
                     "near-field scans need wavelength_m, pixel_size_m and propagation_distance_m")
         if self.probe is not None:
             probe = np.asarray(self.probe)
+            if not np.issubdtype(probe.dtype, np.number):
+                raise DataError(f"probe must be (complex) numbers, got dtype {probe.dtype}")
             if probe.ndim == 2:
                 probe = probe[None]
             if probe.ndim != 3 or probe.shape[1:] != (h, w):
@@ -163,7 +209,7 @@ class ScanData:
                     "to match the detector")
             if not np.isfinite(probe).all():
                 raise DataError("probe contains non-finite values")
-            self.probe = probe.astype(np.complex64)
+            self._set("probe", _read_only(probe.astype(np.complex64)))
 
     @staticmethod
     def _pair(name, value):
@@ -228,9 +274,8 @@ class ScanData:
         """A new ``ScanData`` with only the patterns ``indices`` (any integer index array)."""
         indices = np.asarray(indices)
         patterns = self.patterns.subset(indices) if self.streamed else self.patterns[indices]
-        return dataclasses.replace(self, patterns=patterns,
-                                   positions_px=self.positions_px[indices],
-                                   metadata=dict(self.metadata))
+        return self.replace(patterns=patterns, positions_px=self.positions_px[indices],
+                            metadata=dict(self.metadata))
 
     def mean_counts(self) -> float:
         """Mean total photon count per pattern (valid pixels only)."""

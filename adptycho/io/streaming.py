@@ -189,7 +189,10 @@ class HDF5Patterns:
 
     def statistics(self, mask: Optional[np.ndarray] = None) -> dict:
         """One chunked pass (cached): ``mean_pattern`` (H, W) float64 of max(I, 0) and
-        ``counts`` (N,) float64 total counts per pattern over the valid pixels of ``mask``."""
+        ``counts`` (N,) float64 total counts per pattern over the valid pixels of ``mask``.
+
+        Raises:
+            DataError: a bad block (see ``read``), or every pattern zero (no signal)."""
         key = None if mask is None else np.asarray(mask, bool).tobytes()
         if key not in self._statistics:
             weight = None if mask is None else np.asarray(mask, np.float32)
@@ -201,6 +204,9 @@ class HDF5Patterns:
                     block = block * weight
                 total += block.sum(axis=0, dtype=np.float64)
                 counts[start:start + len(block)] = block.sum(axis=(1, 2), dtype=np.float64)
+            if not (counts > 0).any():
+                raise DataError(f"all {self.shape[0]} patterns of {self.path} are zero (no photon "
+                                "counted on a valid pixel): nothing to reconstruct")
             self._statistics[key] = {"mean_pattern": total / max(self.shape[0], 1),
                                      "counts": counts}
         return self._statistics[key]

@@ -34,7 +34,7 @@ import numpy as np
 from adptycho.errors import AdptychoError, DataError
 
 __all__ = ["IRMAE", "build_encoder", "build_decoder", "save_irmae", "load_irmae",
-           "load_decoder", "read_config", "file_sha256", "card_hashes", "write_card",
+           "load_decoder", "read_config", "file_sha256", "card_hashes", "verify_card", "write_card",
            "model_directory", "SHIPPED_MODELS", "WEIGHT_FILES"]
 
 IMAGE_SIZE = 32
@@ -150,12 +150,23 @@ def model_directory(name_or_path) -> str:
 
 
 def read_config(directory) -> dict:
-    """The ``config.json`` of a saved model directory."""
+    """The ``config.json`` of a saved model directory (``latent_dim``, ``linear_layers``, ...).
+
+    Raises:
+        DataError: missing, unreadable or without the keys an IRMAE needs.
+    """
     path = os.path.join(directory, "config.json")
     if not os.path.exists(path):
         raise DataError(f"{directory} has no config.json: not an IRMAE model directory")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None
+    missing = [k for k in ("latent_dim", "linear_layers") if k not in config]
+    if missing:
+        raise DataError(f"{path} has no {', '.join(missing)}: not an IRMAE model directory")
+    return config
 
 
 def save_irmae(model: IRMAE, directory, mean_latent, extra_config: Optional[dict] = None) -> None:
@@ -182,6 +193,7 @@ def save_irmae(model: IRMAE, directory, mean_latent, extra_config: Optional[dict
 def load_irmae(name_or_path) -> tuple:
     """Load a saved model: ``(IRMAE, mean_latent (n,) float32, config dict)``."""
     directory = model_directory(name_or_path)
+    verify_card(directory)
     config = read_config(directory)
     model = IRMAE(config["latent_dim"], config["linear_layers"])
     for name, net in (("encoder", model.encoder), ("decoder", model.decoder)):
@@ -195,6 +207,7 @@ def load_irmae(name_or_path) -> tuple:
 def load_decoder(name_or_path) -> tuple:
     """Load only the decoder: ``(decoder keras.Sequential, mean_latent, config)``."""
     directory = model_directory(name_or_path)
+    verify_card(directory)
     config = read_config(directory)
     decoder = build_decoder(config["latent_dim"])
     path = os.path.join(directory, "decoder.weights.h5")
@@ -232,6 +245,37 @@ def write_card(directory, *, title: str, data: str, command: str, epochs: int,
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
+
+
+_VERIFIED = {}  # (path, size, mtime_ns) -> sha256 already checked against the card
+
+
+def verify_card(directory) -> None:
+    """Check every file listed in ``directory``'s ``card.md`` against its sha256.
+
+    A directory without ``card.md`` is not checked (weights of one's own, no card written).
+
+    Raises:
+        DataError: a listed file is missing or its sha256 differs from the card's (weights
+            changed or damaged after the card was written).
+    """
+    directory = os.fspath(directory)
+    if not os.path.exists(os.path.join(directory, "card.md")):
+        return
+    for name, expected in card_hashes(directory).items():
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
+            raise DataError(f"{path} is listed in {directory}/card.md but missing")
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        if _VERIFIED.get(key) == expected:
+            continue
+        actual = file_sha256(path)
+        if actual != expected:
+            raise DataError(f"{path} does not match its card: sha256 {actual[:12]}... but "
+                            f"{directory}/card.md lists {expected[:12]}... (the file was changed "
+                            "or damaged; restore it or retrain)")
+        _VERIFIED[key] = expected
 
 
 def card_hashes(directory) -> dict:

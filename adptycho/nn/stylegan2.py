@@ -427,13 +427,21 @@ def save_stylegan2(directory, generator: StyleGAN2Generator,
 
 def load_stylegan2(name_or_path, discriminator: bool = True) -> tuple:
     """Load ``(generator, discriminator or None, config)`` from a saved StyleGAN2 directory."""
+    from adptycho.nn.irmae import verify_card
+
     directory = stylegan2_directory(name_or_path)
     path = os.path.join(directory, "config.json")
     if not os.path.exists(path):
         raise DataError(f"{directory} has no config.json: not a StyleGAN2 model directory")
-    with open(path) as f:
-        config = json.load(f)
-    g_cfg, d_cfg = _network_config(config)
+    verify_card(directory)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+        g_cfg, d_cfg = _network_config(config)
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None
+    except KeyError as exc:
+        raise DataError(f"{path} has no {exc}: not a StyleGAN2 model directory") from None
     gen = StyleGAN2Generator(**g_cfg)
     weights = os.path.join(directory, "generator.weights.h5")
     if not os.path.exists(weights):

@@ -43,14 +43,27 @@ DEFAULT_DATA = os.path.join("..", "shared", "data", "olivetti_faces",
 
 
 def limit_threads(threads: int) -> None:
-    """Restrict TensorFlow to ``threads`` intra- and inter-op threads (call before any op)."""
+    """Restrict TensorFlow to ``threads`` intra- and inter-op threads (call before any op).
+
+    Raises:
+        AdptychoError: TensorFlow has already started with other thread counts, so the request
+            cannot take effect (it is not silently ignored).
+    """
     import tensorflow as tf
 
+    threads = int(threads)
+    threading = tf.config.threading
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-    except RuntimeError:  # already initialised: the environment variables decide
-        pass
+        threading.set_intra_op_parallelism_threads(threads)
+        threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised: only the current setting can stand
+        current = (threading.get_intra_op_parallelism_threads(),
+                   threading.get_inter_op_parallelism_threads())
+        if current != (threads, threads):
+            raise AdptychoError(
+                f"--threads {threads} cannot take effect: TensorFlow has already started with "
+                f"{current[0] or 'default'} intra-op and {current[1] or 'default'} inter-op "
+                "threads (set TF_NUM_INTRAOP_THREADS and TF_NUM_INTEROP_THREADS instead)") from None
 
 
 def load_faces(path=None, resolution: int = 64) -> tuple:

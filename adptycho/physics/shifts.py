@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
 
@@ -96,12 +98,25 @@ def use_window_loops(patch_shape) -> bool:
     return large_window(patch_shape) and _in_xla_context()
 
 
+_FAST_PATH_WARNED = False
+
+
 def _in_xla_context() -> bool:
-    """True while tracing a function compiled with XLA (``jit_compile=True``)."""
+    """True while tracing a function compiled with XLA (``jit_compile=True``).
+
+    Needs two private TensorFlow modules; where they cannot be imported (moved in another
+    TensorFlow release) the answer is False, which switches off the window loops and the fused
+    far field (slower, same results), and a ``RuntimeWarning`` says so once per process."""
+    global _FAST_PATH_WARNED
     try:
         from tensorflow.python.framework import ops
         from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - private TF modules moved
+    except ImportError as exc:
+        if not _FAST_PATH_WARNED:
+            _FAST_PATH_WARNED = True
+            warnings.warn(f"adptycho: the XLA fast path (window loops, fused far field) is off: "
+                          f"cannot import a private TensorFlow module ({exc}); fits run slower "
+                          "with the same results", RuntimeWarning, stacklevel=2)
         return False
     return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
 

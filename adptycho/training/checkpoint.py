@@ -10,8 +10,13 @@ the new files first and only then updates the index atomically, so a fit killed 
 A fit restarted with the same arguments calls ``restore`` before ``fit``: it reloads that
 state and continues at the next epoch; with the deterministic data order of
 ``adptycho.training.data`` (the order of epoch ``e`` depends only on the seed and ``e``) the
-result equals that of an uninterrupted fit. A checkpoint written by a different fit (other data
-shape, groups, loss, seed, ...) is refused with an error rather than silently mixed in.
+result equals that of an uninterrupted fit. A checkpoint written by a different fit is refused
+with an error naming what differs rather than silently mixed in: the fingerprint
+(``adptycho.training.fingerprint``) holds a digest of the pattern values, the positions, mask,
+geometry, the initial object and probe and every option.
+
+``ADPTYCHO_KILL_AFTER_CHECKPOINT=k`` (a fault-injection point for tests) makes the process kill
+itself with SIGKILL right after the checkpoint of epoch ``k`` is written.
 """
 
 from __future__ import annotations
@@ -28,6 +33,21 @@ from adptycho.errors import AdptychoError
 __all__ = ["FitCheckpoint"]
 
 
+KILL_AFTER_CHECKPOINT = "ADPTYCHO_KILL_AFTER_CHECKPOINT"
+
+
+def _fault_point(completed_epochs: int) -> None:
+    """Fault injection for tests: with the environment variable ``ADPTYCHO_KILL_AFTER_CHECKPOINT``
+    set to ``k``, the process kills itself with SIGKILL right after the checkpoint of epoch ``k``
+    has been written (as a crash or an out-of-memory kill would, with no clean-up), so that a
+    resume can be tested without racing a timer."""
+    target = os.environ.get(KILL_AFTER_CHECKPOINT)
+    if target and completed_epochs == int(target):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _clean(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
@@ -41,8 +61,9 @@ class FitCheckpoint(keras.callbacks.Callback):
 
     Args:
         directory: checkpoint directory (created; one checkpoint kept).
-        fingerprint: JSON-able description of the fit (data shape, groups, loss, seed, batch
-            size, ...); a restore from a checkpoint with another fingerprint raises.
+        fingerprint: JSON-able description of the fit (``fingerprint.fit_fingerprint``: data
+            digest, positions, options, initial state, ...); a restore from a checkpoint with
+            another fingerprint raises, naming what differs.
         write: False on the non-chief workers of a multi-worker fit (they restore but do not
             write; the chief's directory is the one checkpoint).
     """
@@ -89,9 +110,11 @@ class FitCheckpoint(keras.callbacks.Callback):
         fingerprint_key = next((k for k in keys if k.startswith("fingerprint/")), None)
         stored = reader.get_tensor(fingerprint_key).decode() if fingerprint_key else ""
         if stored != self.fingerprint:
+            from adptycho.training.fingerprint import describe_mismatch
+
             raise AdptychoError(
-                f"the checkpoint in {self.directory} was written by a different fit (other data, "
-                "parameter groups, loss, batch size or seed); remove it or give another "
+                f"the checkpoint in {self.directory} was written by a different fit: "
+                f"{describe_mismatch(stored, self.fingerprint)}; remove it or give another "
                 "checkpoint directory")
         status = self._checkpoint.restore(latest)
         try:
@@ -112,6 +135,7 @@ class FitCheckpoint(keras.callbacks.Callback):
             return
         self._logs.assign(json.dumps(self.history))
         self._manager.save(checkpoint_number=int(self._epoch.numpy()))
+        _fault_point(int(self._epoch.numpy()))
 
     def on_train_begin(self, logs=None):
         self._build(self.model)
