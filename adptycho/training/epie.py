@@ -40,8 +40,37 @@ this is exactly the sequential algorithm, and with non-overlapping windows in a 
 the same object update as the sequential order (each pixel sees one pattern). Pattern order is
 random (seeded) every epoch.
 
-Positions are rounded to whole pixels (as PtyLab's PIE engines do); positions and distance are
-not refined by these engines. The object must be a ``PixelObject``: ePIE updates pixels. With a
+Positions: the windows sit at the positions rounded to whole pixels (as PtyLab's PIE engines
+do); the distance is not refined. With ``position_correction`` the trainer keeps float positions
+``R_j`` (initialised from ``model.get_positions()``): pattern j is updated in the window at
+``c_j = round(R_j)`` with the probe Fourier-shifted by the remainder ``f_j = R_j - c_j``
+(``P_m(r - f_j)``, the model's sub-pixel convention; the probe update is shifted back by
+``-f_j``), and after its update ``R_j`` moves by the Gauss-Newton shift that best explains the
+exit-wave change ``dpsi`` as a translation of the object (the gradient position refinement of
+Odstrcil, Menzel & Guizar-Sicairos, Opt. Express 26, 3108 (2018), as in PtychoShelves' and
+tike's position solvers, there per axis; here the full 2x2 normal equations, see
+``_position_shifts``):
+
+``sum_l H_kl delta_l = b_k``,  ``H_kl = sum_m sum_r Re[conj(P_m d_k O_j) P_m d_l O_j]``,
+``b_k = sum_m sum_r Re[conj(P_m d_k O_j) dpsi_m]``  (k, l in {y, x}),
+
+``R_j <- R_j + clip(position_step delta_j, +-position_max_shift)``, from
+``position_start_epoch`` on (``d_k O_j``: central differences of the object patch before the
+update, ``P_m`` the shifted probe). After every moving epoch mPIE's momentum (Maiden et al.
+2017, Eqs. 8-9) acts on the positions, ``v <- eta_R v + (R - R_prev)``, ``R <- R + eta_R v``
+(``position_momentum``; it speeds up the slow collective modes), and the mean change of all
+positions is removed (a common shift of all positions is a gauge of object and probe); while
+the probe is refined the isotropic scale of the change about the centroid is removed as well
+(scaling scan and object together is nearly equivalent to a curved probe, the Fresnel scaling
+theorem, so with a free probe that mode is undetermined and drifts). The linearised step only
+reaches about a pixel: every ``position_search_interval`` epochs each position is also tried
+at the whole-pixel offsets within ``position_search_radius`` and jumps to the one with the
+smallest amplitude misfit if it is more than 10% below the misfit in place (a deterministic
+form of the trial positions of Maiden, Humphry, Sarahan, Kraus & Rodenburg, Ultramicroscopy
+120, 64 (2012)). The refined positions are written into the model's ``position_corrections``
+after every moving epoch.
+
+The object must be a ``PixelObject``: ePIE updates pixels. With a
 constrained parametrisation (phase-only, amplitude-only, amplitude-phase) the complex update is
 projected onto it after every epoch.
 """
@@ -56,6 +85,7 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError, DataError
 from adptycho.objects.pixels import PixelObject
+from adptycho.physics.shifts import fourier_shift
 
 __all__ = ["PIE_ENGINES", "PIESettings", "PIETrainer", "pie_settings", "ifftshift_patterns",
            "poisson_amplitude_variance"]
@@ -88,6 +118,26 @@ class PIESettings:
         fourier_relaxation: rho >= 0, the Poisson noise bound of the Fourier constraint in
             units of its expected value (0 = exact modulus projection; 1 = stop at the
             expected noise level; see the module docstring).
+        position_correction: refine the scan positions (module docstring: a Gauss-Newton
+            shift per pattern update, momentum and gauges per epoch, a whole-pixel search
+            every ``position_search_interval`` epochs); with it the windows are lit by the
+            probe shifted to the sub-pixel positions. The refined positions are written into
+            the model's ``position_corrections`` after every moving epoch.
+        position_start_epoch: first epoch (0-based) at which the positions move (the object
+            must have formed first); before it the object and probe are updated at the
+            given (sub-pixel) positions.
+        position_step: fraction of the Gauss-Newton shift applied per update, in (0, 2].
+        position_max_shift: largest move of one position per update and axis, in pixels (> 0).
+        position_momentum: eta in [0, 1) of the momentum on the positions, applied once per
+            epoch like mPIE's (0 = none).
+        position_search_radius: r >= 0 (whole pixels): every ``position_search_interval``
+            epochs after ``position_start_epoch`` each position is also tried at the
+            ``(2 r + 1)^2`` whole-pixel offsets around it and jumps to the one with the
+            smallest amplitude misfit if that is more than 10% below the misfit in place (a
+            deterministic form of the trial positions of Maiden et al., Ultramicroscopy 120,
+            64 (2012)); it frees positions trapped more than ~1 px from the truth, where the
+            gradient step's linearisation fails. 0 = no search.
+        position_search_interval: epochs between searches (>= 1).
     """
 
     engine: str = "epie"
@@ -99,6 +149,13 @@ class PIESettings:
     refine_probe: bool = True
     probe_start_epoch: int = 0
     fourier_relaxation: float = 0.0
+    position_correction: bool = False
+    position_start_epoch: int = 5
+    position_step: float = 1.0
+    position_max_shift: float = 1.0
+    position_momentum: float = 0.8
+    position_search_radius: int = 3
+    position_search_interval: int = 10
 
     def __post_init__(self):
         if self.engine not in PIE_ENGINES:
@@ -118,6 +175,26 @@ class PIESettings:
         if not (np.isfinite(self.fourier_relaxation) and self.fourier_relaxation >= 0):
             raise AdptychoError("fourier_relaxation must be a finite number >= 0, got "
                                 f"{self.fourier_relaxation}")
+        if not isinstance(self.position_correction, (bool, np.bool_)):
+            raise AdptychoError("position_correction must be True or False, got "
+                                f"{self.position_correction!r}")
+        object.__setattr__(self, "position_correction", bool(self.position_correction))
+        if not (np.isfinite(self.position_step) and 0.0 < self.position_step <= 2.0):
+            raise AdptychoError(f"position_step must be in (0, 2], got {self.position_step}")
+        for name, low in (("position_start_epoch", 0), ("position_search_radius", 0),
+                          ("position_search_interval", 1)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float, np.integer, np.floating))
+                    and not isinstance(value, bool) and np.isfinite(value)
+                    and value == int(value) and value >= low):
+                raise AdptychoError(f"{name} must be an integer >= {low}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if not 0.0 <= self.position_momentum < 1.0:
+            raise AdptychoError(
+                f"position_momentum must be in [0, 1), got {self.position_momentum}")
+        if not (np.isfinite(self.position_max_shift) and self.position_max_shift > 0):
+            raise AdptychoError("position_max_shift must be a finite number > 0 (pixels), got "
+                                f"{self.position_max_shift}")
 
 
 def pie_settings(engine: str = "epie", **overrides) -> PIESettings:
@@ -133,6 +210,10 @@ def ifftshift_patterns(patterns: np.ndarray) -> np.ndarray:
     """(..., H, W) centred far-field arrays -> FFT order (zero frequency at [0, 0])."""
     return np.fft.ifftshift(patterns, axes=(-2, -1))
 
+
+# a whole-pixel jump of a position (PIESettings.position_search_radius) needs a misfit this
+# fraction below the misfit in place
+_SEARCH_MARGIN = 0.1
 
 _LOG_LAMBDA_RANGE = (-6.0, 4.0)  # log10 of the tabulated Poisson means
 _VARIANCE_TABLE = None
@@ -180,8 +261,92 @@ def poisson_amplitude_variance(intensity):
     return tf.where(intensity < floor, intensity * (table[0] / floor), value)
 
 
+def _position_shifts(obj, probes, corners, dpsi):
+    """Gauss-Newton estimates of the shifts that move each exit wave toward its update.
+
+    Linearising ``P_m O(r + R_j + delta) ~ P_m (O_j + delta_y d_y O_j + delta_x d_x O_j)`` and
+    fitting ``dpsi_m`` in least squares gives the 2x2 normal equations of the module docstring
+    (Odstrcil et al., Opt. Express 26, 3108 (2018), gradient position refinement; there per
+    axis). ``d_k O_j`` are central differences of the object (one-sided at the object's
+    border); the system is damped by 1e-3 of its mean diagonal so that a patch without
+    gradient along one axis gives no shift along it.
+
+    Args:
+        obj: (Y, X) complex64 object the exit waves were formed with.
+        probes: (B or 1, M, H, W) complex64 probe modes as they lit each window.
+        corners: (B, 2) int32 window corners (y, x).
+        dpsi: (B, M, H, W) complex64 exit-wave updates ``psi' - psi``.
+
+    Returns:
+        (B, 2) float32 shifts (y, x) in pixels: the window should move by ``+delta``.
+    """
+    h, w = probes.shape[-2], probes.shape[-1]
+    num_rows, num_cols = tf.shape(obj)[0], tf.shape(obj)[1]
+    rows = tf.clip_by_value(corners[:, 0:1] - 1 + tf.range(h + 2, dtype=tf.int32)[None, :],
+                            0, num_rows - 1)
+    cols = tf.clip_by_value(corners[:, 1:2] - 1 + tf.range(w + 2, dtype=tf.int32)[None, :],
+                            0, num_cols - 1)
+    wide = tf.gather(tf.reshape(obj, [-1]), rows[:, :, None] * num_cols + cols[:, None, :])
+    # pixel distance of the difference: 2, or 1 at the object's border
+    step_y = tf.cast(tf.maximum(rows[:, 2:] - rows[:, :-2], 1), tf.complex64)[:, :, None]
+    step_x = tf.cast(tf.maximum(cols[:, 2:] - cols[:, :-2], 1), tf.complex64)[:, None, :]
+    grad_y = (wide[:, 2:, 1:-1] - wide[:, :-2, 1:-1]) / step_y
+    grad_x = (wide[:, 1:-1, 2:] - wide[:, 1:-1, :-2]) / step_x
+    g_y = probes * grad_y[:, None]  # (B, M, H, W)
+    g_x = probes * grad_x[:, None]
+
+    def dot(a, b):
+        return tf.reduce_sum(tf.math.real(tf.math.conj(a) * b), axis=[1, 2, 3])  # (B,)
+
+    h_yy, h_xx, h_xy = dot(g_y, g_y), dot(g_x, g_x), dot(g_y, g_x)
+    b_y, b_x = dot(g_y, dpsi), dot(g_x, dpsi)
+    damping = 1e-3 * 0.5 * (h_yy + h_xx) + 1e-30
+    h_yy, h_xx = h_yy + damping, h_xx + damping
+    det = h_yy * h_xx - h_xy * h_xy
+    delta_y = (h_xx * b_y - h_xy * b_x) / det
+    delta_x = (h_yy * b_x - h_xy * b_y) / det
+    return tf.stack([delta_y, delta_x], axis=-1)
+
+
+def _offset_residuals(obj, probe, positions, offsets, amplitudes, mask, transfer, limit):
+    """Amplitude misfit of each pattern with its window moved by whole-pixel offsets.
+
+    Args:
+        obj: (Y, X) complex64 object.
+        probe: (M, H, W) complex64 probe modes.
+        positions: (B, 2) float32 positions; the window of pattern b is at
+            ``round(R_b) + offset`` (clipped inside the object) with the probe shifted by the
+            remainder ``R_b - round(R_b)``.
+        offsets: (K, 2) float32 whole-pixel offsets (y, x).
+        amplitudes, mask, transfer: as in ``_pie_batch`` ((B, H, W), (H, W), None or (H, W)).
+        limit: (2,) float32 largest corner.
+
+    Returns:
+        (B, K) float32 ``sum mask (sqrt I - |Psi|)^2`` for every pattern and offset.
+    """
+    h, w = probe.shape[-2], probe.shape[-1]
+    num_cols = tf.shape(obj)[1]
+    flat_obj = tf.reshape(obj, [-1])
+    corners0 = tf.clip_by_value(tf.round(positions), 0.0, limit)
+    lit = fourier_shift(probe[None], (positions - corners0)[:, None, :])  # (B, M, H, W)
+    norm = tf.constant(1.0 / np.sqrt(h * w), tf.complex64)
+
+    def misfit(offset):
+        corners = tf.cast(tf.clip_by_value(corners0 + offset, 0.0, limit), tf.int32)
+        rows = corners[:, 0:1] + tf.range(h, dtype=tf.int32)[None, :]
+        cols = corners[:, 1:2] + tf.range(w, dtype=tf.int32)[None, :]
+        patches = tf.gather(flat_obj, rows[:, :, None] * num_cols + cols[:, None, :])
+        spectrum = tf.signal.fft2d(lit * patches[:, None])
+        detector = spectrum * norm if transfer is None else tf.signal.ifft2d(spectrum * transfer)
+        model = tf.sqrt(tf.reduce_sum(tf.math.real(detector * tf.math.conj(detector)), axis=1))
+        return tf.reduce_sum(tf.square(amplitudes - model) * mask, axis=[-2, -1])  # (B,)
+
+    return tf.transpose(tf.map_fn(misfit, offsets, fn_output_signature=tf.float32))
+
+
 def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
-               object_step, probe_step, regularisation, update_probe: bool, relaxation=None):
+               object_step, probe_step, regularisation, update_probe: bool, relaxation=None,
+               estimate_shift: bool = False, fractions=None):
     """One vectorised PIE update from a batch of B patterns.
 
     Args:
@@ -196,9 +361,15 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
         mask: (H, W) float32 valid-pixel mask (1 = valid) in the same order as ``amplitudes``.
         relaxation: None (exact modulus projection) or (B,) float32 Poisson noise-bound
             factors rho_j (Fourier relaxation, module docstring).
+        estimate_shift: also return the (B, 2) float32 position shifts of ``_position_shifts``
+            (from the object and probe before this update).
+        fractions: None, or (B, 2) float32 sub-pixel remainders f_b in [-0.5, 0.5]: window b is
+            lit by the probe shifted to ``P(r - f_b)`` (Fourier shift), and its probe update is
+            shifted back by ``-f_b`` (the rPIE probe denominator stays on the window grid).
 
     Returns:
-        ``(obj, probe, error_numerator, error_denominator, amplitude_loss_sum)``.
+        ``(obj, probe, error_numerator, error_denominator, amplitude_loss_sum)``, and the
+        shifts as a sixth element with ``estimate_shift``.
     """
     h, w = probe.shape[-2], probe.shape[-1]
     num_cols = tf.shape(obj)[1]
@@ -207,7 +378,11 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
     flat_index = rows[:, :, None] * num_cols + cols[:, None, :]  # (B, H, W)
     flat_obj = tf.reshape(obj, [-1])
     patches = tf.gather(flat_obj, flat_index)  # (B, H, W)
-    psi = probe[None] * patches[:, None]  # (B, M, H, W)
+    if fractions is None:
+        lit = probe[None]  # (1, M, H, W)
+    else:  # the probe at corner + fraction: P(r - f) in the window (Fourier shift)
+        lit = fourier_shift(probe[None], fractions[:, None, :])  # (B, M, H, W)
+    psi = lit * patches[:, None]  # (B, M, H, W)
     norm = tf.constant(1.0 / np.sqrt(h * w), tf.complex64)
     spectrum = tf.signal.fft2d(psi)
     if transfer is None:
@@ -236,23 +411,24 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
     else:
         dpsi = tf.signal.ifft2d(tf.signal.fft2d(change) * tf.math.conj(transfer))
 
+    shifts = _position_shifts(obj, lit, corners, dpsi) if estimate_shift else None
     step_weights = tf.cast(weights * valid, tf.complex64)[:, None, None]
     # -- object -------------------------------------------------------------------------
-    probe_power = tf.reduce_sum(tf.math.real(probe * tf.math.conj(probe)), axis=0)  # (H, W)
-    numerator = tf.reduce_sum(tf.math.conj(probe)[None] * dpsi, axis=1) * step_weights
+    probe_power = tf.reduce_sum(tf.math.real(lit * tf.math.conj(lit)), axis=1)  # (B or 1, H, W)
+    numerator = tf.reduce_sum(tf.math.conj(lit) * dpsi, axis=1) * step_weights
     index = tf.reshape(flat_index, [-1, 1])
     step = tf.cast(object_step, tf.complex64)
     if corners.shape[0] == 1:
         # sequential fast path: S = |P|^2 on the window, no object-sized temporaries
         denominator = ((1.0 - regularisation) * probe_power
                        + regularisation * tf.reduce_max(probe_power))
-        update = numerator / tf.cast(tf.maximum(denominator, 1e-30), tf.complex64)[None]
+        update = numerator / tf.cast(tf.maximum(denominator, 1e-30), tf.complex64)
         new_flat = tf.tensor_scatter_nd_add(flat_obj, index, tf.reshape(step * update, [-1]))
     else:
         # summed illumination S(r) of the batch (real, object-sized), read back on the windows;
         # the complex numerators are scatter-added straight into the object
         illumination = tf.scatter_nd(
-            index, tf.reshape(probe_power[None] * valid[:, None, None], [-1]), tf.shape(flat_obj))
+            index, tf.reshape(probe_power * valid[:, None, None], [-1]), tf.shape(flat_obj))
         local = tf.gather(illumination, flat_index)  # (B, H, W)
         denominator = ((1.0 - regularisation) * local
                        + regularisation * tf.reduce_max(illumination))
@@ -263,14 +439,17 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
     if update_probe:
         patch_power = tf.reduce_sum(tf.math.real(patches * tf.math.conj(patches))
                                     * valid[:, None, None], axis=0)  # (H, W)
-        probe_num = tf.reduce_sum(tf.math.conj(patches)[:, None] * dpsi * step_weights[:, None],
-                                  axis=0)  # (M, H, W)
+        probe_num = tf.math.conj(patches)[:, None] * dpsi * step_weights[:, None]  # (B, M, H, W)
+        if fractions is not None:  # back to the probe's own frame
+            probe_num = fourier_shift(probe_num, -fractions[:, None, :])
+        probe_num = tf.reduce_sum(probe_num, axis=0)  # (M, H, W)
         probe_den = ((1.0 - regularisation) * patch_power
                      + regularisation * tf.reduce_max(patch_power))
         probe = probe + tf.cast(probe_step, tf.complex64) * probe_num / tf.cast(
             tf.maximum(probe_den, 1e-30), tf.complex64)[None]
     loss_sum = tf.reduce_sum(tf.square(residual), axis=[-2, -1])
-    return new_obj, probe, error_num, error_den, tf.reduce_sum(loss_sum * valid)
+    result = (new_obj, probe, error_num, error_den, tf.reduce_sum(loss_sum * valid))
+    return result + (shifts,) if estimate_shift else result
 
 
 class PIETrainer:
@@ -297,12 +476,21 @@ class PIETrainer:
         self.settings = settings or PIESettings()
         self.jit_compile = bool(jit_compile)
         self._velocity = None
+        self._position_velocity = None
+        self._search_fn = None
         self._epoch_fns = {}
 
     # -- model state -------------------------------------------------------------------
     def corners(self) -> np.ndarray:
-        """(N, 2) int32 window corners: the model's current positions rounded to whole pixels."""
-        return np.round(self.model.get_positions()).astype(np.int32)
+        """(N, 2) int32 window corners: the model's current positions rounded to whole pixels
+        (kept inside the object)."""
+        return np.clip(np.round(self.model.get_positions()), 0,
+                       self._position_limit()).astype(np.int32)
+
+    def _position_limit(self) -> np.ndarray:
+        """(2,) float32 largest window corner (y, x) that keeps the probe window inside."""
+        return np.array([self.model.object_shape[0] - self.model.detector_shape[0],
+                         self.model.object_shape[1] - self.model.detector_shape[1]], np.float32)
 
     def _read_state(self):
         obj = self.model.object_representation.transmission()
@@ -351,6 +539,123 @@ class PIETrainer:
         self._epoch_fns[key] = fn
         return fn
 
+    def _moving_epoch_function(self, update_probe: bool):
+        """The epoch loop with position correction.
+
+        ``epoch(obj, probe, order, valid, positions, move, amplitudes, weights, mask,
+        relaxation) -> (obj, probe, e_num, e_den, loss, positions)``: ``positions`` (N, 2)
+        float32; pattern j is updated in the window at ``round(R_j)`` with the probe
+        Fourier-shifted by the remainder ``R_j - round(R_j)``, and then moved by
+        ``move * clip(position_step delta_j, +-position_max_shift)`` (``move``: scalar float32,
+        0 before ``position_start_epoch``).
+        """
+        relax = self.settings.fourier_relaxation > 0
+        key = ("moving", bool(update_probe), relax)
+        if key in self._epoch_fns:
+            return self._epoch_fns[key]
+        s = self.settings
+        transfer = self.model.transfer_function()
+        transfer = None if transfer is None else tf.constant(transfer)
+        limit = tf.constant(self._position_limit())
+        upper = limit + 0.49  # rounds to the last corner that keeps the window inside
+
+        def epoch(obj, probe, order, valid, positions, move, amplitudes, weights, mask,
+                  relaxation):
+            num_batches = tf.shape(order)[0]
+
+            def body(i, obj, probe, e_num, e_den, loss, positions):
+                idx = order[i]
+                current = tf.gather(positions, idx)  # (B, 2)
+                corners = tf.clip_by_value(tf.round(current), 0.0, limit)
+                pattern_weights = tf.gather(weights, idx)
+                obj, probe, n, d, l, shift = _pie_batch(
+                    obj, probe, tf.cast(corners, tf.int32), tf.gather(amplitudes, idx),
+                    pattern_weights, valid[i], transfer, mask, s.object_step, s.probe_step,
+                    s.regularisation, key[1], tf.gather(relaxation, idx) if relax else None,
+                    estimate_shift=True, fractions=current - corners)
+                step = tf.clip_by_value(s.position_step * shift, -s.position_max_shift,
+                                        s.position_max_shift)
+                # no move for padding entries, switched-off patterns (weight 0), or a patch
+                # without any gradient (non-finite estimate)
+                active = move * tf.cast(pattern_weights * valid[i] > 0, tf.float32)[:, None]
+                step = tf.where(tf.math.is_finite(step), step, 0.0) * active
+                moved = tf.clip_by_value(current + step, 0.0, upper)
+                positions = tf.tensor_scatter_nd_add(positions, idx[:, None], moved - current)
+                return i + 1, obj, probe, e_num + n, e_den + d, loss + l, positions
+
+            zero = tf.constant(0.0, tf.float32)
+            _, obj, probe, e_num, e_den, loss, positions = tf.while_loop(
+                lambda i, *_: i < num_batches, body,
+                (tf.constant(0, tf.int32), obj, probe, zero, zero, zero, positions))
+            return obj, probe, e_num, e_den, loss, positions
+
+        fn = tf.function(epoch, jit_compile=self.jit_compile, reduce_retracing=True)
+        self._epoch_fns[key] = fn
+        return fn
+
+    def _search_positions(self, obj, probe, positions, amplitudes, weights, mask, radius):
+        """Whole-pixel search around every position (see ``PIESettings.position_search_radius``).
+
+        Returns ``(positions, jumped)``: (N, 2) float32 positions, moved by the offset with the
+        smallest amplitude misfit where that is below ``(1 - margin)`` of the misfit in place,
+        and the (N,) bool patterns that moved.
+        """
+        grid = np.arange(-radius, radius + 1, dtype=np.float32)
+        offsets = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+        centre = len(offsets) // 2  # the (0, 0) offset
+        if self._search_fn is None:
+            transfer = self.model.transfer_function()
+            transfer = None if transfer is None else tf.constant(transfer)
+            limit = tf.constant(self._position_limit())
+
+            def search(obj, probe, positions, offsets, amplitudes, mask):
+                return _offset_residuals(obj, probe, positions, offsets, amplitudes, mask,
+                                         transfer, limit)
+
+            self._search_fn = tf.function(search, jit_compile=self.jit_compile,
+                                          reduce_retracing=True)
+        n = positions.shape[0]
+        h, w = self.model.detector_shape
+        chunk = max(1, min(n, 2 ** 21 // (int(probe.shape[0]) * h * w)))
+        misfits = []
+        offsets_t = tf.constant(offsets)
+        for first in range(0, n, chunk):
+            part = slice(first, min(first + chunk, n))
+            misfits.append(self._search_fn(obj, probe, tf.constant(positions[part]), offsets_t,
+                                           amplitudes[part.start:part.stop], mask).numpy())
+        misfits = np.concatenate(misfits)
+        best = np.argmin(misfits, axis=1)
+        rows = np.arange(n)
+        jumped = ((misfits[rows, best] < (1.0 - _SEARCH_MARGIN) * misfits[:, centre])
+                  & (weights > 0))
+        moved = positions + np.where(jumped[:, None], offsets[best], 0.0).astype(np.float32)
+        return moved, jumped
+
+    def _after_position_epoch(self, before, after, start, upper, probe_refined: bool):
+        """Momentum and gauges of the positions after a moving epoch (all (N, 2) float32).
+
+        mPIE's momentum (Maiden et al. 2017, Eqs. 8-9) applied to the positions:
+        ``v <- eta v + (R_after - R_before)``, ``R <- R_after + eta v``; then the mean change
+        since ``start`` is removed (a common shift of all positions is a gauge), and while the
+        probe is refined also the isotropic scale of the change about the centroid,
+        ``alpha = sum (R - R_start) . (R_start - mean) / sum |R_start - mean|^2`` (a scaled
+        scan with a scaled object is nearly equivalent to a curved probe, Fresnel scaling
+        theorem: with the probe free this mode is not determined and drifts); positions are
+        clipped to ``[0, upper]``.
+        """
+        eta = self.settings.position_momentum
+        if eta > 0:
+            if self._position_velocity is None or self._position_velocity.shape != after.shape:
+                self._position_velocity = np.zeros_like(after)
+            self._position_velocity = eta * self._position_velocity + (after - before)
+            after = after + eta * self._position_velocity
+        after = after - np.mean(after - start, axis=0, keepdims=True)
+        if probe_refined:
+            centred = start - start.mean(axis=0, keepdims=True)
+            alpha = np.sum((after - start) * centred) / max(np.sum(centred * centred), 1e-12)
+            after = after - alpha * centred
+        return np.clip(after, 0.0, upper).astype(np.float32)
+
     # -- public -------------------------------------------------------------------------
     def prepare(self, patterns, sample_weight=None):
         """Validate and convert data once: returns (amplitudes, weights, mask) tensors."""
@@ -381,7 +686,9 @@ class PIETrainer:
                    update_probe: bool = False, relaxation=None):
         """Run PIE epochs on given object/probe tensors without touching the model.
 
-        Used by searches that try many starting points (``adptycho.probe_search``).
+        Used by searches that try many starting points (``adptycho.probe_search``). The
+        windows are the model's rounded positions; ``settings.position_correction`` does not
+        apply here (positions are not moved).
 
         Args:
             obj: (Y, X) complex64 starting object.
@@ -438,6 +745,11 @@ class PIETrainer:
             ``{"loss": [...], "residual": [...]}`` per epoch: the amplitude loss
             ``mean_j sum (sqrt I_j - |Psi_j|)^2`` and the relative residual
             ``sum (sqrt I - |Psi|)^2 / sum I``, both of the exit waves before each update.
+            With ``settings.position_correction`` also ``"position_change"``: the RMS distance
+            (pixels) of the positions from where this call started them; the refined
+            positions are written into the model's ``position_corrections`` after every
+            moving epoch, so ``model.get_positions()`` returns them (the mean position is
+            kept).
         """
         if int(epochs) < 0:
             raise AdptychoError(f"epochs must be >= 0, got {epochs}")
@@ -462,6 +774,15 @@ class PIETrainer:
         valid = tf.constant(valid.reshape(num_batches, batch))
         rng = np.random.default_rng(seed)
         history = {"loss": [], "residual": []}
+        if s.position_correction:
+            history["position_change"], history["position_jumps"] = [], []
+            weights_np = weights.numpy()
+            # the model's positions at the start, and its corrections: the refined positions
+            # are written back as corrections + (refined - start), whatever the position model
+            start_positions = self.model.get_positions().astype(np.float32)
+            start_corrections = self.model.position_corrections.numpy()
+            positions = tf.constant(start_positions)
+            upper = self._position_limit() + np.float32(0.49)  # rounds to the last valid corner
         obj, probe = self._read_state()
         previous = (obj, probe)
         if self._velocity is None:
@@ -470,10 +791,35 @@ class PIETrainer:
             update_probe = s.refine_probe and epoch >= s.probe_start_epoch and s.probe_step > 0
             order = np.zeros(num_batches * batch, np.int32)
             order[:n] = rng.permutation(n)
-            fn = self._epoch_function(update_probe)
-            obj, probe, e_num, e_den, loss = fn(
-                obj, probe, tf.constant(order.reshape(num_batches, batch)), valid, all_corners,
-                amplitudes, weights, mask, relaxation)
+            order = tf.constant(order.reshape(num_batches, batch))
+            if s.position_correction:
+                jumps = 0
+                moving = epoch >= s.position_start_epoch
+                since = epoch - s.position_start_epoch
+                if (s.position_search_radius > 0 and since > 0
+                        and since % s.position_search_interval == 0):
+                    searched, jumped = self._search_positions(
+                        obj, probe, positions.numpy(), amplitudes, weights_np, mask,
+                        s.position_search_radius)
+                    if jumped.any():
+                        if self._position_velocity is not None:
+                            self._position_velocity[jumped] = 0.0
+                        positions = tf.constant(np.clip(searched, 0.0, upper))
+                        jumps += int(jumped.sum())
+                before = positions
+                obj, probe, e_num, e_den, loss, positions = self._moving_epoch_function(
+                    update_probe)(obj, probe, order, valid, positions,
+                                  tf.constant(float(moving), tf.float32), amplitudes, weights,
+                                  mask, relaxation)
+                if moving:
+                    positions = self._after_position_epoch(before.numpy(), positions.numpy(),
+                                                           start_positions, upper, update_probe)
+                    self.model.position_corrections.assign(
+                        start_corrections + (positions - start_positions))
+                    positions = tf.constant(positions)
+            else:
+                obj, probe, e_num, e_den, loss = self._epoch_function(update_probe)(
+                    obj, probe, order, valid, all_corners, amplitudes, weights, mask, relaxation)
             if s.momentum > 0:
                 v_obj = s.momentum * self._velocity[0] + (obj - previous[0])
                 obj = obj + s.momentum * v_obj
@@ -492,11 +838,17 @@ class PIETrainer:
             if not np.isfinite(logs["loss"]):
                 raise AdptychoError(f"the {s.engine} engine diverged at epoch {epoch} (non-finite "
                                     "error); lower the step sizes or raise the regularisation")
-            history["loss"].append(logs["loss"])
-            history["residual"].append(logs["residual"])
+            if s.position_correction:
+                change = positions.numpy() - start_positions
+                logs["position_change"] = float(np.sqrt(np.mean(np.sum(change ** 2, axis=1))))
+                logs["position_jumps"] = jumps
+            for name, value in logs.items():
+                history[name].append(value)
             if verbose:
                 print(f"{s.engine} epoch {epoch + 1}: loss {logs['loss']:.6g} "
-                      f"residual {logs['residual']:.6g}", flush=True)
+                      f"residual {logs['residual']:.6g}"
+                      + (f" position change {logs['position_change']:.3g} px"
+                         if s.position_correction else ""), flush=True)
             if callback is not None:
                 callback(epoch, logs)
         return history
