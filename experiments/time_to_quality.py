@@ -90,7 +90,8 @@ def run_case(case, scan, obj, probe, target, max_epochs):
         kwargs.update(probe=probe, refine=("object",))
     elif case == "blind":
         kwargs.update(probe=_flat_disc(scan), refine=("object", "probe"))
-    else:
+    else:  # nothing known: the scan's stored (true, simulated) probe is removed
+        scan = scan.replace(probe=None)
         kwargs.update(refine=("object", "probe"))
     if max_epochs:
         kwargs["epochs"] = max_epochs

@@ -293,8 +293,8 @@ def test_reconstruct_with_pie_engines_returns_a_result(scan_70):
                          batch_size=1, object_shape=obj.shape, verbose=0)
     assert nrmse(obj, result.object, region) < 0.05
     assert result.settings["engine"] == "rpie" and len(result.residual_history) == 15
-    with pytest.raises(AdptychoError, match="positions"):
-        reconstruct(scan, engine="epie", refine=("object", "positions"), epochs=1, verbose=0)
+    with pytest.raises(AdptychoError, match="distance"):
+        reconstruct(scan, engine="epie", refine=("object", "distance"), epochs=1, verbose=0)
 
 
 def test_cli_reconstruct_epie_and_errors(tmp_path, capsys):
