@@ -90,14 +90,10 @@ class OrientationResult:
 def _residual(scan: ScanData, build_model: Callable, probe, epochs: int, max_patterns: int,
               seed: int) -> float:
     """Residual of a short object+probe ePIE fit on the patterns nearest the centre."""
-    from adptycho.training.epie import PIETrainer, pie_settings
+    from adptycho.probe_search import central_trainer
 
-    model = build_model(scan, probe)
-    trainer = PIETrainer(model, pie_settings("epie"))
-    prepared = trainer.prepare(np.asarray(scan.patterns))
-    corners = model.get_positions()
-    distance = np.sum((corners - corners.mean(axis=0)) ** 2, axis=1)
-    subset = np.sort(np.argsort(distance, kind="stable")[:max_patterns])
+    model, trainer, prepared, subset = central_trainer(scan, build_model(scan, probe),
+                                                       max_patterns)
     obj = tf.ones(model.object_shape, tf.complex64)
     obj, probe_t, history = trainer.run_epochs(obj, model.probe_tensor(), prepared, 1,
                                                subset=subset, seed=seed)

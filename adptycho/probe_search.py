@@ -27,7 +27,7 @@ from adptycho.initial import (add_probe_modes, defocused_pupil_probe, probe_diam
                               pupil_radius_px, scale_probe_to_counts)
 from adptycho.io.scan_data import NEARFIELD, ScanData
 
-__all__ = ["ProbeSearchResult", "search_probe", "DEFOCUS_GRID"]
+__all__ = ["ProbeSearchResult", "search_probe", "central_trainer", "DEFOCUS_GRID"]
 
 # candidate geometric probe diameters, in window widths; the sign is the side of the focus (a
 # strongly defocused probe's geometric diameter can exceed the window: its edge is dim)
@@ -84,6 +84,19 @@ class ProbeSearchResult:
                 "probe_search_finalists": self.finalists.tolist()}
 
 
+def central_trainer(scan: ScanData, model, max_patterns: int):
+    """An ePIE trainer on ``model`` for short fits on the ``max_patterns`` patterns nearest the
+    scan centre (they overlap most). Returns ``(model, trainer, prepared, subset)``."""
+    from adptycho.training.epie import PIETrainer, pie_settings
+
+    trainer = PIETrainer(model, pie_settings("epie"))
+    prepared = trainer.prepare(np.asarray(scan.patterns))
+    corners = model.get_positions()
+    distance = np.sum((corners - corners.mean(axis=0)) ** 2, axis=1)
+    subset = np.sort(np.argsort(distance, kind="stable")[:max_patterns])
+    return model, trainer, prepared, subset
+
+
 def search_probe(scan: ScanData, build_model: Callable, modes: int = 1, epochs: int = 2,
                  max_patterns: int = 100, seed: int = 0) -> ProbeSearchResult:
     """Choose a far-field probe from the data by a defocus profile search.
@@ -100,18 +113,12 @@ def search_probe(scan: ScanData, build_model: Callable, modes: int = 1, epochs: 
     Returns:
         ``ProbeSearchResult``; its probe is the best finalist's after its short refinement.
     """
-    from adptycho.training.epie import PIETrainer, pie_settings
-
     if scan.geometry == NEARFIELD:
         raise ValueError("search_probe is for far-field scans")
     width = float(np.sqrt(np.prod(scan.detector_shape)))
     diameters = [f * width for f in DEFOCUS_GRID]
-    model = build_model(defocused_pupil_probe(scan, 0.0))
-    trainer = PIETrainer(model, pie_settings("epie"))
-    prepared = trainer.prepare(np.asarray(scan.patterns))
-    corners = model.get_positions()
-    distance = np.sum((corners - corners.mean(axis=0)) ** 2, axis=1)
-    subset = np.sort(np.argsort(distance, kind="stable")[:max_patterns])
+    model, trainer, prepared, subset = central_trainer(
+        scan, build_model(defocused_pupil_probe(scan, 0.0)), max_patterns)
     flat = tf.ones(model.object_shape, tf.complex64)
     residuals, states, settings = [], [], []
 
