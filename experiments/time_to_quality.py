@@ -156,6 +156,47 @@ def run_cdtools(scan, obj, probe, target, python, epochs=150):
             "curve": quality["curve"]}
 
 
+README_START, README_END = "<!-- time-to-quality:start -->", "<!-- time-to-quality:end -->"
+README = os.path.join(os.path.dirname(HERE), "README.md")
+
+
+def render_readme(results_paths):
+    """The time-to-quality table in the project's README, from the given results files."""
+    import re
+
+    lines = ["Rendered by `python experiments/time_to_quality.py --render` from "
+             + ", ".join(f"`{os.path.relpath(p, os.path.dirname(HERE))}`" for p in results_paths)
+             + " (standard problem: 512x512 object, 128x128 probe, 400 positions, 1e6 photons, "
+               "noise-free; the wall time includes everything `reconstruct` does, the probe "
+               "search and orientation check too):", "",
+             "| case | command that wrote it | cores / load | NRMSE <= target at epoch | "
+             "seconds to target | NRMSE at epoch 100 | final NRMSE (epochs) |",
+             "|---|---|---|---|---|---|---|"]
+    for path in results_paths:
+        with open(path) as f:
+            data = json.load(f)
+        for row in data["rows"]:
+            if "error" in row:
+                continue
+            reached = row.get("reached")
+            at100 = row.get("nrmse_at_100_epochs")
+            cells = [row["case"], f"`python experiments/{data['command']}`",
+                     f"{data.get('cpus', '')} / {data.get('load', 'not recorded')}",
+                     str(row["epochs_to_target"]) if reached else "not reached",
+                     f"{row['seconds_to_target']:.2f}" if reached else "-",
+                     f"{at100:.4f}" if at100 is not None else "-",
+                     f"{row['final_nrmse']:.4f} ({row['epochs']})"]
+            lines.append("| " + " | ".join(cells) + " |")
+    with open(README) as f:
+        text = f.read()
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    text = pattern.sub(lambda _: README_START + "\n" + "\n".join(lines) + "\n" + README_END,
+                       text)
+    with open(README, "w") as f:
+        f.write(text)
+    print(f"wrote the time-to-quality table into {README}")
+
+
 def main(argv=None):
     from benchmark import standard_problem
 
@@ -166,7 +207,15 @@ def main(argv=None):
                         help="Adam epochs (default: the library default, adaptive)")
     parser.add_argument("--out", default=os.path.join(HERE, "time_to_quality", "results.json"))
     parser.add_argument("--cdtools-python", default="/tmp/venv-cdtools/bin/python")
+    parser.add_argument("--render", nargs="*", metavar="RESULTS",
+                        help="only render the README table from these results files (default: "
+                             "results.json and run1_with_cdtools.json)")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        render_readme(args.render or [os.path.join(HERE, "time_to_quality", "results.json"),
+                                      os.path.join(HERE, "time_to_quality",
+                                                   "run1_with_cdtools.json")])
+        return
     import tensorflow as tf
 
     scan, obj, probe = standard_problem()
@@ -184,7 +233,8 @@ def main(argv=None):
     with open(args.out, "w") as f:
         json.dump({"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
                    "target_nrmse": args.target, "machine": platform.platform(),
-                   "cpus": os.cpu_count(), "tensorflow": tf.__version__, "rows": rows}, f,
+                   "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+                   "load": f"{os.getloadavg()[0]:.1f}", "rows": rows}, f,
                   indent=1)
     print(f"wrote {args.out}")
 
