@@ -352,8 +352,9 @@ def _cmd_reconstruct(args):
     rates = {g: getattr(args, f"lr_{g}") for g in ("object", "probe", "positions", "distance")
              if getattr(args, f"lr_{g}") is not None}
     checkpoint_dir = args.checkpoint_dir
-    has_adam = args.engine == "auto" or "adam" in [item.split(":")[0].strip()
-                                                    for item in args.engine.split(",")]
+    from adptycho.training.schedule import schedule_engines
+
+    has_adam = args.engine == "auto" or "adam" in schedule_engines(args.engine)
     if checkpoint_dir is None and not args.no_checkpoint and has_adam \
             and args.optimizer == "adam":
         checkpoint_dir = args.out + ".checkpoint"
@@ -789,8 +790,10 @@ def _pie_options(args):
                "regularisation": args.rpie_alpha, "momentum": args.momentum,
                "fourier_relaxation": args.fourier_relaxation}
     options = {k: v for k, v in options.items() if v is not None}
-    stages = [item.split(":")[0].strip() for item in args.engine.split(",")]
-    if options and args.engine != "auto" and not set(stages) & {"epie", "rpie", "mpie"}:
+    from adptycho.training.schedule import schedule_engines
+
+    pie = {"epie", "rpie", "mpie"}
+    if options and args.engine != "auto" and not set(schedule_engines(args.engine)) & pie:
         raise AdptychoError("--alpha, --beta, --rpie-alpha, --momentum and --fourier-relaxation "
                             "are options of the "
                             f"PIE engines (epie, rpie, mpie), not of {args.engine!r}")

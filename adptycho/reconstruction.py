@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Optional, Sequence
 
@@ -33,6 +34,7 @@ OBJECTS = ("pixels",) + SHIPPED_MODELS  # or a directory with IRMAE weights (Lat
 OBJECTS += SHIPPED_STYLEGAN2  # StyleGAN2 generator objects (GeneratorObject; PtychoGAN)
 OPTIMIZERS = ("adam", "lbfgs")
 LATENT_LEARNING_RATE = 0.1
+DEFAULT_EPOCHS = 50  # a named engine (or the default's adam-only fallback) without epochs
 AUTO_PIE_EPOCHS = 50  # sequential ePIE epochs of the adaptive default before Adam
 AUTO_LEARNING_RATE = 0.01  # object / probe Adam step after a PIE stage (it only polishes)
 # PlateauSchedule of the adaptive Adam stage: halve the steps after 5 epochs without a 0.1%
@@ -57,7 +59,7 @@ def auto_schedule(scan: ScanData, *, epochs, refine, object, optimizer, parametr
     pie_first = (object == "pixels" and optimizer == "adam" and parametrisation == "complex"
                  and "object" in refine and not adam_only)
     if not pie_first:
-        return [Stage("adam", 50 if epochs is None else epochs)], False
+        return [Stage("adam", DEFAULT_EPOCHS if epochs is None else epochs)], False
     search = probe is None and scan.probe is None and scan.geometry != NEARFIELD
     return [Stage("epie", AUTO_PIE_EPOCHS), Stage("adam", epochs)], search
 
@@ -251,7 +253,7 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
                                        optimizer=optimizer, parametrisation=parametrisation,
                                        probe=probe, adam_only=adam_only)
     else:
-        stages = parse_schedule(engine, ENGINES, epochs if epochs is not None else 50)
+        stages = parse_schedule(engine, ENGINES, DEFAULT_EPOCHS if epochs is None else epochs)
         if len(stages) > 1 and stages[-1].epochs is None:
             stages[-1] = Stage(stages[-1].engine, epochs)
         search = False
@@ -386,16 +388,14 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
             if verbose and stop_reason:
                 print(f"adptycho: adam stopped after {done} epochs: {stop_reason}", flush=True)
         for key, values in stage_logs.items():
-            if key in ("loss", "residual"):
-                logs.setdefault(key, []).extend(values)
-            else:
-                logs[key] = list(logs.get(key, [])) + list(values)
+            logs.setdefault(key, []).extend(values)
         stage_index += [number] * len(stage_logs.get("loss", []))
     engine = format_schedule(stages) if adaptive or len(stages) > 1 else stages[0].engine
     epochs = len(stage_index)
     settings = {
         "engine": engine, "object": object, "parametrisation": parametrisation,
-        "epochs": epochs, "batch_size": adam_batch if adam_stage else (batch_size or 1), "refine": list(refine), "loss": loss,
+        "epochs": epochs, "batch_size": adam_batch if adam_stage else (batch_size or 1),
+        "refine": list(refine), "loss": loss,
         "learning_rates": {**DEFAULT_LEARNING_RATES, **(learning_rates or {})},
         "start_epochs": starts, "decay_rate": decay_rate, "probe_modes": probe_modes,
         "readout_noise": np.asarray(readout_noise).tolist() if np.ndim(readout_noise) == 0 else "per-pixel",
@@ -453,8 +453,9 @@ ORIENTATION_WARNING_EXCESS = 0.1  # warn when another orientation fits 10% bette
 
 def _orientation_warning(scan: ScanData, model_options: dict, probe, verbose: int) -> dict:
     """The orientation check of a blind far-field fit (``orientation.check_orientation``: the
-    probe searched for each of the 4 twin classes, short ePIE fits): warns when another flip/transpose of the positions fits the
-    patterns clearly better than the file's. Returns the residuals for the settings."""
+    probe searched for each of the 4 twin classes, short ePIE fits): warns when another
+    flip/transpose of the positions fits the patterns clearly better than the file's. Returns
+    the residuals for the settings."""
     import warnings
 
     from adptycho.orientation import check_orientation
@@ -542,18 +543,17 @@ def _fit_pie(model, scan: ScanData, engine: str, epochs: int, batch_size: int, r
 
     Keras ``callbacks`` get ``on_epoch_end(first_epoch + epoch, logs)`` after every epoch (the
     PIE loop has no batches or Keras training state)."""
-    from adptycho.training.epie import PIETrainer, pie_settings
+    from adptycho.training.epie import PIESettings, PIETrainer, pie_settings
 
     other = [g for g in refine if g not in ("object", "probe", "positions")]
     if other or "object" not in refine:
         raise AdptychoError(f"the {engine} engine refines the object, probe and positions only; "
                             f"got refine={tuple(refine)} (use the adam engine for the distance)")
     options = dict(pie_options or {})
-    unknown = set(options) - {"object_step", "probe_step", "regularisation", "momentum",
-                              "fourier_relaxation", "position_correction",
-                              "position_start_epoch", "position_step", "position_max_shift",
-                              "position_momentum", "position_search_radius",
-                              "position_search_interval"}
+    # every PIESettings field except those reconstruct sets from its own arguments
+    allowed = {f.name for f in dataclasses.fields(PIESettings)} - {
+        "engine", "batch_size", "refine_probe", "probe_start_epoch"}
+    unknown = set(options) - allowed
     if unknown:
         raise AdptychoError(f"unknown PIE options {sorted(unknown)}")
     if "positions" in refine:

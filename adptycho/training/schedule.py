@@ -15,7 +15,7 @@ import numpy as np
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["Stage", "parse_schedule", "format_schedule", "PlateauSchedule",
+__all__ = ["Stage", "parse_schedule", "format_schedule", "schedule_engines", "PlateauSchedule",
            "MAX_ADAPTIVE_EPOCHS"]
 
 MAX_ADAPTIVE_EPOCHS = 300  # cap of a stage that stops on a plateau
@@ -61,6 +61,11 @@ def parse_schedule(spec: str, engines, epochs: Optional[int] = None) -> List[Sta
         else:
             stages.append(Stage(name, epochs if len(items) == 1 or epochs is None else None))
     return stages
+
+
+def schedule_engines(spec: str) -> list:
+    """The engine names of ``"epie:30,adam:200"`` (no validation: ``parse_schedule`` does it)."""
+    return [item.partition(":")[0].strip() for item in str(spec).split(",")]
 
 
 def format_schedule(stages) -> str:

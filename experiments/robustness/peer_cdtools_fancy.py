@@ -47,6 +47,8 @@ import time
 
 import numpy as np
 
+from peer_output import save_result
+
 
 def build(data, near):
     import torch as t
@@ -162,9 +164,7 @@ def main(argv=None):
     probe = (model.probe.detach() * model.probe_norm.detach()).numpy()
     origin = -model.min_translation.detach().numpy().astype(np.float64)
     info.update({"seconds_fit": seconds, "first_loss": losses[0], "last_loss": losses[-1]})
-    np.savez(args.out, object=obj.astype(np.complex64), probe=probe.astype(np.complex64),
-             origin=origin, losses=np.asarray(losses), info=json.dumps(info))
-    print(json.dumps(info))
+    save_result(args.out, obj, probe, origin, info, losses=np.asarray(losses))
     return 0
 
 

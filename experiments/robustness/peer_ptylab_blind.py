@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+from peer_output import save_result
+
 
 def check_truth(reconstruction, params, truth_path, positions_px):
     """PtyLab's own propagator applied to the true probe x true object at PtyLab's (rounded)
@@ -162,9 +164,7 @@ def main(argv=None):
     errors = [float(e) for e in getattr(reconstruction, "error", [])]
     info.update({"seconds_fit": seconds, "schedule": "ePIE 10 (beta 0.25) + mPIE 100 (beta 0.25)",
                  "error_first_last": errors[:1] + errors[-1:]})
-    np.savez(args.out, object=obj.astype(np.complex64), probe=probe.astype(np.complex64),
-             origin=origin, errors=np.asarray(errors), info=json.dumps(info))
-    print(json.dumps(info))
+    save_result(args.out, obj, probe, origin, info, errors=np.asarray(errors))
     return 0
 
 
