@@ -109,7 +109,7 @@ class LatentPosterior:
     def hessian(self, latent) -> np.ndarray:
         """(n, n) float64 Hessian of the negative log posterior (autodiff, symmetrised)."""
         latent = tf.constant(np.asarray(latent, np.float32))
-        with tf.GradientTape() as outer:
+        with tf.GradientTape(persistent=True) as outer:
             outer.watch(latent)
             with tf.GradientTape() as inner:
                 inner.watch(latent)
