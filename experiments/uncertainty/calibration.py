@@ -143,8 +143,8 @@ def render(results) -> str:
     lines = ["| photons / pattern | draws | rms phase error (rad) | median phase std (rad) | "
              "phase 68% | phase 95% | amplitude 68% | amplitude 95% | phase std / spread | "
              "amplitude std / spread | Fisher (exact-likelihood) 95% / ratio | diagonal-only "
-             "95% / ratio |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "95% / ratio | fit s | map s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         lines.append(
             f"| {r['dose']:.0e} | {r['draws']} | {r['rms_phase_error_rad']:.4f} | "
@@ -153,7 +153,8 @@ def render(results) -> str:
             f"{100 * r['amplitude_coverage95']:.1f}% | {r['phase_std_over_spread']:.2f} | "
             f"{r['amplitude_std_over_spread']:.2f} | {100 * r['fisher_phase_coverage95']:.1f}% / "
             f"{r['fisher_phase_std_over_spread']:.2f} | {100 * r['bound_phase_coverage95']:.1f}% "
-            f"/ {r['bound_phase_std_over_spread']:.2f} |")
+            f"/ {r['bound_phase_std_over_spread']:.2f} | {r['fit_s_median']:.0f} | "
+            f"{r['uncertainty_s_median']:.0f} |")
     meta = results["meta"]
     lines.append("")
     lines.append(f"{meta['reference_pixels']} well-illuminated pixels, engine `{meta['engine']}`, "
