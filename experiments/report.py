@@ -49,7 +49,7 @@ def path_of(relpath):
     return os.path.join(ROOT, relpath)
 
 
-def fmt(value, digits=4):
+def fmt(value, digits=4, nan="not recorded (NaN in the file)"):
     """A number as the tables show it: ``digits`` significant digits; NaN said in words."""
     if value is None:
         return "-"
@@ -59,7 +59,7 @@ def fmt(value, digits=4):
         return str(value)
     if isinstance(value, float):
         if math.isnan(value):
-            return "not recorded (NaN in the file)"
+            return nan
         if value == int(value) and abs(value) < 1e6:
             return str(int(value))
         return f"{value:.{digits}g}"
@@ -116,7 +116,7 @@ def render_csv(args):
     if "where" in opts:
         col, value = opts["where"].split(":", 1)
         rows = [r for r in rows if r[col] == value]
-    body = [[fmt(_number(r[c]), digits) for c in columns] for r in rows]
+    body = [[fmt(_number(r[c]), digits, nan="-") for c in columns] for r in rows]  # nan: n/a
     return [source_line(relpath, command=opts.get("command")), ""] + table(columns, body)
 
 
@@ -140,9 +140,23 @@ def render_json(args):
     data = _load_json(relpath)
     for key in opts.get("key", "").split(".") if opts.get("key") else []:
         data = data[key]
+    if not isinstance(data, dict):  # one scalar
+        data = {opts["key"]: data}
     rows = [[f"`{k}`", v] for k, v in _flatten(data)]
     return [source_line(relpath, command=opts.get("command")), ""] + table(["quantity", "value"],
                                                                            rows)
+
+
+@renderer("json-rows")
+def render_json_rows(args):
+    """A list of flat records in a JSON file (``key=runs``) as a table, one row per record."""
+    (relpath,), opts = _options(args)
+    records = _load_json(relpath)
+    for key in opts["key"].split("."):
+        records = records[key]
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    body = [[fmt(r.get(c), int(opts.get("digits", 4))) for c in columns] for r in records]
+    return [source_line(relpath, command=opts.get("command")), ""] + table(columns, body)
 
 
 # --- experiment-specific renderers ----------------------------------------------------------------
@@ -270,9 +284,9 @@ def render_calibration_petra(args):
     fixed = data.get("fixed_z1") or data.get("fixed")
     if isinstance(fixed, dict):
         lines += ["", "Object + probe fits at fixed z1:", ""]
-        lines += table(["z1 (mm)", "final loss"], [[k, fmt(v if not isinstance(v, dict) else
-                                                          v.get("final_loss"))]
-                                                      for k, v in fixed.items()])
+        lines += table(["z1 (mm)", "final loss", "final residual"],
+                       [[k, fmt(v.get("final_loss")), fmt(v.get("final_residual"))]
+                        for k, v in fixed.items()])
     return lines
 
 
@@ -288,7 +302,9 @@ def render_benchmark_epie(args):
                 continue
             if "median_s" in results:
                 label = f"{results.get('package', engine)} {results.get('version', '')}".strip()
-                rows.append([label, results.get("engine", ""), fmt(results["median_s"], 3)])
+                for key, r in results.get("batches", {"": results}).items():
+                    setting = results.get("engine", "") + (f", {key}" if key else "")
+                    rows.append([label, setting, fmt(r["median_s"], 3)])
                 continue
             for key, r in results.items():
                 if isinstance(r, dict) and "median_s" in r:
