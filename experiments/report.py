@@ -389,6 +389,22 @@ def missing_citations(page, text):
     return sorted(set(missing))
 
 
+NUMERIC_CELL = re.compile(r"^\**[-+]?\d[\d.,eE+%x-]*\**$")
+
+
+def typed_tables(text):
+    """Table rows outside the rendered blocks with two or more numeric cells: results typed by
+    hand (descriptive tables, such as option lists, have at most one number per row)."""
+    outside = BLOCK.sub("", text)
+    rows = []
+    for line in outside.split("\n"):
+        if line.startswith("|") and not set(line) <= set("|-: "):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if sum(bool(NUMERIC_CELL.match(c)) for c in cells) >= 2:
+                rows.append(line)
+    return rows
+
+
 def check():
     """Problems as lines: blocks that differ from their rendering, cited files that are absent."""
     problems = []
@@ -402,6 +418,9 @@ def check():
                 if old.group(0) != new.group(0):
                     problems.append(f"{rel}: block report:{old.group('kind')}"
                                     f"{old.group('args')} differs from its rendering")
+        for row in typed_tables(text):
+            problems.append(f"{rel}: a results row typed by hand, outside a rendered block: "
+                            f"{row[:70]}")
         for cited in missing_citations(page, text):
             problems.append(f"{rel}: cites {cited}, which does not exist")
     return problems

@@ -9,7 +9,8 @@
   ``python experiments/...`` command names a script that exists and options it defines; every
   ``pip install -e ".[extra]"`` names an extra of setup.cfg.
 * The results tables are current: ``experiments/report.py --check`` finds nothing, and it does
-  find a table edited by hand and a cited file that does not exist.
+  find a rendered table edited by hand, a results table typed outside a rendered block and a
+  cited file that does not exist.
 * The README stays a front page (at most 200 lines) and every docs page is in the site's nav.
 """
 
@@ -226,6 +227,10 @@ def test_report_check_finds_a_hand_edited_table_and_a_missing_file(tmp_path, mon
     last = rendered.split("| tike_siemens_star |")[1].split("|")[7].strip()
     (folder / "README.md").write_text(rendered.replace(f"| {last} |", "| 0.0128 |", 1))
     assert any("differs from its rendering" in p for p in report.check())
+    # a results table typed outside a rendered block
+    (folder / "README.md").write_text(rendered + "\n| scan | residual | drop |\n|---|---|---|\n"
+                                      "| tike | 0.0128 | 14.1x |\n")
+    assert any("typed by hand" in p for p in report.check())
     # a cited file that does not exist
     (folder / "README.md").write_text(rendered + "\nSee `experiments/real_data/run.log`.\n")
     assert report.check() == ["experiments/real_data/README.md: cites "
