@@ -19,13 +19,13 @@ on which the global phase is fixed):
   diagonal-only bound ``1/F_pp`` (every other pixel known), both from the first draw's
   reconstruction, to show what each ingredient contributes.
 
-Results: ``experiments/uncertainty/results.json``; the README table is rendered from it by this
-script (``--render`` only re-renders). Figure: ``experiments/uncertainty/example.png``.
+Results: ``experiments/uncertainty/results.json``; the README tables are rendered from it by
+``python experiments/report.py``. Figure: ``experiments/uncertainty/example.png``.
 
 Run::
 
-    python experiments/uncertainty/calibration.py            # ~15-20 min on 2 loaded cores
-    python experiments/uncertainty/calibration.py --render   # README table from results.json
+    python experiments/uncertainty/calibration.py   # 45 min on 2 loaded cores (results.json)
+    python experiments/report.py                    # README tables from results.json
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.json")
-README = os.path.join(HERE, "README.md")
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def problem():
@@ -139,38 +137,6 @@ def run_dose(dose, args, truth, probe, positions):
     return row
 
 
-def render(results) -> str:
-    lines = ["| photons / pattern | draws | rms phase error (rad) | median phase std (rad) | "
-             "phase 68% | phase 95% | amplitude 68% | amplitude 95% | phase std / spread | "
-             "amplitude std / spread | Fisher (exact-likelihood) 95% / ratio | diagonal-only "
-             "95% / ratio | fit s | map s |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results["rows"]:
-        lines.append(
-            f"| {r['dose']:.0e} | {r['draws']} | {r['rms_phase_error_rad']:.4f} | "
-            f"{r['median_phase_std_rad']:.4f} | {100 * r['phase_coverage68']:.1f}% | "
-            f"{100 * r['phase_coverage95']:.1f}% | {100 * r['amplitude_coverage68']:.1f}% | "
-            f"{100 * r['amplitude_coverage95']:.1f}% | {r['phase_std_over_spread']:.2f} | "
-            f"{r['amplitude_std_over_spread']:.2f} | {100 * r['fisher_phase_coverage95']:.1f}% / "
-            f"{r['fisher_phase_std_over_spread']:.2f} | {100 * r['bound_phase_coverage95']:.1f}% "
-            f"/ {r['bound_phase_std_over_spread']:.2f} | {r['fit_s_median']:.0f} | "
-            f"{r['uncertainty_s_median']:.0f} |")
-    meta = results["meta"]
-    lines.append("")
-    lines.append(f"{meta['reference_pixels']} well-illuminated pixels, engine `{meta['engine']}`, "
-                 f"{meta['probes']} Hutchinson probes; written {meta['date']} on "
-                 f"{meta['machine']} ({meta['seconds']:.0f} s).")
-    return "\n".join(lines)
-
-
-def write_readme(results):
-    text = open(README).read()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with open(README, "w") as f:
-        f.write(head + BEGIN + "\n" + render(results) + "\n" + END + tail)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--doses", type=float, nargs="+", default=[1e4, 1e5, 1e6])
@@ -179,12 +145,7 @@ def main():
     parser.add_argument("--engine", default="epie:30,adam:100")
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--no-figure", dest="figure", action="store_false")
-    parser.add_argument("--render", action="store_true", help="only re-render the README table")
     args = parser.parse_args()
-    if args.render:
-        with open(args.out) as f:
-            write_readme(json.load(f))
-        return
     started = time.perf_counter()
     truth, probe, positions = problem()
     rows = []
@@ -202,8 +163,7 @@ def main():
 
     with atomic_path(args.out, suffix=".json.tmp") as tmp, open(tmp, "w") as f:
         json.dump(results, f, indent=1)
-    if os.path.abspath(args.out) == RESULTS:
-        write_readme(results)
+    print(f"wrote {args.out}; render the README tables with: python experiments/report.py")
 
 
 if __name__ == "__main__":
