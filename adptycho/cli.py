@@ -889,6 +889,9 @@ def main(argv=None) -> int:
     """Run one command; returns the exit status: 0 done, 2 bad input or a file-system refusal
     (one line on stderr, nothing written), 130 interrupted. Any other exception is a bug: it
     propagates, so the console script prints its traceback and exits with status 1."""
+    from adptycho.runtime import configure
+
+    configure()  # the command opts into the process settings (quiet TF start-up, allocator)
     from adptycho.cli_checks import check_arguments
 
     parser = build_parser()

@@ -16,6 +16,7 @@ from typing import Optional
 import keras
 import numpy as np
 
+from adptycho.runtime import restores_global_rngs
 from adptycho.errors import AdptychoError
 from adptycho.nn.irmae import IRMAE, save_irmae, write_card
 from adptycho.nn.mnist import load_mnist, to_32
@@ -92,6 +93,7 @@ def _last_logged_loss(csv_path, losses):
     return float("nan")
 
 
+@restores_global_rngs
 def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layers: int = 8,
                 latent_dim: int = 128, epochs: int = 10, batch_size: int = 64,
                 learning_rate: float = 1e-3, seed: int = 0, verbose: int = 1,
