@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from adptycho.errors import AdptychoError
+from adptycho.cli_tensorboard import add_tensorboard_option, tensorboard_callbacks
 
 __all__ = ["main", "build_parser"]
 
@@ -296,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adam epochs after the ePIE stage (default: until the loss reaches a "
                         "plateau)")
     p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
+    add_tensorboard_option(sub)
     return parser
 
 
@@ -328,6 +330,7 @@ def _load_scan(args):
 
 
 def _cmd_reconstruct(args):
+    callbacks = tensorboard_callbacks(args)  # refuses --tensorboard where it would log nothing
     if getattr(args, "ptychogan", False):
         return _cmd_reconstruct_ptychogan(args)
     from adptycho.analysis.plots import plot_reconstruction
@@ -370,7 +373,7 @@ def _cmd_reconstruct(args):
                          validation_fraction=args.validation_fraction,
                          early_stopping_patience=args.early_stopping, strategy=strategy,
                          position_model=args.position_model, optimizer=args.optimizer,
-                         pie_options=_pie_options(args),
+                         pie_options=_pie_options(args), callbacks=callbacks,
                          latent_options=(None if args.object == "pixels" else
                                          {"mode": args.latent_mode,
                                           "train_decoder": args.train_decoder}))
@@ -577,6 +580,7 @@ def _cmd_calibrate(args):
                             or (not near and args.farfield_distance),
                             position_model=args.position_model, loss=args.loss,
                             probe_modes=args.probe_modes, seed=args.seed, verbose=1,
+                            callbacks=tensorboard_callbacks(args),
                             **_probe_constraint_kwargs(args, scan))
     calibration.save(args.out)
     shift = calibration.positions_px - calibration.nominal_positions_px
@@ -656,7 +660,8 @@ def _cmd_train_irmae(args):
     result = train_irmae(args.out, args.data, digit=args.digit, linear_layers=args.linear_layers,
                          latent_dim=args.latent_dim, epochs=args.epochs,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         seed=args.seed, max_train=args.max_train, verbose=1, command=command)
+                         seed=args.seed, max_train=args.max_train, verbose=1, command=command,
+                         callbacks=tensorboard_callbacks(args))
     print(f"adptycho: IRMAE trained in {result['seconds']:.0f} s: validation BCE "
           f"{result['val_bce']:.4f}, MSE {result['val_mse']:.5f}; wrote {args.out}/"
           "{encoder,decoder}.weights.h5, mean_latent.npy, card.md, samples.png")
