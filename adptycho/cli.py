@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from adptycho import cli_convert
 from adptycho.errors import AdptychoError
 from adptycho.cli_tensorboard import add_tensorboard_option, tensorboard_callbacks
 
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "plateau)")
     p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
     add_tensorboard_option(sub)
+    cli_convert.add_parser(sub)
     return parser
 
 
@@ -350,6 +352,7 @@ def _cmd_reconstruct(args):
         scan = apply_calibration(scan, Calibration.load(args.calibration))
         probe = scan.probe
         print(f"adptycho: calibration {args.calibration} applied (probe, positions, distance frozen)")
+    scan, probe, initial_object = cli_convert.apply_init(args, scan, probe)
     groups = args.refine if args.refine is not None else ([] if args.calibration else ["probe"])
     refine = ([] if args.fixed_object else ["object"]) + list(groups)
     rates = {g: getattr(args, f"lr_{g}") for g in ("object", "probe", "positions", "distance")
@@ -374,6 +377,8 @@ def _cmd_reconstruct(args):
                          early_stopping_patience=args.early_stopping, strategy=strategy,
                          position_model=args.position_model, optimizer=args.optimizer,
                          pie_options=_pie_options(args), callbacks=callbacks,
+                         initial_object=initial_object,
+                         object_shape=None if initial_object is None else initial_object.shape,
                          latent_options=(None if args.object == "pixels" else
                                          {"mode": args.latent_mode,
                                           "train_decoder": args.train_decoder}))
@@ -878,6 +883,7 @@ COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": 
             "landscape": _cmd_landscape}
 COMMANDS["oversample"] = _cmd_oversample
 COMMANDS["train-stylegan2"] = _cmd_train_stylegan2
+COMMANDS["convert"] = cli_convert.run
 
 
 EXIT_USER_ERROR = 2  # bad input: one line "adptycho: error: ..." on stderr (docs/errors.md)
