@@ -85,6 +85,8 @@ def test_cli_tensorboard_continues_the_steps_across_epie_and_adam(tmp_path, caps
                  "--no-checkpoint", "--quiet"]) == 0
     events = _events(log_dir)
     assert [e.step for e in events["scalars"]["loss"]] == [0, 1, 2, 3]
+    # Adam's learning rates are logged for the Adam epochs only, not the ePIE ones
+    assert [e.step for e in events["scalars"]["learning_rate/object"]] == [2, 3]
     settings = _values(events["text"]["settings"])[0][1].item().decode()
     assert "epie:2,adam" in settings
     assert "probe/mode_0" in events["images"]

@@ -4,7 +4,8 @@ What it writes (one event file per run under ``log_dir``, read with ``tensorboar
 
 * scalars, every epoch: every number in the epoch's logs (``loss``, ``residual``, ``val_loss``,
   ``val_residual``, ...; names as Keras logs them), and for a ``PtychoModel``
-  ``learning_rate/<group>`` (the current Adam step of each refined group), ``distance_m`` (near
+  ``learning_rate/<group>`` (the current Adam step of each refined group; Adam epochs only, not
+  in ePIE/rPIE/mPIE stages), ``distance_m`` (near
   field, or far field with the distance refined), ``focus_distance_m`` (cone beam) and
   ``position_change_px`` (mean over the scan of the distance each position moved since the
   previous epoch, in object pixels). For any other Keras model, ``learning_rate`` of its
@@ -71,6 +72,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._step = 0
         self._last_image_step = None
         self._previous_positions = None
+        self._in_keras_fit = False  # learning rates only mean something inside a Keras fit
 
     # -- writer -------------------------------------------------------------------------
     def _ensure_writer(self):
@@ -109,7 +111,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
         model = self.model
         if self._is_ptycho():
             for group, optimizer in getattr(model, "group_optimizers", {}).items():
-                values[f"learning_rate/{group}"] = _scalar(optimizer.learning_rate)
+                if self._in_keras_fit:  # not in a PIE stage (its steps are not Adam's)
+                    values[f"learning_rate/{group}"] = _scalar(optimizer.learning_rate)
             values["distance_m"] = _scalar(model.get_distance()) \
                 if model.get_distance() is not None else None
             focus = model.get_focus_distance() if hasattr(model, "get_focus_distance") else None
@@ -119,7 +122,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
                 moved = np.linalg.norm(positions - self._previous_positions, axis=1)
                 values["position_change_px"] = float(np.mean(moved))
             self._previous_positions = positions
-        elif getattr(model, "optimizer", None) is not None:
+        elif getattr(model, "optimizer", None) is not None and self._in_keras_fit:
             values["learning_rate"] = _scalar(model.optimizer.learning_rate)
         return {k: v for k, v in values.items() if v is not None}
 
@@ -140,6 +143,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
     # -- Keras hooks (the PIE engines call on_epoch_end only) ----------------------------
     def on_train_begin(self, logs=None):
+        self._in_keras_fit = True
         self._ensure_writer()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -162,6 +166,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         writer.flush()
 
     def on_train_end(self, logs=None):
+        self._in_keras_fit = False
         self.close()
 
     def close(self):
