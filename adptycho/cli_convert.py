@@ -40,6 +40,11 @@ def apply_init(args, scan, probe):
     """
     if not getattr(args, "init", None):
         return scan, probe, None
+    if getattr(args, "object", "pixels") != "pixels":
+        raise AdptychoError("--init seeds a pixel object; it does not combine with --object "
+                            f"{args.object}")
+    if getattr(args, "calibration", None):
+        raise AdptychoError("--init and --calibration both set the probe and positions: give one")
     initial = read_initial(args.init)
     if len(initial.positions_px) == scan.num_patterns:
         scan = scan.replace(positions_px=initial.positions_px)

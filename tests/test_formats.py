@@ -209,3 +209,14 @@ def test_reconstruct_init_from_a_ptychodus_product_starts_at_the_truth(tmp_path)
     assert warm.object.shape == obj.shape
     assert warm.residual_history[0] < 0.2 * cold.residual_history[0], (
         warm.residual_history[0], cold.residual_history[0])
+
+
+def test_reconstruct_init_refuses_what_it_cannot_seed(tmp_path, capsys):
+    scan_path = _scan(tmp_path)
+    known = tmp_path / "known.h5"
+    write_reconstruction(known, _known(), "adptycho")
+    out = tmp_path / "rec.h5"
+    for extra in (["--object", "irmae-mnist"], []):
+        # a latent object cannot start from pixels; the known result has 7 positions, the scan more
+        _refused(capsys, ["reconstruct", str(scan_path), "--out", str(out), "--init", str(known),
+                          "--no-checkpoint"] + extra, out)
