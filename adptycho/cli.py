@@ -19,7 +19,9 @@ import time
 import numpy as np
 
 from adptycho import cli_uncertainty
+from adptycho import cli_convert
 from adptycho.errors import AdptychoError
+from adptycho.cli_tensorboard import add_tensorboard_option, tensorboard_callbacks
 
 __all__ = ["main", "build_parser"]
 
@@ -298,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adam epochs after the ePIE stage (default: until the loss reaches a "
                         "plateau)")
     p.add_argument("--loss", choices=("amplitude", "poisson", "poisson-gaussian"), default="amplitude")
+    add_tensorboard_option(sub)
+    cli_convert.add_parser(sub)
     return parser
 
 
@@ -330,6 +334,7 @@ def _load_scan(args):
 
 
 def _cmd_reconstruct(args):
+    callbacks = tensorboard_callbacks(args)  # refuses --tensorboard where it would log nothing
     if getattr(args, "ptychogan", False):
         return _cmd_reconstruct_ptychogan(args)
     from adptycho.analysis.plots import plot_reconstruction
@@ -349,6 +354,7 @@ def _cmd_reconstruct(args):
         scan = apply_calibration(scan, Calibration.load(args.calibration))
         probe = scan.probe
         print(f"adptycho: calibration {args.calibration} applied (probe, positions, distance frozen)")
+    scan, probe, initial_object = cli_convert.apply_init(args, scan, probe)
     groups = args.refine if args.refine is not None else ([] if args.calibration else ["probe"])
     refine = ([] if args.fixed_object else ["object"]) + list(groups)
     rates = {g: getattr(args, f"lr_{g}") for g in ("object", "probe", "positions", "distance")
@@ -372,7 +378,9 @@ def _cmd_reconstruct(args):
                          validation_fraction=args.validation_fraction,
                          early_stopping_patience=args.early_stopping, strategy=strategy,
                          position_model=args.position_model, optimizer=args.optimizer,
-                         pie_options=_pie_options(args),
+                         pie_options=_pie_options(args), callbacks=callbacks,
+                         initial_object=initial_object,
+                         object_shape=None if initial_object is None else initial_object.shape,
                          latent_options=(None if args.object == "pixels" else
                                          {"mode": args.latent_mode,
                                           "train_decoder": args.train_decoder}))
@@ -579,6 +587,7 @@ def _cmd_calibrate(args):
                             or (not near and args.farfield_distance),
                             position_model=args.position_model, loss=args.loss,
                             probe_modes=args.probe_modes, seed=args.seed, verbose=1,
+                            callbacks=tensorboard_callbacks(args),
                             **_probe_constraint_kwargs(args, scan))
     calibration.save(args.out)
     shift = calibration.positions_px - calibration.nominal_positions_px
@@ -658,7 +667,8 @@ def _cmd_train_irmae(args):
     result = train_irmae(args.out, args.data, digit=args.digit, linear_layers=args.linear_layers,
                          latent_dim=args.latent_dim, epochs=args.epochs,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         seed=args.seed, max_train=args.max_train, verbose=1, command=command)
+                         seed=args.seed, max_train=args.max_train, verbose=1, command=command,
+                         callbacks=tensorboard_callbacks(args))
     print(f"adptycho: IRMAE trained in {result['seconds']:.0f} s: validation BCE "
           f"{result['val_bce']:.4f}, MSE {result['val_mse']:.5f}; wrote {args.out}/"
           "{encoder,decoder}.weights.h5, mean_latent.npy, card.md, samples.png")
@@ -876,6 +886,7 @@ COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": 
 COMMANDS["oversample"] = _cmd_oversample
 COMMANDS["train-stylegan2"] = _cmd_train_stylegan2
 COMMANDS["uncertainty"] = cli_uncertainty.run
+COMMANDS["convert"] = cli_convert.run
 
 
 EXIT_USER_ERROR = 2  # bad input: one line "adptycho: error: ..." on stderr (docs/errors.md)
@@ -892,6 +903,9 @@ def main(argv=None) -> int:
     """Run one command; returns the exit status: 0 done, 2 bad input or a file-system refusal
     (one line on stderr, nothing written), 130 interrupted. Any other exception is a bug: it
     propagates, so the console script prints its traceback and exits with status 1."""
+    from adptycho.runtime import configure
+
+    configure()  # the command opts into the process settings (quiet TF start-up, allocator)
     from adptycho.cli_checks import check_arguments
 
     parser = build_parser()

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
+from adptycho.runtime import restores_global_rngs
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import object_grid
 from adptycho.initial import add_probe_modes, probe_guess, scale_probe_to_counts
@@ -141,6 +142,7 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
     return model, grid
 
 
+@restores_global_rngs
 def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
                 batch_size: Optional[int] = None,
                 refine: Sequence[str] = ("object", "probe"), loss: str = "amplitude",
@@ -195,7 +197,9 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
             ``phase``).
         probe, probe_modes, readout_noise, object_shape, padding_px, initial_object: see
             ``build_model``.
-        seed: seeds Keras (shuffling order), so runs are repeatable.
+        seed: seeds Python, NumPy, TensorFlow and Keras (shuffling order) for this call only, so
+            runs are repeatable; the caller's generator states are restored on return
+            (``adptycho.runtime.restores_global_rngs``).
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
         callbacks: extra Keras callbacks (early stopping, checkpoints, ...).
         checkpoint_dir: if given, the fit state is saved there after every epoch
