@@ -278,6 +278,38 @@ class PtychoModel(keras.Model):
             probe = self._copropagate(probe)
         return probe
 
+    def object_tensor(self) -> tf.Tensor:
+        """(Y, X) complex64 stored object: the representation's transmission (before any
+        co-propagation)."""
+        return self.object_representation.transmission()
+
+    def assign_object(self, value) -> None:
+        """Set the stored object to the (Y, X) complex array or tensor ``value`` (projected on
+        the representation's parametrisation; pixel objects only)."""
+        self.object_representation.assign(value)
+
+    def stored_probe_tensor(self) -> tf.Tensor:
+        """(M, H, W) complex64 stored probe in photon units (times the support, if any; never
+        co-propagated)."""
+        return self._stored_probe_tensor()
+
+    def assign_probe(self, probe) -> None:
+        """Set the stored probe modes to the (M, H, W) complex array or tensor ``probe`` in
+        photon units (the support, if any, still multiplies it)."""
+        probe = tf.cast(tf.convert_to_tensor(probe), tf.complex64)
+        self.probe_real.assign(tf.math.real(probe) / self.probe_scale)
+        self.probe_imag.assign(tf.math.imag(probe) / self.probe_scale)
+
+    def refresh_object_group(self) -> None:
+        """Make the ``object`` group the representation's trainable weights again (after they
+        changed, e.g. ``GeneratorObject.release_blocks``)."""
+        self.groups["object"] = list(self.object_representation.trainable_weights)
+
+    @property
+    def detector_mask(self):
+        """(H, W) float32 valid-pixel mask tensor (1 = valid), or None (all valid)."""
+        return self._mask
+
     def object_parts(self):
         """``(real, imag)`` (Y, X) float32 parts of the model's object (co-propagated by z0 - z
         while a parallel-beam near-field distance is refined)."""
@@ -371,8 +403,10 @@ class PtychoModel(keras.Model):
         return angular_spectrum_transfer(self.detector_shape, self.near_field.pixel_size_m,
                                          self.near_field.wavelength_m, self.distance_tensor())
 
-    def _update_subpixel(self) -> None:
-        # Decided eagerly (between epochs), read at trace time.
+    def update_subpixel(self) -> None:
+        """Decide again whether the forward model applies sub-pixel shifts (``subpixel="auto"``:
+        when positions are refined or fractional). Decided eagerly, between epochs (an engine
+        that moved the positions calls it), read when the step is traced."""
         self._subpixel_now = self._subpixel_needed()
 
     def _subpixel_needed(self) -> bool:
@@ -483,7 +517,7 @@ class PtychoModel(keras.Model):
             optimizer.build(self.groups[group])
             self.group_optimizers[group] = optimizer
         self.active_groups = tuple(g for g in refine if self.start_epochs[g] <= 0)
-        self._update_subpixel()
+        self.update_subpixel()
         main = self.group_optimizers[refine[0]]
         self._fft_outside_xla = False
         if jit_compile == "auto":
@@ -530,7 +564,7 @@ class PtychoModel(keras.Model):
         active = tuple(g for g in self.refine if epoch >= self.start_epochs[g])
         if active != self.active_groups:
             self.active_groups = active
-            self._update_subpixel()
+            self.update_subpixel()
             self.train_function = None
             self.make_train_function(force=True)
             self._recompiled_at = epoch

@@ -493,20 +493,12 @@ class PIETrainer:
                          self.model.object_shape[1] - self.model.detector_shape[1]], np.float32)
 
     def _read_state(self):
-        obj = self.model.object_representation.transmission()
-        return tf.identity(obj), tf.identity(self.model.probe_tensor())
+        return tf.identity(self.model.object_tensor()), tf.identity(self.model.probe_tensor())
 
     def _write_state(self, obj, probe, write_probe: bool):
-        representation = self.model.object_representation
-        if representation.parametrisation == "complex":
-            representation._parts["real"].assign(tf.math.real(obj))
-            representation._parts["imag"].assign(tf.math.imag(obj))
-        else:
-            representation.assign(obj.numpy())
+        self.model.assign_object(obj)
         if write_probe:
-            scale = self.model.probe_scale
-            self.model.probe_real.assign(tf.math.real(probe) / scale)
-            self.model.probe_imag.assign(tf.math.imag(probe) / scale)
+            self.model.assign_probe(probe)
 
     def _epoch_function(self, update_probe: bool):
         relax = self.settings.fourier_relaxation > 0
@@ -667,7 +659,7 @@ class PIETrainer:
         if not np.isfinite(patterns).all():
             raise DataError("patterns contain non-finite values")
         amplitudes = np.sqrt(np.maximum(patterns, 0.0)).astype(np.float32)
-        mask = getattr(self.model, "_mask", None)
+        mask = self.model.detector_mask
         mask = np.ones(self.model.detector_shape, np.float32) if mask is None else mask.numpy()
         if self.model.near_field is None:
             amplitudes = ifftshift_patterns(amplitudes)
