@@ -87,3 +87,17 @@ def test_engines_and_training_touch_no_private_object_state():
     for folder in ("engines", "training"):
         for path in (ROOT / folder).glob("*.py"):
             assert "_parts[" not in path.read_text(), path
+
+
+def test_lbfgs_is_a_schedule_stage_like_any_engine():
+    from adptycho.reconstruction import reconstruct
+
+    probe, positions, patterns, shape = _problem()
+    scan = ScanData(patterns, positions)
+    result = reconstruct(scan, engine="epie:2,lbfgs:3", probe=probe, object_shape=shape,
+                         padding_px=0, refine=("object",), verbose=0)
+    assert list(result.extra_histories["stage_history"]) == [0, 0, 1, 1, 1]
+    assert result.loss_history[-1] < result.loss_history[2]
+    with pytest.raises(AdptychoError, match="object only"):
+        reconstruct(scan, engine="lbfgs:3", probe=probe, object_shape=shape, padding_px=0,
+                    refine=("object", "probe"), verbose=0)
