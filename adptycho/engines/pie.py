@@ -6,15 +6,12 @@ import dataclasses
 
 from adptycho.engines.base import Engine, FitPlan, History, epoch_callbacks, patterns_of
 from adptycho.errors import AdptychoError
+from adptycho.training.pie_settings import PIE_ENGINES, PIESettings, pie_settings
 
 __all__ = ["PIEEngine", "EPIE", "RPIE", "MPIE", "PIE_ENGINES", "PIE_OPTIONS"]
 
-PIE_ENGINES = ("epie", "rpie", "mpie")
-
 
 def _pie_options() -> frozenset:
-    from adptycho.training.epie import PIESettings
-
     # every PIESettings field except those the engine sets from the fit's own arguments
     return frozenset(f.name for f in dataclasses.fields(PIESettings)) - {
         "engine", "batch_size", "refine_probe", "probe_start_epoch"}
@@ -39,8 +36,6 @@ class PIEEngine(Engine):
 
     def __init__(self, batch_size: int = 1, refine=("object", "probe"), probe_start_epoch: int = 0,
                  seed: int = 0, relaxation_weight=None, **options):
-        from adptycho.training.epie import pie_settings
-
         self.check_refine(refine)
         unknown = set(options) - PIE_OPTIONS
         if unknown:
