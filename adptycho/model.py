@@ -31,6 +31,8 @@ from adptycho.accel import REFERENCE, ExecutionPlan
 from adptycho.accel import plan as accel_plan
 from adptycho.accel.forward import chained_losses, forward_intensities, forward_losses
 from adptycho.accel.windows import materialise
+from adptycho.components.groups import (DEFAULT_LEARNING_RATES, PARAMETER_GROUPS,
+                                        build_optimizers, checked_refine, epoch_learning_rates)
 from adptycho.components.fit_helpers import GroupSchedule, RelativeResidual, ReleaseFreedMemory
 from adptycho.components.guard import NaNGuard, guarded_update
 from adptycho.components.probe import ProbeModes, checked_probe
@@ -42,9 +44,6 @@ from adptycho.training.distribute import global_batch_mean, replica_step_logs
 
 __all__ = ["PtychoModel", "NearFieldGeometry", "NaNGuard", "PARAMETER_GROUPS",
            "DEFAULT_LEARNING_RATES"]
-
-PARAMETER_GROUPS = ("object", "probe", "positions", "distance")
-DEFAULT_LEARNING_RATES = {"object": 0.05, "probe": 0.05, "positions": 0.05, "distance": 2e-3}
 
 
 class PtychoModel(keras.Model):
@@ -287,19 +286,7 @@ class PtychoModel(keras.Model):
             execution_plan: an explicit ``accel.ExecutionPlan`` instead of the automatic one
                 (A/B timing, tests); ``jit_compile="auto"`` then follows ``execution_plan.xla``.
         """
-        refine = tuple(refine)
-        for group in refine:
-            if group not in PARAMETER_GROUPS:
-                raise AdptychoError(
-                    f"unknown parameter group {group!r}; choose from {', '.join(PARAMETER_GROUPS)}")
-        if "distance" in refine and not self.scan.has_distance:
-            raise AdptychoError(
-                "far-field distance refinement needs the nominal sample-detector distance "
-                "(farfield_distance_m; in a scan: detector_distance_m)")
-        if not refine:
-            raise AdptychoError("nothing to refine: give at least one parameter group")
-        if not 0 < decay_rate <= 1:
-            raise AdptychoError(f"decay_rate must be in (0, 1], got {decay_rate}")
+        refine = checked_refine(refine, self.scan.has_distance, decay_rate)
         self.refine = refine
         coupling = bool(self.copropagate and "distance" in refine
                         and self.near_field is not None and not self.near_field.cone_beam)
@@ -309,14 +296,7 @@ class PtychoModel(keras.Model):
         self.learning_rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
         self.start_epochs = {**{g: 0 for g in PARAMETER_GROUPS}, **(start_epochs or {})}
         self.decay_rate = float(decay_rate)
-        self.group_optimizers = {}
-        for group in refine:
-            if not self.groups[group]:
-                raise AdptychoError(f"the {group} group has no trainable variables")
-            optimizer = keras.optimizers.Adam(learning_rate=self.learning_rates[group],
-                                              name=f"adam_{group}")
-            optimizer.build(self.groups[group])
-            self.group_optimizers[group] = optimizer
+        self.group_optimizers = build_optimizers(self.groups, refine, self.learning_rates)
         self.active_groups = tuple(g for g in refine if self.start_epochs[g] <= 0)
         self.update_subpixel()
         if execution_plan is None:
@@ -346,10 +326,10 @@ class PtychoModel(keras.Model):
             self.train_function = None
             self.make_train_function(force=True)
             self.recompiled_at = epoch
-        factor = float(self.step_size_factor.numpy())
-        for group in active:
-            lr = self.learning_rates[group] * self.decay_rate ** (epoch - self.start_epochs[group])
-            self.group_optimizers[group].learning_rate = lr * factor
+        rates = epoch_learning_rates(self.learning_rates, self.decay_rate, self.start_epochs,
+                                     active, epoch, float(self.step_size_factor.numpy()))
+        for group, rate in rates.items():
+            self.group_optimizers[group].learning_rate = rate
 
     def apply_group_gradients(self, active, gradients) -> None:
         """One Adam update per active group, then the position and probe-power constraints."""
