@@ -106,7 +106,7 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile="auto", plan_
         from adptycho.accel import choose_plan
 
         plan, jit_compile = choose_plan(model.near_field is None, model.detector_shape,
-                                        jit_compile)
+                                        jit_compile, fused=plan_changes.get("fused", True))
         plan = dataclasses.replace(plan, **plan_changes)
     model.compile(refine=refine, jit_compile=jit_compile, execution_plan=plan,
                   steps_per_execution=steps_per_execution_for(steps))

@@ -875,3 +875,20 @@ def test_near_field_detector_is_fixed_to_the_probe_for_subpixel_positions():
     reference = forward_intensities(c64(moved_object), c64(probe), tf.constant([[10.0, 12.0]], tf.float32),
                                     transfer).numpy()
     np.testing.assert_allclose(moved_scan, reference, rtol=0, atol=2e-3 * reference.max())
+
+
+def test_execution_plan_is_chosen_once_from_geometry_and_device():
+    """``compile(jit_compile="auto")``'s plan: XLA pieces for large even far-field windows on a
+    CPU (the fused path), one XLA program otherwise; an explicit choice is kept."""
+    from adptycho.accel import choose_plan
+
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    plan, jit = choose_plan(True, (128, 128), "auto")
+    assert plan.pieces == on_cpu and jit == (not on_cpu) and plan.use_fused((128, 128))
+    for far, shape, fused in ((False, (128, 128), True), (True, (64, 64), True),
+                              (True, (127, 128), True), (True, (128, 128), False)):
+        plan, jit = choose_plan(far, shape, "auto", fused=fused)
+        assert plan.xla and jit and not plan.pieces, (far, shape, fused)
+    plan, jit = choose_plan(True, (128, 128), False)
+    assert not (plan.xla or plan.pieces or jit or plan.use_fused((128, 128)))
+    assert not plan.window_loops((128, 128))

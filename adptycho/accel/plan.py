@@ -64,7 +64,7 @@ REFERENCE = ExecutionPlan()
 
 
 def choose_plan(far_field: bool, detector_shape, jit_compile, *,
-                window_min_pixels=None):
+                window_min_pixels=None, fused: bool = True):
     """The plan of a model's compiled step, and the ``jit_compile`` Keras gets.
 
     Args:
@@ -74,6 +74,7 @@ def choose_plan(far_field: bool, detector_shape, jit_compile, *,
             far-field models on the fused path (even windows of at least
             ``window_min_pixels``), which run as XLA pieces joined by TensorFlow FFT ops.
         window_min_pixels: default ``WINDOW_MIN_PIXELS`` (read here, once per compile).
+        fused: allow the fused far field (without it, ``"auto"`` is one XLA program).
 
     Returns:
         ``(plan, jit_compile)``.
@@ -83,7 +84,7 @@ def choose_plan(far_field: bool, detector_shape, jit_compile, *,
     h, w = (int(s) for s in detector_shape[-2:])
     if window_min_pixels is None:
         window_min_pixels = WINDOW_MIN_PIXELS
-    plan = ExecutionPlan(window_min_pixels=int(window_min_pixels))
+    plan = ExecutionPlan(window_min_pixels=int(window_min_pixels), fused=bool(fused))
     if jit_compile == "auto":
         split = (far_field and h % 2 == 0 and w % 2 == 0 and plan.fused
                  and plan.large_window((h, w)) and xla_pieces.available())
