@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from adptycho import cli_uncertainty
 from adptycho.errors import AdptychoError
 
 __all__ = ["main", "build_parser"]
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     _add_train_stylegan2_parser(sub)
+    cli_uncertainty.add_parser(sub)
 
     p = sub.add_parser("demo", help="simulate, reconstruct and report the error (about a minute)")
     p.add_argument("--out", default="adptycho-demo", help="output directory")
@@ -873,6 +875,7 @@ COMMANDS = {"simulate": _cmd_simulate, "reconstruct": _cmd_reconstruct, "show": 
             "landscape": _cmd_landscape}
 COMMANDS["oversample"] = _cmd_oversample
 COMMANDS["train-stylegan2"] = _cmd_train_stylegan2
+COMMANDS["uncertainty"] = cli_uncertainty.run
 
 
 EXIT_USER_ERROR = 2  # bad input: one line "adptycho: error: ..." on stderr (docs/errors.md)
