@@ -130,7 +130,7 @@ class PixelLoss:
     """A loss as per-pixel values and their analytic derivative w.r.t. the intensity.
 
     ``values(X, I, s)`` and ``gradient(X, I, s)`` are (..., H, W) float32; the per-pattern loss
-    is the masked sum of ``values``. Used by the fused far-field path (``physics.fused``),
+    is the masked sum of ``values``. Used by the fused far-field path (``accel.fused``),
     which evaluates the loss and the gradient of the far field in one pass each.
     """
 

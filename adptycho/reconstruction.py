@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from typing import Optional, Sequence
 
@@ -20,17 +19,15 @@ from adptycho.model import DEFAULT_LEARNING_RATES, NearFieldGeometry, PtychoMode
 from adptycho.nn.irmae import SHIPPED_MODELS
 from adptycho.nn.stylegan2 import SHIPPED_STYLEGAN2, is_stylegan2_model
 from adptycho.objects.pixels import PixelObject
-from adptycho.training.data import (distributed_training_dataset, distributed_validation_dataset,
-                                    split_validation, steps_per_execution_for, training_dataset,
-                                    validation_dataset)
-from adptycho.training.epie import PIE_ENGINES
+from adptycho.training.data import split_validation, steps_per_execution_for
+from adptycho.engines import PIE_ENGINES, FitPlan, available_engines, get_engine
 from adptycho.training.schedule import (MAX_ADAPTIVE_EPOCHS, PlateauSchedule, Stage,
                                         format_schedule, parse_schedule)
 from adptycho.training.fingerprint import fit_fingerprint
 
 __all__ = ["reconstruct", "build_model", "auto_schedule", "ENGINES", "OBJECTS"]
 
-ENGINES = ("adam",) + PIE_ENGINES  # PIE engines: adptycho.training.epie
+ENGINES = available_engines()  # the registry: adptycho.engines.ENGINES
 OBJECTS = ("pixels",) + SHIPPED_MODELS  # or a directory with IRMAE weights (LatentObject)
 OBJECTS += SHIPPED_STYLEGAN2  # StyleGAN2 generator objects (GeneratorObject; PtychoGAN)
 OPTIMIZERS = ("adam", "lbfgs")
@@ -257,7 +254,8 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
                                        optimizer=optimizer, parametrisation=parametrisation,
                                        probe=probe, adam_only=adam_only)
     else:
-        stages = parse_schedule(engine, ENGINES, DEFAULT_EPOCHS if epochs is None else epochs)
+        stages = parse_schedule(engine, available_engines(),
+                                DEFAULT_EPOCHS if epochs is None else epochs)
         if len(stages) > 1 and stages[-1].epochs is None:
             stages[-1] = Stage(stages[-1].engine, epochs)
         search = False
@@ -269,7 +267,7 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
         raise AdptychoError(f"a schedule has at most one adam stage, and it comes last (got "
                             f"{engine!r})")
     adam_stage = "adam" in names and optimizer != "lbfgs"
-    if adam_only and (uses_pie or optimizer == "lbfgs"):
+    if adam_only and (any(name != "adam" for name in names) or optimizer == "lbfgs"):
         raise AdptychoError("strategy, validation_fraction and early stopping need the adam "
                             f"engine and optimizer (got engine={engine!r}, optimizer={optimizer!r})")
     if checkpoint_dir is not None and not adam_stage:
@@ -354,34 +352,30 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
                                                else st.epochs) for st in stages]),
             "pie_options": pie_options or {},
             "plateau": dict(AUTO_PLATEAU) if plateau else None})
+    plan = FitPlan(refine=tuple(refine), start_epochs=starts, user_start_epochs=start_epochs,
+                   batch_size=batch_size, adam_batch_size=batch, seed=seed, training=training,
+                   validation=validation, steps=steps, after_pie=after_pie,
+                   adam_stage=adam_stage, pie_options=pie_options, strategy=strategy,
+                   checkpoint_dir=checkpoint_dir, fingerprint=fingerprint,
+                   early_stopping_patience=early_stopping_patience)
     logs = {}
     stage_index = []
     stop_reason = None
     for number, stage in enumerate(stages):
-        if stage.engine in PIE_ENGINES:
-            pie_refine = ([g for g in refine if g in ("object", "probe", "positions")]
-                          if adam_stage else refine)
-            pie_starts = dict(starts)
-            if after_pie and not (start_epochs or {}).get("probe"):
-                pie_starts["probe"] = 1 if stage.epochs > 1 else 0
-            stage_logs = _fit_pie(model, scan, stage.engine, stage.epochs,
-                                  1 if batch_size is None or adam_stage else batch_size,
-                                  pie_refine, pie_starts, seed, verbose, pie_options,
-                                  callbacks=callbacks, first_epoch=len(stage_index))
-            model._update_subpixel()  # positions the PIE stage refined may be fractional now
-        elif optimizer == "lbfgs":
-            stage_logs = _fit_lbfgs(model, scan, stage.epochs, adam_batch, verbose)
-        else:
+        # the lbfgs optimizer replaces the adam stage
+        name = "lbfgs" if stage.engine == "adam" and optimizer == "lbfgs" else stage.engine
+        stage_callbacks = list(callbacks or [])
+        adam = name == "adam"
+        if adam:
+            stage = Stage("adam", adam_epochs)
             plateau_callback = PlateauSchedule(
                 monitor="val_loss" if len(validation) else "loss",
                 **AUTO_PLATEAU) if plateau else None
-            stage_logs = _fit_adam(
-                model, scan, training, validation, epochs=adam_epochs, batch_size=batch,
-                steps=steps, seed=seed, verbose=verbose,
-                callbacks=list(callbacks or []) + ([plateau_callback] if plateau else []),
-                checkpoint_dir=checkpoint_dir, strategy=strategy,
-                early_stopping_patience=early_stopping_patience,
-                fingerprint=fingerprint)
+            stage_callbacks += [plateau_callback] if plateau else []
+        engine_ = get_engine(name).from_plan(plan, stage)
+        stage_logs = engine_.fit(model, scan, stage.epochs, callbacks=stage_callbacks,
+                                 verbose=verbose, first_epoch=len(stage_index)).history
+        if adam:
             done = len(stage_logs.get("loss", []))
             if plateau:
                 stop_reason = plateau_callback.stop_reason or (
@@ -474,104 +468,3 @@ def _orientation_warning(scan: ScanData, model_options: dict, probe, verbose: in
         if verbose:
             print(f"adptycho: warning: {message}", flush=True)
     return {"best": result.best, "file_excess": result.file_excess, "margin": result.margin}
-
-
-def _fit_adam(model, scan: ScanData, training, validation, *, epochs: int, batch_size: int,
-              steps: int, seed: int, verbose: int, callbacks, checkpoint_dir, strategy,
-              early_stopping_patience, fingerprint: dict) -> dict:
-    """Keras fit over the deterministic, prefetched ``tf.data`` pipeline; returns the logs of
-    all epochs (including those restored from ``checkpoint_dir``)."""
-    from adptycho.training.checkpoint import FitCheckpoint
-    from adptycho.training.distribute import is_chief
-
-    callbacks = list(callbacks or [])
-    first_epoch = 0
-    restored = {}
-    checkpoint = None
-    if checkpoint_dir is not None:
-        checkpoint = FitCheckpoint(checkpoint_dir, fingerprint, write=is_chief(strategy))
-        first_epoch = checkpoint.restore(model)
-        restored = checkpoint.history
-        if first_epoch and verbose:
-            print(f"adptycho: resumed from {checkpoint_dir} after epoch {first_epoch}")
-        if checkpoint.finished:
-            return restored
-    if early_stopping_patience is not None:
-        monitor = "val_loss" if len(validation) else "loss"
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=int(early_stopping_patience), restore_best_weights=True))
-    if checkpoint is not None:  # last: the saved state includes every callback's changes
-        callbacks.append(checkpoint)
-    if first_epoch >= epochs:
-        return restored
-    if strategy is None:
-        data = training_dataset(scan, training, batch_size, seed, first_epoch, epochs)
-        validation_data = (validation_dataset(scan, validation, batch_size)
-                           if len(validation) else None)
-    else:
-        data = distributed_training_dataset(strategy, scan, training, batch_size, seed,
-                                            first_epoch, epochs)
-        validation_data = (distributed_validation_dataset(strategy, scan, validation, batch_size)
-                           if len(validation) else None)
-    history = model.fit(data, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-                        shuffle=False,  # the dataset is already in its seeded order
-                        validation_data=validation_data,
-                        validation_steps=int(np.ceil(len(validation) / batch_size)) or None,
-                        verbose=verbose, callbacks=callbacks)
-    if checkpoint is not None:
-        return checkpoint.history
-    return {k: list(restored.get(k, [])) + list(v) for k, v in history.history.items()}
-
-
-def _fit_lbfgs(model, scan: ScanData, iterations: int, batch_size: int, verbose: int) -> dict:
-    """Full-batch L-BFGS of the object group; returns Keras-like logs (loss per iteration,
-    relative amplitude residual before and after)."""
-    from adptycho.training.lbfgs import lbfgs_fit
-
-    indices = np.arange(scan.num_patterns)
-    patterns = np.asarray(scan.patterns)
-    before = model.evaluate(indices, patterns, batch_size=batch_size, verbose=0,
-                            return_dict=True)
-    result = lbfgs_fit(model, patterns, groups=("object",), max_iterations=iterations,
-                       chunk_iterations=1, batch_size=batch_size, verbose=int(verbose > 0))
-    after = model.evaluate(indices, patterns, batch_size=batch_size, verbose=0,
-                           return_dict=True)
-    return {"loss": list(result.loss_history[1:]) or [after["loss"]],
-            "residual": [before["residual"], after["residual"]]}
-
-
-def _fit_pie(model, scan: ScanData, engine: str, epochs: int, batch_size: int, refine,
-             starts: dict, seed: int, verbose: int, pie_options: Optional[dict],
-             callbacks=None, first_epoch: int = 0) -> dict:
-    """Run an ePIE/rPIE/mPIE engine (``adptycho.training.epie``) on the model; Keras-like logs.
-
-    Keras ``callbacks`` get ``on_epoch_end(first_epoch + epoch, logs)`` after every epoch (the
-    PIE loop has no batches or Keras training state)."""
-    from adptycho.training.epie import PIESettings, PIETrainer, pie_settings
-
-    other = [g for g in refine if g not in ("object", "probe", "positions")]
-    if other or "object" not in refine:
-        raise AdptychoError(f"the {engine} engine refines the object, probe and positions only; "
-                            f"got refine={tuple(refine)} (use the adam engine for the distance)")
-    options = dict(pie_options or {})
-    # every PIESettings field except those reconstruct sets from its own arguments
-    allowed = {f.name for f in dataclasses.fields(PIESettings)} - {
-        "engine", "batch_size", "refine_probe", "probe_start_epoch"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise AdptychoError(f"unknown PIE options {sorted(unknown)}")
-    if "positions" in refine:
-        options.setdefault("position_correction", True)
-    settings = pie_settings(engine, batch_size=batch_size, refine_probe="probe" in refine,
-                            probe_start_epoch=int(starts.get("probe", 0)), **options)
-    trainer = PIETrainer(model, settings)
-    callbacks = list(callbacks or [])
-    for callback in callbacks:
-        callback.set_model(model)
-
-    def after_epoch(epoch, logs):
-        for callback in callbacks:
-            callback.on_epoch_end(first_epoch + epoch, dict(logs))
-
-    return trainer.fit(np.asarray(scan.patterns), epochs, seed=seed, verbose=int(verbose > 0),
-                       callback=after_epoch if callbacks else None)

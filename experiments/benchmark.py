@@ -83,7 +83,9 @@ class EpochTimer:
         self.callback = _Timer()
 
 
-def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile="auto"):
+def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile="auto", plan_changes=None):
+    """``plan_changes``: fields of the automatic ``adptycho.accel.ExecutionPlan`` to change
+    (A/B timing, e.g. ``{"fused": False}``)."""
     import dataclasses
 
     import keras
@@ -99,7 +101,14 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile="auto"):
     model, _ = build_model(scan, probe=guess, normalise_probe=True, object_shape=(512, 512))
     # the input pipeline and compiled multi-step calls of ``adptycho.reconstruct``
     steps = int(np.ceil(scan.num_patterns / batch_size))
-    model.compile(refine=refine, jit_compile=jit_compile,
+    plan = None
+    if plan_changes:
+        from adptycho.accel import choose_plan
+
+        plan, jit_compile = choose_plan(model.near_field is None, model.detector_shape,
+                                        jit_compile, fused=plan_changes.get("fused", True))
+        plan = dataclasses.replace(plan, **plan_changes)
+    model.compile(refine=refine, jit_compile=jit_compile, execution_plan=plan,
                   steps_per_execution=steps_per_execution_for(steps))
     timer = EpochTimer().callback
     data = training_dataset(scan, np.arange(scan.num_patterns), batch_size, seed=0,
@@ -107,7 +116,7 @@ def time_fit(scan, refine, batch_size, epochs, warmup, jit_compile="auto"):
     history = model.fit(data, epochs=warmup + epochs, steps_per_epoch=steps, verbose=0,
                         callbacks=[timer])
     times = timer.times[warmup:]
-    execution = ("XLA pieces + TensorFlow FFTs" if model._fft_outside_xla
+    execution = ("XLA pieces + TensorFlow FFTs" if model.execution_plan.pieces
                  else "one XLA program" if model.jit_compile else "TensorFlow graph")
     return {"median_s": statistics.median(times), "times_s": times, "execution": execution,
             "page_faults_per_epoch": statistics.median(timer.page_faults[warmup:]),
@@ -204,7 +213,7 @@ def main(argv=None):
     parser.add_argument("--whole-xla", action="store_true",
                         help="compile each step as one XLA program (jit_compile=True) instead of "
                              "the library default (on CPU: XLA pieces joined by TensorFlow FFT "
-                             "ops, adptycho.physics.xla_pieces)")
+                             "ops, adptycho.accel.xla_pieces)")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "benchmark"))
     args = parser.parse_args(argv)
     suffix = "_fractional" if args.fractional_positions else ""

@@ -1,10 +1,10 @@
 """In-process interleaved A/B of the CPU execution of the training step
-(``adptycho.physics.xla_pieces``): one XLA program against XLA pieces joined by TensorFlow FFTs.
+(``adptycho.accel.xla_pieces``): one XLA program against XLA pieces joined by TensorFlow FFTs.
 
 Variants, each a model of the standard problem of ``experiments/benchmark.py``:
 
 * ``xla``: ``compile(jit_compile=True)``, the whole step one XLA program;
-* ``pieces``: ``compile(jit_compile="auto")`` with ``_fft_chains`` forced to 1: XLA-compiled
+* ``pieces``: ``compile(jit_compile="auto")`` with the plan's ``chains`` forced to 1: XLA-compiled
   loops and loss passes, FFTs as TensorFlow ops;
 * ``chains``: the library default, ``jit_compile="auto"``: the same, with the batch cut into
   ``xla_pieces.chains()`` independent chains that TensorFlow's executor runs concurrently.
@@ -62,8 +62,8 @@ def main(argv=None):
                                    normalise_probe=True, object_shape=(512, 512))
             model.compile(refine=REFINES[label], jit_compile=True if variant == "xla" else "auto",
                           steps_per_execution=steps_per_execution_for(steps))
-            if variant == "pieces":
-                model._fft_chains = 1  # read when the step is traced (first fit)
+            if variant == "pieces":  # one chain: read when the step is traced (first fit)
+                model.execution_plan = dataclasses.replace(model.execution_plan, chains=1)
             model.fit(training_dataset(scan, indices, args.batch_size, seed=0, first_epoch=0,
                                        epochs=2), epochs=2, steps_per_epoch=steps, verbose=0)
             models[f"{label} {variant}"] = model

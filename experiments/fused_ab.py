@@ -1,4 +1,4 @@
-"""Interleaved A/B of the fused far-field path (``adptycho/physics/fused.py``) at the fit level.
+"""Interleaved A/B of the fused far-field path (``adptycho/accel/fused.py``, the plan's ``fused``) at the fit level.
 
 Each configuration runs in its own process (XLA traces once per process), alternating fused
 and composed ``--rounds`` times: object+probe and calibration (object + probe + positions +
@@ -26,14 +26,12 @@ def one_run(batch_size: int, epochs: int, fused: bool) -> dict:
     sys.path.insert(0, HERE)
     import benchmark
 
-    from adptycho.physics import fused as fused_module
-
-    fused_module.FUSED_ENABLED = fused
     scan, _, _ = benchmark.standard_problem()
     out = {"fused": fused, "batch_size": batch_size}
     for name, refine in (("object+probe", ("object", "probe")),
                          ("calibration", ("object", "probe", "positions", "distance"))):
-        out[name] = benchmark.time_fit(scan, refine, batch_size, epochs=epochs, warmup=1)["median_s"]
+        out[name] = benchmark.time_fit(scan, refine, batch_size, epochs=epochs, warmup=1,
+                                       plan_changes={"fused": fused})["median_s"]
     return out
 
 

@@ -1,5 +1,5 @@
 """In-process interleaved A/B of the sub-pixel shift's hand-written adjoint
-(``adptycho.physics.forward.SHIFT_ADJOINT``) on calibration fit epochs.
+(``adptycho.accel.ExecutionPlan.shift_adjoint``) on calibration fit epochs.
 
 Builds two models of the standard problem of ``experiments/benchmark.py`` (object + probe +
 positions + far-field distance refined, so every epoch shifts the probe by each pattern's
@@ -36,7 +36,7 @@ def main(argv=None):
     import benchmark
     import keras
 
-    import adptycho.physics.forward as forward
+    from adptycho.accel import ExecutionPlan
     from adptycho.geometry import gaussian_probe
     from adptycho.reconstruction import build_model
     from adptycho.training.data import steps_per_execution_for, training_dataset
@@ -47,16 +47,15 @@ def main(argv=None):
     indices = np.arange(scan.num_patterns)
     models = {}
     for name, flag in (("adjoint", True), ("autodiff", False)):
-        forward.SHIFT_ADJOINT = flag  # read when the step is traced (first fit)
         keras.utils.set_random_seed(0)
         model, _ = build_model(scan, probe=gaussian_probe(scan.detector_shape, 60.0),
                                normalise_probe=True, object_shape=(512, 512))
         model.compile(refine=("object", "probe", "positions", "distance"), jit_compile=True,
+                      execution_plan=ExecutionPlan(xla=True, shift_adjoint=flag),
                       steps_per_execution=steps_per_execution_for(steps))
         model.fit(training_dataset(scan, indices, args.batch_size, seed=0, first_epoch=0,
                                    epochs=2), epochs=2, steps_per_epoch=steps, verbose=0)
         models[name] = model
-    forward.SHIFT_ADJOINT = True
     times, summary = benchmark.interleaved_epochs(models, scan, args.batch_size, args.rounds)
     with open(args.out, "w") as handle:
         json.dump({"batch_size": args.batch_size, "rounds": args.rounds, "times_s": times,

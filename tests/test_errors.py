@@ -291,19 +291,33 @@ def test_internal_error_prints_a_traceback_and_exits_1(tmp_path):
     assert "adptycho: error:" not in proc.stderr
 
 
-def test_disabled_fast_path_warns_once(monkeypatch):
-    import adptycho.physics.shifts as shifts
+def test_fast_path_needs_no_private_tensorflow_module(monkeypatch):
+    """The fast path is chosen once at compile (``accel.ExecutionPlan``), not from the trace
+    context through a private TensorFlow module: with that module "moved" (importing it fails)
+    the plan, the window loops and the fused far field are unchanged, and nothing warns."""
+    import warnings
 
+    import tensorflow as tf
     from tensorflow.python import ops
 
-    # the private module "moved": importing it fails
-    monkeypatch.setattr(shifts, "_FAST_PATH_WARNED", False)
-    monkeypatch.delattr(ops, "control_flow_util")
+    import adptycho.accel.forward as accel_forward
+    from adptycho.accel import ExecutionPlan, choose_plan
+
+    monkeypatch.delattr(ops, "control_flow_util", raising=False)
     monkeypatch.setitem(sys.modules, "tensorflow.python.ops.control_flow_util", None)
-    with pytest.warns(RuntimeWarning, match="fast path .* is off") as record:
-        assert shifts._in_xla_context() is False
-        assert shifts._in_xla_context() is False
-    assert len([w for w in record if "fast path" in str(w.message)]) == 1
+    calls = []
+    original = accel_forward.fused_far_field_intensities
+    monkeypatch.setattr(accel_forward, "fused_far_field_intensities",
+                        lambda *a: calls.append(1) or original(*a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan, jit = choose_plan(True, (128, 128), True)
+        assert plan.xla and jit and plan.use_fused((128, 128)) and plan.window_loops((128, 128))
+        small = ExecutionPlan(xla=True, window_min_pixels=0)
+        intensity = tf.function(lambda: accel_forward.forward_intensities(
+            (tf.ones((20, 20)), tf.zeros((20, 20))), tf.ones((1, 8, 8), tf.complex64),
+            tf.constant([[1.0, 2.0], [3.0, 4.0]]), plan=small), jit_compile=True)()
+    assert calls and intensity.shape == (2, 8, 8)
 
 
 def test_bad_input_is_reported_before_tensorflow_is_imported(tmp_path):

@@ -119,12 +119,12 @@ def test_position_refinement_recovers_an_offset_and_keeps_zero_mean():
 @pytest.mark.parametrize("refine", [("object", "probe"), ("object", "probe", "positions")])
 def test_cpu_fit_with_ffts_outside_xla_equals_the_whole_xla_fit(refine, monkeypatch):
     """On CPU, ``compile(jit_compile="auto")`` runs far-field steps on the fused path as
-    XLA-compiled pieces joined by TensorFlow FFT ops (``physics.xla_pieces``). The fit is the
+    XLA-compiled pieces joined by TensorFlow FFT ops (``accel.xla_pieces``). The fit is the
     same as with one XLA program (``jit_compile=True``): loss history, object, probe, positions."""
-    import adptycho.physics.shifts as shifts
-    import adptycho.physics.xla_pieces as xla_pieces
+    import adptycho.accel.plan as accel_plan
+    import adptycho.accel.xla_pieces as xla_pieces
 
-    monkeypatch.setattr(shifts, "DUS_MIN_PIXELS", 0)  # the fused path for 32x32 windows
+    monkeypatch.setattr(accel_plan, "WINDOW_MIN_PIXELS", 0)  # the fused path for 32x32 windows
     scan, obj, probe = _small_model()
     guess = normalize_probe_power(gaussian_probe(probe.shape, 12.0), scan.mean_counts())
     split_traces = []
@@ -134,18 +134,18 @@ def test_cpu_fit_with_ffts_outside_xla_equals_the_whole_xla_fit(refine, monkeypa
         split_traces.append(enabled)
         return original(enabled)
 
-    monkeypatch.setattr("adptycho.model.fft_outside_xla", spy)
+    monkeypatch.setattr(xla_pieces, "fft_outside_xla", spy)
     fits = {}
     for jit in ("auto", True):
         keras.utils.set_random_seed(0)
         model, _ = build_model(scan, probe=guess, object_shape=obj.shape)
         model.compile(refine=refine, learning_rates={"positions": 0.05}, jit_compile=jit)
-        assert model._fft_outside_xla == (jit == "auto")
+        assert model.execution_plan.pieces == (jit == "auto")
         split_traces.clear()
         # batch 7 of 36 patterns: the last batch has one pattern, so one chain is empty
         history = model.fit(np.arange(scan.num_patterns), scan.patterns, batch_size=7,
                             epochs=3, shuffle=False, verbose=0)
-        assert model._fft_chains == (xla_pieces.chains() if jit == "auto" else 1)
+        assert model.execution_plan.chains == (xla_pieces.chains() if jit == "auto" else 1)
         assert split_traces and all(t == (jit == "auto") for t in split_traces)
         fits[jit] = (np.array(history.history["loss"]), model.get_object(), model.get_probe(),
                      model.get_positions())

@@ -327,13 +327,14 @@ def test_extract_patches_non_square():
 
 
 @pytest.mark.parametrize("jit,dus", [(False, False), (True, False), (True, True)])
-def test_extract_patches_gradient_is_scatter_add(jit, dus, monkeypatch):
+def test_extract_patches_gradient_is_scatter_add(jit, dus):
     """Eagerly the adjoint is TF's scatter-add; under XLA, for large windows, the patches are a
     loop of dynamic slices and the adjoint a loop of dynamic-update-slices (forced here for
     small ones)."""
-    import adptycho.physics.shifts as shifts
+    from adptycho.accel import ExecutionPlan
+    from adptycho.accel.windows import extract_patches as planned_patches
 
-    monkeypatch.setattr(shifts, "DUS_MIN_PIXELS", 0 if dus else 10 ** 9)
+    plan = ExecutionPlan(xla=jit, window_min_pixels=0 if dus else 10 ** 9)
     rng = np.random.default_rng(16)
     image = tf.Variable(rng.normal(size=(18, 20)))
     corners = np.array([[0, 0], [2, 3], [2, 3], [10, 12], [5, 1]])  # overlapping and repeated
@@ -341,7 +342,7 @@ def test_extract_patches_gradient_is_scatter_add(jit, dus, monkeypatch):
 
     def gradient():
         with tf.GradientTape() as tape:
-            patches = extract_patches(image, tf.constant(corners, tf.int32), (8, 8))
+            patches = planned_patches(image, tf.constant(corners, tf.int32), (8, 8), plan)
             loss = tf.reduce_sum(patches * upstream)
         return patches, tape.gradient(loss, image)
 
@@ -381,13 +382,12 @@ def test_forward_intensities_far_field_matches_numpy(probe_shape):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * expected.max())
 
 
-def _fused_forced(monkeypatch, enabled=True):
-    """Make the XLA fused far-field path apply to the small test windows (or switch it off)."""
-    import adptycho.physics.fused as fused
-    import adptycho.physics.shifts as shifts
+def _fused_plan(enabled=True, xla=True, pieces=False):
+    """An execution plan that makes the fused far-field path apply to the small test windows
+    (or switches it off)."""
+    from adptycho.accel import ExecutionPlan
 
-    monkeypatch.setattr(shifts, "DUS_MIN_PIXELS", 0)
-    monkeypatch.setattr(fused, "FUSED_ENABLED", enabled)
+    return ExecutionPlan(xla=xla, pieces=pieces, fused=enabled, window_min_pixels=0)
 
 
 def _scene_variables(obj, probe, positions):
@@ -396,34 +396,28 @@ def _scene_variables(obj, probe, positions):
             tf.Variable(probe.imag), tf.constant(positions.astype(np.float32)))
 
 
-def _fused_then_composed(run, pos, calls, monkeypatch):
-    """``run(pos)`` compiled with XLA (unknown batch size, as Keras traces it), first with the
-    fused path forced (it must be taken: ``calls`` filled), then with it switched off."""
-    def compiled():
-        return tf.function(run, jit_compile=True,
+def _fused_then_composed(run, pos, calls):
+    """``run(pos, plan)`` compiled with XLA (unknown batch size, as Keras traces it), first on
+    the fused path (it must be taken: ``calls`` filled), then with it switched off."""
+    def compiled(plan):
+        return tf.function(lambda p: run(p, plan), jit_compile=True,
                            input_signature=[tf.TensorSpec([None, 2], tf.float32)])(pos)
 
-    _fused_forced(monkeypatch, True)
-    with_fused = compiled()
+    with_fused = compiled(_fused_plan(True))
     assert calls, "the fused path was not taken"
-    _fused_forced(monkeypatch, False)
     calls.clear()
-    composed = compiled()
+    composed = compiled(_fused_plan(False))
     assert not calls
     return with_fused, composed
 
 
 def _split_run(run, pos, calls):
-    """``run(pos)`` traced as a plain tf.function inside ``xla_pieces.fft_outside_xla()``
-    (fused path forced): the FFTs must be TensorFlow ops of the outer graph and the window
-    loops XLA-compiled calls."""
-    from adptycho.physics.xla_pieces import fft_outside_xla
-
-    def scoped(p):
-        with fft_outside_xla():
-            return run(p)
-
-    fn = tf.function(scoped, input_signature=[tf.TensorSpec([None, 2], tf.float32)])
+    """``run(pos, plan)`` traced as a plain tf.function on the XLA-pieces plan (fused path
+    forced): the FFTs must be TensorFlow ops of the outer graph and the window loops
+    XLA-compiled calls."""
+    plan = _fused_plan(True, xla=False, pieces=True)
+    fn = tf.function(lambda p: run(p, plan),
+                     input_signature=[tf.TensorSpec([None, 2], tf.float32)])
     calls.clear()
     ops = fn.get_concrete_function().graph.get_operations()
     assert calls, "the fused path was not taken"
@@ -451,7 +445,7 @@ def test_fused_far_field_matches_numpy_and_its_gradient_matches_autodiff(modes, 
     """Under XLA the far field runs through the fused gather/FFT loop with a hand-written
     adjoint: its intensities equal the numpy reference and its gradients (object parts, probe,
     positions) equal those of the composed ops (tested against finite differences below)."""
-    import adptycho.physics.fused as fused
+    import adptycho.accel.forward as accel_forward
 
     obj, probe, positions = _scene(np.random.default_rng(40 + modes), modes=modes)
     if not subpixel:
@@ -460,27 +454,25 @@ def test_fused_far_field_matches_numpy_and_its_gradient_matches_autodiff(modes, 
     measured = tf.constant(rng.uniform(0.0, 2.0, (len(positions), 16, 16)), tf.float32)
     re, im, pr, pi, pos = _scene_variables(obj, probe, positions)
     calls = []
-    original = fused.fused_far_field_intensities
-    monkeypatch.setattr(fused, "fused_far_field_intensities",
+    original = accel_forward.fused_far_field_intensities
+    monkeypatch.setattr(accel_forward, "fused_far_field_intensities",
                         lambda *a: calls.append(1) or original(*a))
-    import adptycho.physics.forward as forward
-    monkeypatch.setattr(forward, "fused_far_field_intensities", fused.fused_far_field_intensities)
 
-    def run(pos):  # traced with an unknown batch size, as Keras does
+    def run(pos, plan):  # traced with an unknown batch size, as Keras does
         with tf.GradientTape() as tape:
             tape.watch(pos)
-            intensity = forward_intensities((re, im), tf.complex(pr, pi), pos, subpixel=subpixel)
+            intensity = accel_forward.forward_intensities((re, im), tf.complex(pr, pi), pos,
+                                                          subpixel=subpixel, plan=plan)
             loss = tf.reduce_sum((tf.sqrt(intensity + 1e-6) - tf.sqrt(measured)) ** 2)
         return [intensity] + tape.gradient(loss, [re, im, pr, pi, pos])
 
-    with_fused, composed = _fused_then_composed(run, pos, calls, monkeypatch)
+    with_fused, composed = _fused_then_composed(run, pos, calls)
     expected = np_forward(obj.astype(complex), probe.astype(complex), positions)
     np.testing.assert_allclose(with_fused[0].numpy(), expected, rtol=1e-4,
                                atol=1e-4 * expected.max())
     _assert_all_close(("object real", "object imag", "probe real", "probe imag", "positions"),
                       with_fused[1:], composed[1:], subpixel, rtol=1e-4, atol_factor=1e-5)
     # XLA pieces joined by TensorFlow FFTs (xla_pieces): the same values
-    _fused_forced(monkeypatch, True)
     split = _split_run(run, pos, calls)
     _assert_all_close(("intensity", "object real", "object imag", "probe real", "probe imag",
                        "positions"), split, composed, subpixel, rtol=1e-4, atol_factor=1e-5)
@@ -495,8 +487,7 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
     forms its gradient from the analytic per-pixel derivative (``fused_far_field_losses``): the
     losses, the amplitude residual sums, the count sums and the object, probe and position
     gradients equal those of the composed path (intensities, then the loss, autodiff)."""
-    import adptycho.physics.forward as forward
-    import adptycho.physics.fused as fused
+    import adptycho.accel.forward as accel_forward
     from adptycho.losses import amplitude_loss, get_loss
 
     obj, probe, positions = _scene(np.random.default_rng(60 + modes), modes=modes)
@@ -514,20 +505,20 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
     mask = tf.constant((rng.uniform(size=(16, 16)) > 0.15).astype(np.float32)) if masked else None
     re, im, pr, pi, pos = _scene_variables(obj, probe, positions)
     calls = []
-    original = fused.fused_far_field_losses
-    monkeypatch.setattr(forward, "fused_far_field_losses",
+    original = accel_forward.fused_far_field_losses
+    monkeypatch.setattr(accel_forward, "fused_far_field_losses",
                         lambda *a: calls.append(1) or original(*a))
 
-    def run(pos):  # traced with an unknown batch size, as Keras does
+    def run(pos, plan):  # traced with an unknown batch size, as Keras does
         with tf.GradientTape() as tape:
             tape.watch(pos)
-            losses, residuals, counts_sums = forward.forward_losses(
+            losses, residuals, counts_sums = accel_forward.forward_losses(
                 (re, im), tf.complex(pr, pi), pos, counts, loss_name, subpixel=subpixel,
-                mask=mask, readout_noise=readout)
+                mask=mask, readout_noise=readout, plan=plan)
             loss = tf.reduce_mean(losses * tf.linspace(0.5, 1.5, tf.shape(losses)[0]))
         return [losses, residuals, counts_sums] + tape.gradient(loss, [re, im, pr, pi, pos])
 
-    with_fused, composed = _fused_then_composed(run, pos, calls, monkeypatch)
+    with_fused, composed = _fused_then_composed(run, pos, calls)
     predicted = forward_intensities((re, im), tf.complex(pr, pi), pos, subpixel=subpixel)
     expected_losses = get_loss(loss_name)(counts, predicted, mask, readout).numpy()
     np.testing.assert_allclose(with_fused[0].numpy(), expected_losses, rtol=2e-4)
@@ -539,22 +530,22 @@ def test_fused_losses_equal_composed_losses_and_gradients(loss_name, modes, subp
                        "probe real", "probe imag", "positions"), with_fused, composed, subpixel,
                       rtol=2e-4, atol_factor=2e-5)
     # XLA pieces joined by TensorFlow FFTs (xla_pieces): the same values
-    _fused_forced(monkeypatch, True)
     split = _split_run(run, pos, calls)
     _assert_all_close(("losses", "residuals", "counts", "object real", "object imag",
                        "probe real", "probe imag", "positions"), split, composed, subpixel,
                       rtol=2e-4, atol_factor=2e-5)
 
 
-def test_gradient_traced_after_the_fft_outside_xla_scope_keeps_its_xla_pieces(monkeypatch):
-    """``PtychoModel.train_step`` computes the losses inside ``fft_outside_xla()`` and the
-    gradient after it: the custom gradients re-enter the mode they were defined in, so the
-    backward pass is XLA pieces (the adjoint loop, the far-field gradient, the shift adjoint)
-    joined by TensorFlow FFTs as well, with the same values as inside the scope."""
-    import adptycho.physics.forward as forward
-    from adptycho.physics.xla_pieces import fft_outside_xla
+def test_gradient_traced_after_the_fft_outside_xla_scope_keeps_its_xla_pieces():
+    """``PtychoModel.train_step`` computes the losses inside the pieces plan's scope
+    (``fft_outside_xla()``) and the gradient after it: the custom gradients re-enter the mode
+    they were defined in, so the backward pass is XLA pieces (the adjoint loop, the far-field
+    gradient, the shift adjoint) joined by TensorFlow FFTs as well, with the same values as
+    inside the scope."""
+    import adptycho.accel.forward as accel_forward
+    from adptycho.accel.xla_pieces import fft_outside_xla
 
-    _fused_forced(monkeypatch, True)
+    plan = _fused_plan(True, xla=False, pieces=True)
     obj, probe, positions = _scene(np.random.default_rng(70), modes=1)
     rng = np.random.default_rng(9)
     counts = tf.constant(rng.uniform(0.0, 2.0, (len(positions), 16, 16)), tf.float32)
@@ -564,8 +555,9 @@ def test_gradient_traced_after_the_fft_outside_xla_scope_keeps_its_xla_pieces(mo
         with tf.GradientTape() as tape:
             tape.watch(pos)
             with fft_outside_xla():
-                losses, _, _ = forward.forward_losses((re, im), tf.complex(pr, pi), pos, counts,
-                                                      "amplitude", subpixel=True)
+                losses, _, _ = accel_forward.forward_losses(
+                    (re, im), tf.complex(pr, pi), pos, counts, "amplitude", subpixel=True,
+                    plan=plan)
                 loss = tf.reduce_sum(losses)
                 if gradient_in_scope:
                     return tape.gradient(loss, [re, im, pr, pi, pos])
@@ -592,11 +584,12 @@ def test_gradient_traced_after_the_fft_outside_xla_scope_keeps_its_xla_pieces(mo
 
 @pytest.mark.parametrize("fold", [False, True])
 @pytest.mark.parametrize("jit", [False, True])
-def test_sub_pixel_shift_adjoint_matches_autodiff(fold, jit, monkeypatch):
-    """``shifted_probes`` has a hand-written adjoint (probe spectrum and fraction gradients from
-    one pass over the back-propagated spectrum); it equals autodiff of the composed ramp ops,
-    eagerly and under XLA, with two modes and the folded fftshift."""
-    import adptycho.physics.forward as forward
+def test_sub_pixel_shift_adjoint_matches_autodiff(fold, jit):
+    """``accel.forward.shifted_probes`` has a hand-written adjoint (probe spectrum and fraction
+    gradients from one pass over the back-propagated spectrum); it equals autodiff of the
+    composed ramp ops, eagerly and under XLA, with two modes and the folded fftshift."""
+    import adptycho.accel.forward as accel_forward
+    from adptycho.accel import ExecutionPlan
 
     rng = np.random.default_rng(12)
     probe = tf.constant((rng.normal(size=(2, 16, 16))
@@ -605,21 +598,48 @@ def test_sub_pixel_shift_adjoint_matches_autodiff(fold, jit, monkeypatch):
     weights = tf.constant((rng.normal(size=(5, 2, 16, 16))
                            + 1j * rng.normal(size=(5, 2, 16, 16))).astype(np.complex64))
 
-    def run():
+    def run(plan):
         with tf.GradientTape() as tape:
             tape.watch([probe, fractions])
-            shifted = forward.shifted_probes(probe, fractions, fold)
+            shifted = accel_forward.shifted_probes(probe, fractions, fold, plan)
             loss = (tf.reduce_sum(tf.abs(shifted * weights) ** 2)
                     + tf.reduce_sum(tf.math.real(shifted * tf.math.conj(weights))))
         return [shifted] + tape.gradient(loss, [probe, fractions])
 
     results = []
     for adjoint in (True, False):
-        monkeypatch.setattr(forward, "SHIFT_ADJOINT", adjoint)
-        results.append(tf.function(run, jit_compile=True)() if jit else run())
+        plan = ExecutionPlan(xla=jit, shift_adjoint=adjoint)
+        results.append(tf.function(lambda: run(plan), jit_compile=True)() if jit else run(plan))
     for name, a, b in zip(("shifted", "probe", "fractions"), *results):
         a, b = a.numpy(), b.numpy()
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=name)
+
+
+@pytest.mark.parametrize("near", [False, True])
+def test_planned_forward_equals_the_reference_ops(near):
+    """``accel.forward`` under one XLA program with the window loops forced (materialised
+    ramps and transfer, shift adjoint) gives the intensities and gradients of the reference
+    ``physics.forward`` ops."""
+    import adptycho.accel.forward as accel_forward
+    from adptycho.accel import ExecutionPlan
+
+    obj, probe, positions = _scene(np.random.default_rng(21))
+    re, im, pr, pi, pos = _scene_variables(obj, probe, positions)
+    transfer = (angular_spectrum_transfer((16, 16), 1e-6, 5e-7, 2e-5) if near else None)
+
+    def run(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(pos)
+            intensity = fn((re, im), tf.complex(pr, pi), pos, transfer)
+            loss = tf.reduce_sum(tf.sqrt(intensity + 1e-6))
+        return [intensity] + tape.gradient(loss, [re, im, pr, pi, pos])
+
+    plan = ExecutionPlan(xla=True, fused=False, window_min_pixels=0)
+    fast = tf.function(lambda: run(lambda *a: accel_forward.forward_intensities(*a, plan=plan)),
+                       jit_compile=True)()
+    plain = run(forward_intensities)
+    _assert_all_close(("intensity", "object real", "object imag", "probe real", "probe imag",
+                       "positions"), fast, plain, True, rtol=1e-4, atol_factor=1e-5)
 
 
 @pytest.mark.parametrize("probe_shape", [(16, 16), (15, 17)])
@@ -855,3 +875,20 @@ def test_near_field_detector_is_fixed_to_the_probe_for_subpixel_positions():
     reference = forward_intensities(c64(moved_object), c64(probe), tf.constant([[10.0, 12.0]], tf.float32),
                                     transfer).numpy()
     np.testing.assert_allclose(moved_scan, reference, rtol=0, atol=2e-3 * reference.max())
+
+
+def test_execution_plan_is_chosen_once_from_geometry_and_device():
+    """``compile(jit_compile="auto")``'s plan: XLA pieces for large even far-field windows on a
+    CPU (the fused path), one XLA program otherwise; an explicit choice is kept."""
+    from adptycho.accel import choose_plan
+
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    plan, jit = choose_plan(True, (128, 128), "auto")
+    assert plan.pieces == on_cpu and jit == (not on_cpu) and plan.use_fused((128, 128))
+    for far, shape, fused in ((False, (128, 128), True), (True, (64, 64), True),
+                              (True, (127, 128), True), (True, (128, 128), False)):
+        plan, jit = choose_plan(far, shape, "auto", fused=fused)
+        assert plan.xla and jit and not plan.pieces, (far, shape, fused)
+    plan, jit = choose_plan(True, (128, 128), False)
+    assert not (plan.xla or plan.pieces or jit or plan.use_fused((128, 128)))
+    assert not plan.window_loops((128, 128))

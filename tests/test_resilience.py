@@ -142,11 +142,11 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 def _split_steps(monkeypatch, split):
     """With ``split``, make the 32x32 test windows take the fused far-field path, so that
     ``compile(jit_compile="auto")`` runs the step as XLA pieces joined by TensorFlow FFTs
-    (``physics.xla_pieces``; the guard and Adam are one of the pieces)."""
+    (``accel.xla_pieces``; the guard and Adam are one of the pieces)."""
     if split:
-        import adptycho.physics.shifts as shifts
+        import adptycho.accel.plan as accel_plan
 
-        monkeypatch.setattr(shifts, "DUS_MIN_PIXELS", 0)
+        monkeypatch.setattr(accel_plan, "WINDOW_MIN_PIXELS", 0)
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -155,7 +155,7 @@ def test_injected_nan_step_is_rolled_back_and_reported(split, monkeypatch):
     scan, obj, probe = _scan()
     model, _ = build_model(scan, probe=probe, object_shape=obj.shape)
     model.compile(refine=("object",), decay_rate=1.0)
-    assert model._fft_outside_xla == split
+    assert model.execution_plan.pieces == split
     patterns = scan.patterns.copy()
     patterns[13, 5, 5] = np.nan  # one poisoned pattern: its batch must not move the object
     with pytest.warns(RuntimeWarning, match="rolled back"):

@@ -76,7 +76,13 @@ class PixelObject(ObjectRepresentation):
         return super().transmission_parts()
 
     def assign(self, value) -> None:
-        """Set the object to the (Y, X) complex array ``value`` (projected on the parametrisation)."""
+        """Set the object to the (Y, X) complex array or tensor ``value`` (projected on the
+        parametrisation; a complex parametrisation takes a tensor without a host copy)."""
+        if self.parametrisation == "complex" and tf.is_tensor(value):
+            value = tf.cast(value, tf.complex64)
+            self._parts["real"].assign(tf.math.real(value))
+            self._parts["imag"].assign(tf.math.imag(value))
+            return
         value = np.asarray(value)
         updates = {"real": value.real, "imag": value.imag, "amplitude": np.abs(value),
                    "phase": np.angle(value)}

@@ -19,13 +19,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from adptycho.physics.fused import fused_far_field_intensities, fused_far_field_losses, use_fused
 from adptycho.physics.propagators import far_field, near_field
-from adptycho.physics.shifts import extract_patches, materialise, split_positions
-from adptycho.physics.xla_pieces import piece, same_mode
+from adptycho.physics.shifts import extract_patches, split_positions
 
 __all__ = ["exit_waves", "shifted_probes", "intensities_from_waves", "forward_intensities",
-           "forward_losses", "can_fold_fftshift"]
+           "forward_losses", "can_fold_fftshift", "checkerboard", "shift_spectrum_inputs",
+           "separable_ramp", "object_parts", "losses_of_intensities"]
 
 
 def can_fold_fftshift(shape) -> bool:
@@ -33,15 +32,28 @@ def can_fold_fftshift(shape) -> bool:
     return shape[-2] % 2 == 0 and shape[-1] % 2 == 0
 
 
-def _checkerboard(h, w):
+def checkerboard(h, w):
+    """(H, W) complex64 (-1)^(y + x): with H, W even, ``fft2(x * checkerboard)`` is the
+    centred ``fftshift(fft2(x))``."""
     y = np.arange(h)[:, None]
     x = np.arange(w)[None, :]
     return tf.constant(np.where((y + x) % 2 == 0, 1.0, -1.0).astype(np.complex64))
 
 
-# Hand-written adjoint of the sub-pixel shift (``_shift_spectrum``); switch for A/B timing and
-# for the test against autodiff of the composed ops.
-SHIFT_ADJOINT = True
+def shift_spectrum_inputs(probe, fold_fftshift: bool = False):
+    """``(spectrum, fy, fx)`` of a sub-pixel probe shift: the (M, H, W) complex64 probe
+    spectrum and the (H,) and (W,) float32 FFT frequencies, both rolled by half the window when
+    the fftshift is folded (``IFFT(roll(S, N/2)) = (-1)^n IFFT(S)``)."""
+    probe = tf.convert_to_tensor(probe, tf.complex64)
+    h, w = probe.shape[-2], probe.shape[-1]
+    fy = np.fft.fftfreq(h).astype(np.float32)
+    fx = np.fft.fftfreq(w).astype(np.float32)
+    spectrum = tf.signal.fft2d(probe)
+    if fold_fftshift:
+        spectrum = tf.roll(spectrum, shift=(h // 2, w // 2), axis=(-2, -1))
+        fy = np.roll(fy, h // 2)
+        fx = np.roll(fx, w // 2)
+    return spectrum, fy, fx
 
 
 def shifted_probes(probe: tf.Tensor, fractions=None, fold_fftshift: bool = False) -> tf.Tensor:
@@ -60,84 +72,30 @@ def shifted_probes(probe: tf.Tensor, fractions=None, fold_fftshift: bool = False
     h, w = probe.shape[-2], probe.shape[-1]
     if fractions is None:
         out = probe[None]
-        return out * _checkerboard(h, w) if fold_fftshift else out
-    fy = np.fft.fftfreq(h).astype(np.float32)
-    fx = np.fft.fftfreq(w).astype(np.float32)
-    spectrum = tf.signal.fft2d(probe)
-    if fold_fftshift:
-        # IFFT(roll(S, N/2)) = (-1)^n IFFT(S): roll the spectrum and the frequencies once.
-        spectrum = tf.roll(spectrum, shift=(h // 2, w // 2), axis=(-2, -1))
-        fy = np.roll(fy, h // 2)
-        fx = np.roll(fx, w // 2)
-    if not SHIFT_ADJOINT:
-        ramp = _separable_ramp(fractions, fy, fx, -2.0 * np.pi)  # (B, H, W)
-        return tf.signal.ifft2d(spectrum[None] * ramp[:, None])
-    return _shift_spectrum(spectrum, tf.cast(fractions, tf.float32), fy, fx)
+        return out * checkerboard(h, w) if fold_fftshift else out
+    spectrum, fy, fx = shift_spectrum_inputs(probe, fold_fftshift)
+    ramp = separable_ramp(fractions, fy, fx, -2.0 * np.pi)  # (B, H, W)
+    return tf.signal.ifft2d(spectrum[None] * ramp[:, None])
 
 
-def _shift_spectrum(spectrum, fractions, fy, fx):
-    """``ifft2d(spectrum * ramp_b)`` for (B, 2) ``fractions`` with a hand-written adjoint.
-
-    ``ramp_b(k) = exp(-2 pi i (f_by fy(k_y) + f_bx fx(k_x)))``. With ``G_b = fft2d(dL/dout_b)/N``
-    (the adjoint of the inverse FFT), the gradients are ``dL/dspectrum = sum_b G_b conj(ramp_b)``
-    and ``dL/df_by = -2 pi sum_k fy(k_y) Im(T_b(k))`` (likewise x) with
-    ``T_b = sum_m G_bm conj(spectrum_m ramp_b)``. Both position sums come from one pass over
-    ``G`` (``losses.paired_pixel_sums``); autodiff went through the two per-axis ramp
-    gradients, writing two (B, H, W) products and reading them back. The ramp product and the
-    adjoint sums are ``xla_pieces.piece`` functions: separate XLA clusters inside
-    ``xla_pieces.fft_outside_xla()``, with the FFTs between them TensorFlow ops.
-    """
-    from adptycho.losses import paired_pixel_sums
-
-    fy_t = tf.constant(fy, tf.float32)
-    fx_t = tf.constant(fx, tf.float32)
-
-    @piece
-    def ramp_product(spectrum_in, fractions_in):
-        ramp = _separable_ramp(fractions_in, fy, fx, -2.0 * np.pi)  # (B, H, W)
-        return spectrum_in[None] * ramp[:, None]
-
-    @piece
-    def adjoint_sums(g, spectrum_in, fractions_in):
-        h, w = int(g.shape[-2]), int(g.shape[-1])
-        g = g / (h * w)
-        # rebuilt from its (B, H) and (B, W) factors rather than kept from the forward
-        # pass, where XLA fuses it into the spectrum product without writing it out
-        back_ramp = tf.math.conj(_separable_ramp(fractions_in, fy, fx, -2.0 * np.pi))
-        d_spectrum = tf.reduce_sum(g * back_ramp[:, None], axis=0)
-        t = tf.math.imag(tf.reduce_sum(
-            g * tf.math.conj(spectrum_in)[None] * back_ramp[:, None], axis=1))  # (B, H, W)
-        d_y, d_x = paired_pixel_sums(t * fy_t[:, None], t * fx_t[None, :])
-        return d_spectrum, -2.0 * np.pi * tf.stack([d_y, d_x], axis=-1)
-
-    @tf.custom_gradient
-    def shift(spectrum_in, fractions_in):
-        out = tf.signal.ifft2d(ramp_product(spectrum_in, fractions_in))
-
-        @same_mode
-        def grad(upstream):
-            g = tf.signal.fft2d(tf.convert_to_tensor(upstream, tf.complex64))
-            return adjoint_sums(g, spectrum_in, fractions_in)
-
-        return out, grad
-
-    return shift(spectrum, fractions)
-
-
-def _separable_ramp(fractions, fy, fx, factor):
+def separable_ramp(fractions, fy, fx, factor, materialise=None):
     """(B, H, W) complex64 ``exp(i factor (f_y k_y + f_x k_x))`` built as the outer product of
-    its (B, H) and (B, W) factors: B (H + W) sines and cosines instead of B H W."""
+    its (B, H) and (B, W) factors: B (H + W) sines and cosines instead of B H W.
+    ``materialise``: optional identity applied to the stacked factors (``accel.windows``
+    uses it so that XLA evaluates them once)."""
     fractions = tf.cast(fractions, tf.float32)
     phase_y = factor * fractions[:, 0, None] * tf.constant(fy, tf.float32)[None, :]  # (B, H)
     phase_x = factor * fractions[:, 1, None] * tf.constant(fx, tf.float32)[None, :]  # (B, W)
-    cos_sin_y = materialise(tf.stack([tf.cos(phase_y), tf.sin(phase_y)]))  # (2, B, H)
-    cos_sin_x = materialise(tf.stack([tf.cos(phase_x), tf.sin(phase_x)]))  # (2, B, W)
+    cos_sin_y = tf.stack([tf.cos(phase_y), tf.sin(phase_y)])  # (2, B, H)
+    cos_sin_x = tf.stack([tf.cos(phase_x), tf.sin(phase_x)])  # (2, B, W)
+    if materialise is not None:
+        cos_sin_y, cos_sin_x = materialise(cos_sin_y), materialise(cos_sin_x)
     ramp_y = tf.complex(cos_sin_y[0], cos_sin_y[1])
     ramp_x = tf.complex(cos_sin_x[0], cos_sin_x[1])
     return ramp_y[:, :, None] * ramp_x[:, None, :]
 
 
-def _object_parts(object_):
+def object_parts(object_):
     """``(real, imag)`` of a (Y, X) complex object or of a ``(real, imag)`` pair."""
     if isinstance(object_, (tuple, list)):
         return tuple(object_)
@@ -158,13 +116,13 @@ def exit_waves(object_: tf.Tensor, probe: tf.Tensor, positions_px: tf.Tensor,
         subpixel: apply the fractional part of the positions as a Fourier shift of the probe
             (differentiable w.r.t. positions). With ``False`` the fractional part is ignored
             (exact when all positions are integers).
-        fold_fftshift: see ``shifted_probes`` (internal fast far-field path).
+        fold_fftshift: see ``shifted_probes`` (the fast far-field form).
 
     Returns:
         (B, M, H, W) complex64 exit waves.
     """
     probe = tf.convert_to_tensor(probe, tf.complex64)
-    real, imag = _object_parts(object_)
+    real, imag = object_parts(object_)
     h, w = probe.shape[-2], probe.shape[-1]
     corners, fractions = split_positions(positions_px)
     # Gathering the real and imaginary parts separately is faster (real scatter-add gradient).
@@ -195,7 +153,7 @@ def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False
     if transfer is not None:
         if fractions is not None:
             h, w = waves.shape[-2], waves.shape[-1]
-            ramp = _separable_ramp(fractions, np.fft.fftfreq(h), np.fft.fftfreq(w), 2.0 * np.pi)
+            ramp = separable_ramp(fractions, np.fft.fftfreq(h), np.fft.fftfreq(w), 2.0 * np.pi)
             transfer = transfer[None] * ramp  # (B, H, W)
             transfer = transfer[:, None]  # (B, 1, H, W)
         detector = near_field(waves, transfer)
@@ -210,27 +168,10 @@ def intensities_from_waves(waves: tf.Tensor, transfer=None, folded: bool = False
     return intensity * scale if scale != 1.0 else intensity
 
 
-def _fused_inputs(object_, probe, positions_px, transfer, subpixel):
-    """``(real, imag, probes, corners)`` for the fused far-field functions, or None where they
-    do not apply (near field, odd shapes, small windows, not under XLA; ``fused.use_fused``)."""
-    fold = transfer is None and can_fold_fftshift(np.shape(probe))
-    if not (fold and use_fused(np.shape(probe)[-2:])):
-        return None
-    real, imag = _object_parts(object_)
-    corners, fractions = split_positions(positions_px)
-    probes = shifted_probes(probe, fractions if subpixel else None, fold_fftshift=True)
-    return real, imag, probes, corners
-
-
 def forward_intensities(object_, probe, positions_px, transfer=None, subpixel=True):
     """Predicted (B, H, W) float32 intensities; see ``exit_waves`` and ``intensities_from_waves``.
 
-    Under XLA (``jit_compile``) far-field models with large windows go through
-    ``fused.fused_far_field_intensities`` (same values, fused adjoint)."""
-    fused = _fused_inputs(object_, probe, positions_px, transfer, subpixel)
-    if fused is not None:
-        # XLA: the same intensities through the fused gather/exit-wave/FFT loop (fused.py)
-        return fused_far_field_intensities(*fused)
+    The composed reference ops; ``accel.forward`` runs the same model the fast ways."""
     fold = transfer is None and can_fold_fftshift(np.shape(probe))
     waves = exit_waves(object_, probe, positions_px, subpixel, fold_fftshift=fold)
     fractions = split_positions(positions_px)[1] if (subpixel and transfer is not None) else None
@@ -245,16 +186,16 @@ def forward_losses(object_, probe, positions_px, measured, loss_name, transfer=N
     ``losses.get_loss(loss_name)(measured, forward_intensities(...), mask, readout_noise)``;
     the (B,) amplitude-loss sums ``amplitude_loss(measured, predicted, mask)`` and the (B,)
     ``masked_counts(measured, mask)`` (numerators and denominators of the relative residual;
-    not differentiated). Under XLA the fused far-field path (``fused.fused_far_field_losses``)
-    computes them without forming the predicted intensities.
+    not differentiated).
     """
-    from adptycho.losses import amplitude_loss, get_loss, get_pixel_loss, masked_counts
-
-    fused = _fused_inputs(object_, probe, positions_px, transfer, subpixel)
-    if fused is not None:
-        return fused_far_field_losses(*fused, measured, get_pixel_loss(loss_name), mask,
-                                      readout_noise)
     predicted = forward_intensities(object_, probe, positions_px, transfer, subpixel)
+    return losses_of_intensities(measured, predicted, loss_name, mask, readout_noise)
+
+
+def losses_of_intensities(measured, predicted, loss_name, mask=None, readout_noise=None):
+    """``(losses, residuals, counts)`` of ``forward_losses`` for (B, H, W) ``predicted``."""
+    from adptycho.losses import amplitude_loss, get_loss, masked_counts
+
     losses = get_loss(loss_name)(measured, predicted, mask, readout_noise)
     counts = masked_counts(measured, mask)
     if loss_name == "amplitude":

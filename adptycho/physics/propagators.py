@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from adptycho.physics.shifts import materialise
 
 __all__ = [
     "far_field",
@@ -92,7 +91,8 @@ def angular_spectrum_kernel(shape, pixel_size_m, wavelength_m):
     return phase_per_metre, fy, fx
 
 
-def angular_spectrum_transfer(shape, pixel_size_m, wavelength_m, distance_m) -> tf.Tensor:
+def angular_spectrum_transfer(shape, pixel_size_m, wavelength_m, distance_m,
+                              materialise=None) -> tf.Tensor:
     """Band-limited angular-spectrum transfer function in FFT order.
 
     Args:
@@ -101,6 +101,8 @@ def angular_spectrum_transfer(shape, pixel_size_m, wavelength_m, distance_m) -> 
         wavelength_m: wavelength in metres (python float).
         distance_m: propagation distance in metres; a python float or a scalar float32 tensor
             (differentiable; negative values back-propagate).
+        materialise: optional identity applied to the cosine and sine before they are combined
+            (``accel.windows.materialise``: XLA evaluates them once).
 
     Returns:
         (H, W) complex64 transfer function (Matsushima & Shimobaba 2009, Eqs. 13-14; see module doc).
@@ -122,15 +124,16 @@ def angular_spectrum_transfer(shape, pixel_size_m, wavelength_m, distance_m) -> 
         tf.logical_and(tf.abs(tf.constant(fy, tf.float32)) < fy_lim,
                        tf.abs(tf.constant(fx, tf.float32)) < fx_lim), propagating)
     window = tf.cast(window, tf.float32)
-    return _complex_exp(window, phase)
+    return _complex_exp(window, phase, materialise)
 
 
-def angular_spectrum_transfer_tf(shape, pixel_size_m, wavelength_m, distance_m) -> tf.Tensor:
+def angular_spectrum_transfer_tf(shape, pixel_size_m, wavelength_m, distance_m,
+                                 materialise=None) -> tf.Tensor:
     """``angular_spectrum_transfer`` with a pixel size that may be a tensor (cone-beam z1 fits).
 
     Same transfer function, built in float32 with the cancellation-free phase
     ``-2 pi z f^2 / (1/lambda + sqrt(1/lambda^2 - f^2))``; differentiable w.r.t. both
-    ``pixel_size_m`` (scalar, square pixels) and ``distance_m``.
+    ``pixel_size_m`` (scalar, square pixels) and ``distance_m``; ``materialise`` as there.
     """
     h, w = int(shape[0]), int(shape[1])
     dx = tf.cast(pixel_size_m, tf.float32)
@@ -147,12 +150,14 @@ def angular_spectrum_transfer_tf(shape, pixel_size_m, wavelength_m, distance_m) 
     fx_lim = 1.0 / (float(wavelength_m) * tf.sqrt((2.0 * z / (w * step)) ** 2 + 1.0))
     window = tf.cast(tf.logical_and(tf.logical_and(tf.abs(fy) < fy_lim, tf.abs(fx) < fx_lim),
                                     f2 < inv_lambda ** 2), tf.float32)
-    return _complex_exp(window, phase)
+    return _complex_exp(window, phase, materialise)
 
 
-def _complex_exp(window, phase):
-    """(H, W) ``window * exp(i phase)``, evaluated once under XLA (``shifts.materialise``)."""
-    cos_sin = materialise(tf.stack([window * tf.cos(phase), window * tf.sin(phase)]))
+def _complex_exp(window, phase, materialise=None):
+    """(H, W) ``window * exp(i phase)`` (``materialise``: see ``angular_spectrum_transfer``)."""
+    cos_sin = tf.stack([window * tf.cos(phase), window * tf.sin(phase)])
+    if materialise is not None:
+        cos_sin = materialise(cos_sin)
     return tf.complex(cos_sin[0], cos_sin[1])
 
 

@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["STRATEGIES", "make_strategy", "is_chief", "logical_cpu_devices", "worker_index"]
+__all__ = ["STRATEGIES", "make_strategy", "is_chief", "logical_cpu_devices", "worker_index",
+           "global_batch_mean", "all_replicas_true", "replica_step_logs"]
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
@@ -88,3 +89,32 @@ def is_chief(strategy: Optional[tf.distribute.Strategy]) -> bool:
     cluster = resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0 \
         and "chief" not in cluster
+
+
+# -- inside a replica's training step ---------------------------------------------------------
+def global_batch_mean(losses):
+    """Mean loss of the global batch. Under ``tf.distribute`` each replica returns
+    sum(its losses) / (patterns in the global batch), so the all-reduced (summed) gradients
+    equal the single-device gradient of the same batch, however unevenly it was split."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tf.reduce_mean(losses)
+    count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.size(losses), tf.float32))
+    return tf.reduce_sum(losses) / tf.maximum(count, 1.0)
+
+
+def all_replicas_true(flag):
+    """A scalar bool that is True only if it is True on every replica."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return flag
+    bad = context.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(flag, tf.float32))
+    return tf.equal(bad, 0.0)
+
+
+def replica_step_logs(logs: dict) -> dict:
+    """The logs a training step returns: Keras reduces per-replica logs of a multi-worker step
+    with a mean over axis 0, which needs a vector: (1,) per replica -> one scalar."""
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs

@@ -77,7 +77,6 @@ projected onto it after every epoch.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, Optional
 
 import numpy as np
@@ -85,126 +84,12 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError, DataError
 from adptycho.objects.pixels import PixelObject
-from adptycho.physics.shifts import fourier_shift
+from adptycho.training.pie_settings import PIE_ENGINES, PIESettings, pie_settings
+from adptycho.training.pie_kernels import (_offset_residuals, _pie_batch,  # noqa: F401
+                                           _position_shifts, poisson_amplitude_variance)
 
 __all__ = ["PIE_ENGINES", "PIESettings", "PIETrainer", "pie_settings", "ifftshift_patterns",
            "poisson_amplitude_variance"]
-
-PIE_ENGINES = ("epie", "rpie", "mpie")
-
-# Engine defaults: ePIE alpha = beta = 1 (Maiden & Rodenburg 2009); rPIE regularisation a = 0.1
-# (Maiden et al. 2017 recommend 0.05-0.25); mPIE = rPIE + momentum eta = 0.7 once per epoch
-# (PtyLab's mPIE friction; the Optica paper uses eta ~ 0.7-0.9).
-_DEFAULTS = {
-    "epie": {"regularisation": 1.0, "momentum": 0.0},
-    "rpie": {"regularisation": 0.1, "momentum": 0.0},
-    "mpie": {"regularisation": 0.1, "momentum": 0.7},
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class PIESettings:
-    """Settings of a PIE engine.
-
-    Attributes:
-        engine: ``epie``, ``rpie`` or ``mpie``.
-        object_step: alpha, the object step size (ePIE Eq. 6; 1 in Maiden & Rodenburg 2009).
-        probe_step: beta, the probe step size.
-        regularisation: rPIE's ``a`` in [0, 1] (1 = ePIE's max|P|^2 denominator).
-        momentum: mPIE's eta in [0, 1) (0 = none), applied once per epoch.
-        batch_size: patterns per vectorised update (1 = sequential).
-        refine_probe: update the probe.
-        probe_start_epoch: first epoch (0-based) at which the probe moves.
-        fourier_relaxation: rho >= 0, the Poisson noise bound of the Fourier constraint in
-            units of its expected value (0 = exact modulus projection; 1 = stop at the
-            expected noise level; see the module docstring).
-        position_correction: refine the scan positions (module docstring: a Gauss-Newton
-            shift per pattern update, momentum and gauges per epoch, a whole-pixel search
-            every ``position_search_interval`` epochs); with it the windows are lit by the
-            probe shifted to the sub-pixel positions. The refined positions are written into
-            the model's ``position_corrections`` after every moving epoch.
-        position_start_epoch: first epoch (0-based) at which the positions move (the object
-            must have formed first); before it the object and probe are updated at the
-            given (sub-pixel) positions.
-        position_step: fraction of the Gauss-Newton shift applied per update, in (0, 2].
-        position_max_shift: largest move of one position per update and axis, in pixels (> 0).
-        position_momentum: eta in [0, 1) of the momentum on the positions, applied once per
-            epoch like mPIE's (0 = none).
-        position_search_radius: r >= 0 (whole pixels): every ``position_search_interval``
-            epochs after ``position_start_epoch`` each position is also tried at the
-            ``(2 r + 1)^2`` whole-pixel offsets around it and jumps to the one with the
-            smallest amplitude misfit if that is more than 10% below the misfit in place (a
-            deterministic form of the trial positions of Maiden et al., Ultramicroscopy 120,
-            64 (2012)); it frees positions trapped more than ~1 px from the truth, where the
-            gradient step's linearisation fails. 0 = no search.
-        position_search_interval: epochs between searches (>= 1).
-    """
-
-    engine: str = "epie"
-    object_step: float = 1.0
-    probe_step: float = 1.0
-    regularisation: float = 1.0
-    momentum: float = 0.0
-    batch_size: int = 1
-    refine_probe: bool = True
-    probe_start_epoch: int = 0
-    fourier_relaxation: float = 0.0
-    position_correction: bool = False
-    position_start_epoch: int = 5
-    position_step: float = 1.0
-    position_max_shift: float = 1.0
-    position_momentum: float = 0.8
-    position_search_radius: int = 3
-    position_search_interval: int = 10
-
-    def __post_init__(self):
-        if self.engine not in PIE_ENGINES:
-            raise AdptychoError(f"unknown PIE engine {self.engine!r}; choose from {', '.join(PIE_ENGINES)}")
-        for name in ("object_step", "probe_step"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and value >= 0):
-                raise AdptychoError(f"{name} must be a finite number >= 0, got {value}")
-        if not 0.0 <= self.regularisation <= 1.0:
-            raise AdptychoError(f"regularisation (rPIE alpha) must be in [0, 1], got {self.regularisation}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise AdptychoError(f"momentum (mPIE eta) must be in [0, 1), got {self.momentum}")
-        if int(self.batch_size) < 1:
-            raise AdptychoError(f"batch_size must be at least 1, got {self.batch_size}")
-        if int(self.probe_start_epoch) < 0:
-            raise AdptychoError(f"probe_start_epoch must be >= 0, got {self.probe_start_epoch}")
-        if not (np.isfinite(self.fourier_relaxation) and self.fourier_relaxation >= 0):
-            raise AdptychoError("fourier_relaxation must be a finite number >= 0, got "
-                                f"{self.fourier_relaxation}")
-        if not isinstance(self.position_correction, (bool, np.bool_)):
-            raise AdptychoError("position_correction must be True or False, got "
-                                f"{self.position_correction!r}")
-        object.__setattr__(self, "position_correction", bool(self.position_correction))
-        if not (np.isfinite(self.position_step) and 0.0 < self.position_step <= 2.0):
-            raise AdptychoError(f"position_step must be in (0, 2], got {self.position_step}")
-        for name, low in (("position_start_epoch", 0), ("position_search_radius", 0),
-                          ("position_search_interval", 1)):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float, np.integer, np.floating))
-                    and not isinstance(value, bool) and np.isfinite(value)
-                    and value == int(value) and value >= low):
-                raise AdptychoError(f"{name} must be an integer >= {low}, got {value!r}")
-            object.__setattr__(self, name, int(value))
-        if not 0.0 <= self.position_momentum < 1.0:
-            raise AdptychoError(
-                f"position_momentum must be in [0, 1), got {self.position_momentum}")
-        if not (np.isfinite(self.position_max_shift) and self.position_max_shift > 0):
-            raise AdptychoError("position_max_shift must be a finite number > 0 (pixels), got "
-                                f"{self.position_max_shift}")
-
-
-def pie_settings(engine: str = "epie", **overrides) -> PIESettings:
-    """``PIESettings`` with the engine's defaults; ``None`` values in ``overrides`` are ignored."""
-    if engine not in PIE_ENGINES:
-        raise AdptychoError(f"unknown PIE engine {engine!r}; choose from {', '.join(PIE_ENGINES)}")
-    values = {"engine": engine, **_DEFAULTS[engine]}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return PIESettings(**values)
-
 
 def ifftshift_patterns(patterns: np.ndarray) -> np.ndarray:
     """(..., H, W) centred far-field arrays -> FFT order (zero frequency at [0, 0])."""
@@ -214,243 +99,6 @@ def ifftshift_patterns(patterns: np.ndarray) -> np.ndarray:
 # a whole-pixel jump of a position (PIESettings.position_search_radius) needs a misfit this
 # fraction below the misfit in place
 _SEARCH_MARGIN = 0.1
-
-_LOG_LAMBDA_RANGE = (-6.0, 4.0)  # log10 of the tabulated Poisson means
-_VARIANCE_TABLE = None
-
-
-def _variance_table() -> np.ndarray:
-    """f(lambda) = E[(sqrt X - sqrt lambda)^2], X ~ Poisson(lambda), on 401 points of
-    log10(lambda) in ``_LOG_LAMBDA_RANGE`` (exact sums over the Poisson pmf)."""
-    global _VARIANCE_TABLE
-    if _VARIANCE_TABLE is None:
-        from scipy.stats import poisson
-
-        lam = 10.0 ** np.linspace(*_LOG_LAMBDA_RANGE, 401)
-        table = np.empty_like(lam)
-        for i, value in enumerate(lam):
-            k = np.arange(int(value + 12 * np.sqrt(value) + 40))
-            table[i] = np.sum(poisson.pmf(k, value) * (np.sqrt(k) - np.sqrt(value)) ** 2)
-        _VARIANCE_TABLE = table.astype(np.float32)
-    return _VARIANCE_TABLE
-
-
-def poisson_amplitude_variance(intensity):
-    """Expected squared deviation of the amplitude of a Poisson count from its mean's root.
-
-    ``f(lambda) = E[(sqrt X - sqrt lambda)^2]`` for ``X ~ Poisson(lambda)``: 2 lambda for
-    lambda << 1, a maximum of 0.45 near lambda = 1, 1/4 for lambda >> 1 (the variance-stabilised
-    amplitude). Linear in log10(lambda) between 401 exact values on [1e-6, 1e4]; ``f(0) = 0``,
-    proportional below 1e-6, 1/4 above 1e4.
-
-    Args:
-        intensity: float32 tensor of expected counts lambda >= 0, any shape.
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    import tensorflow_probability as tfp
-
-    table = tf.constant(_variance_table())
-    lo, hi = _LOG_LAMBDA_RANGE
-    intensity = tf.cast(tf.convert_to_tensor(intensity), tf.float32)
-    floor = tf.constant(10.0 ** lo, tf.float32)
-    log_lambda = tf.math.log(tf.maximum(intensity, floor)) / np.log(10.0)
-    value = tfp.math.interp_regular_1d_grid(log_lambda, lo, hi, table)
-    # below the table f is proportional to lambda (f ~ 2 lambda)
-    return tf.where(intensity < floor, intensity * (table[0] / floor), value)
-
-
-def _position_shifts(obj, probes, corners, dpsi):
-    """Gauss-Newton estimates of the shifts that move each exit wave toward its update.
-
-    Linearising ``P_m O(r + R_j + delta) ~ P_m (O_j + delta_y d_y O_j + delta_x d_x O_j)`` and
-    fitting ``dpsi_m`` in least squares gives the 2x2 normal equations of the module docstring
-    (Odstrcil et al., Opt. Express 26, 3108 (2018), gradient position refinement; there per
-    axis). ``d_k O_j`` are central differences of the object (one-sided at the object's
-    border); the system is damped by 1e-3 of its mean diagonal so that a patch without
-    gradient along one axis gives no shift along it.
-
-    Args:
-        obj: (Y, X) complex64 object the exit waves were formed with.
-        probes: (B or 1, M, H, W) complex64 probe modes as they lit each window.
-        corners: (B, 2) int32 window corners (y, x).
-        dpsi: (B, M, H, W) complex64 exit-wave updates ``psi' - psi``.
-
-    Returns:
-        (B, 2) float32 shifts (y, x) in pixels: the window should move by ``+delta``.
-    """
-    h, w = probes.shape[-2], probes.shape[-1]
-    num_rows, num_cols = tf.shape(obj)[0], tf.shape(obj)[1]
-    rows = tf.clip_by_value(corners[:, 0:1] - 1 + tf.range(h + 2, dtype=tf.int32)[None, :],
-                            0, num_rows - 1)
-    cols = tf.clip_by_value(corners[:, 1:2] - 1 + tf.range(w + 2, dtype=tf.int32)[None, :],
-                            0, num_cols - 1)
-    wide = tf.gather(tf.reshape(obj, [-1]), rows[:, :, None] * num_cols + cols[:, None, :])
-    # pixel distance of the difference: 2, or 1 at the object's border
-    step_y = tf.cast(tf.maximum(rows[:, 2:] - rows[:, :-2], 1), tf.complex64)[:, :, None]
-    step_x = tf.cast(tf.maximum(cols[:, 2:] - cols[:, :-2], 1), tf.complex64)[:, None, :]
-    grad_y = (wide[:, 2:, 1:-1] - wide[:, :-2, 1:-1]) / step_y
-    grad_x = (wide[:, 1:-1, 2:] - wide[:, 1:-1, :-2]) / step_x
-    g_y = probes * grad_y[:, None]  # (B, M, H, W)
-    g_x = probes * grad_x[:, None]
-
-    def dot(a, b):
-        return tf.reduce_sum(tf.math.real(tf.math.conj(a) * b), axis=[1, 2, 3])  # (B,)
-
-    h_yy, h_xx, h_xy = dot(g_y, g_y), dot(g_x, g_x), dot(g_y, g_x)
-    b_y, b_x = dot(g_y, dpsi), dot(g_x, dpsi)
-    damping = 1e-3 * 0.5 * (h_yy + h_xx) + 1e-30
-    h_yy, h_xx = h_yy + damping, h_xx + damping
-    det = h_yy * h_xx - h_xy * h_xy
-    delta_y = (h_xx * b_y - h_xy * b_x) / det
-    delta_x = (h_yy * b_x - h_xy * b_y) / det
-    return tf.stack([delta_y, delta_x], axis=-1)
-
-
-def _offset_residuals(obj, probe, positions, offsets, amplitudes, mask, transfer, limit):
-    """Amplitude misfit of each pattern with its window moved by whole-pixel offsets.
-
-    Args:
-        obj: (Y, X) complex64 object.
-        probe: (M, H, W) complex64 probe modes.
-        positions: (B, 2) float32 positions; the window of pattern b is at
-            ``round(R_b) + offset`` (clipped inside the object) with the probe shifted by the
-            remainder ``R_b - round(R_b)``.
-        offsets: (K, 2) float32 whole-pixel offsets (y, x).
-        amplitudes, mask, transfer: as in ``_pie_batch`` ((B, H, W), (H, W), None or (H, W)).
-        limit: (2,) float32 largest corner.
-
-    Returns:
-        (B, K) float32 ``sum mask (sqrt I - |Psi|)^2`` for every pattern and offset.
-    """
-    h, w = probe.shape[-2], probe.shape[-1]
-    num_cols = tf.shape(obj)[1]
-    flat_obj = tf.reshape(obj, [-1])
-    corners0 = tf.clip_by_value(tf.round(positions), 0.0, limit)
-    lit = fourier_shift(probe[None], (positions - corners0)[:, None, :])  # (B, M, H, W)
-    norm = tf.constant(1.0 / np.sqrt(h * w), tf.complex64)
-
-    def misfit(offset):
-        corners = tf.cast(tf.clip_by_value(corners0 + offset, 0.0, limit), tf.int32)
-        rows = corners[:, 0:1] + tf.range(h, dtype=tf.int32)[None, :]
-        cols = corners[:, 1:2] + tf.range(w, dtype=tf.int32)[None, :]
-        patches = tf.gather(flat_obj, rows[:, :, None] * num_cols + cols[:, None, :])
-        spectrum = tf.signal.fft2d(lit * patches[:, None])
-        detector = spectrum * norm if transfer is None else tf.signal.ifft2d(spectrum * transfer)
-        model = tf.sqrt(tf.reduce_sum(tf.math.real(detector * tf.math.conj(detector)), axis=1))
-        return tf.reduce_sum(tf.square(amplitudes - model) * mask, axis=[-2, -1])  # (B,)
-
-    return tf.transpose(tf.map_fn(misfit, offsets, fn_output_signature=tf.float32))
-
-
-def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
-               object_step, probe_step, regularisation, update_probe: bool, relaxation=None,
-               estimate_shift: bool = False, fractions=None):
-    """One vectorised PIE update from a batch of B patterns.
-
-    Args:
-        obj: (Y, X) complex64 object.
-        probe: (M, H, W) complex64 probe modes.
-        corners: (B, 2) int32 top-left corners (y, x).
-        amplitudes: (B, H, W) float32 measured sqrt(I) in FFT order (far field) or as measured
-            (near field).
-        weights: (B,) float32 per-pattern step weights.
-        valid: (B,) float32, 0 for padding entries of the last batch.
-        transfer: None (far field) or (H, W) complex64 angular-spectrum transfer function.
-        mask: (H, W) float32 valid-pixel mask (1 = valid) in the same order as ``amplitudes``.
-        relaxation: None (exact modulus projection) or (B,) float32 Poisson noise-bound
-            factors rho_j (Fourier relaxation, module docstring).
-        estimate_shift: also return the (B, 2) float32 position shifts of ``_position_shifts``
-            (from the object and probe before this update).
-        fractions: None, or (B, 2) float32 sub-pixel remainders f_b in [-0.5, 0.5]: window b is
-            lit by the probe shifted to ``P(r - f_b)`` (Fourier shift), and its probe update is
-            shifted back by ``-f_b`` (the rPIE probe denominator stays on the window grid).
-
-    Returns:
-        ``(obj, probe, error_numerator, error_denominator, amplitude_loss_sum)``, and the
-        shifts as a sixth element with ``estimate_shift``.
-    """
-    h, w = probe.shape[-2], probe.shape[-1]
-    num_cols = tf.shape(obj)[1]
-    rows = corners[:, 0:1] + tf.range(h, dtype=tf.int32)[None, :]
-    cols = corners[:, 1:2] + tf.range(w, dtype=tf.int32)[None, :]
-    flat_index = rows[:, :, None] * num_cols + cols[:, None, :]  # (B, H, W)
-    flat_obj = tf.reshape(obj, [-1])
-    patches = tf.gather(flat_obj, flat_index)  # (B, H, W)
-    if fractions is None:
-        lit = probe[None]  # (1, M, H, W)
-    else:  # the probe at corner + fraction: P(r - f) in the window (Fourier shift)
-        lit = fourier_shift(probe[None], fractions[:, None, :])  # (B, M, H, W)
-    psi = lit * patches[:, None]  # (B, M, H, W)
-    norm = tf.constant(1.0 / np.sqrt(h * w), tf.complex64)
-    spectrum = tf.signal.fft2d(psi)
-    if transfer is None:
-        detector = spectrum * norm  # orthonormal FFT, FFT order
-    else:
-        detector = tf.signal.ifft2d(spectrum * transfer)
-    model_intensity = tf.reduce_sum(tf.math.real(detector * tf.math.conj(detector)), axis=1)
-    model_amplitude = tf.sqrt(model_intensity)  # (B, H, W)
-    residual = (amplitudes - model_amplitude) * mask
-    error_num = tf.reduce_sum(tf.square(residual) * valid[:, None, None])
-    error_den = tf.reduce_sum(tf.square(amplitudes) * mask * valid[:, None, None])
-    target = amplitudes
-    if relaxation is not None:
-        # project the modelled amplitudes onto the Poisson noise ball around the data
-        deviation = (model_amplitude - amplitudes) * mask
-        excess = tf.reduce_sum(tf.square(deviation), axis=[-2, -1])  # (B,)
-        bound = relaxation * tf.reduce_sum(
-            mask * poisson_amplitude_variance(model_intensity), axis=[-2, -1])
-        shrink = tf.where(excess > bound, tf.sqrt(bound / tf.maximum(excess, 1e-30)), 1.0)
-        target = amplitudes + deviation * shrink[:, None, None]
-    # Psi' - Psi = Psi (a' / |Psi| - 1) on valid pixels (a' = sqrt(I) without relaxation)
-    ratio = mask * (target / tf.maximum(model_amplitude, 1e-12) - 1.0)
-    change = detector * tf.cast(ratio, tf.complex64)[:, None]
-    if transfer is None:
-        dpsi = tf.signal.ifft2d(change) / norm
-    else:
-        dpsi = tf.signal.ifft2d(tf.signal.fft2d(change) * tf.math.conj(transfer))
-
-    shifts = _position_shifts(obj, lit, corners, dpsi) if estimate_shift else None
-    step_weights = tf.cast(weights * valid, tf.complex64)[:, None, None]
-    # -- object -------------------------------------------------------------------------
-    probe_power = tf.reduce_sum(tf.math.real(lit * tf.math.conj(lit)), axis=1)  # (B or 1, H, W)
-    numerator = tf.reduce_sum(tf.math.conj(lit) * dpsi, axis=1) * step_weights
-    index = tf.reshape(flat_index, [-1, 1])
-    step = tf.cast(object_step, tf.complex64)
-    if corners.shape[0] == 1:
-        # sequential fast path: S = |P|^2 on the window, no object-sized temporaries
-        denominator = ((1.0 - regularisation) * probe_power
-                       + regularisation * tf.reduce_max(probe_power))
-        update = numerator / tf.cast(tf.maximum(denominator, 1e-30), tf.complex64)
-        new_flat = tf.tensor_scatter_nd_add(flat_obj, index, tf.reshape(step * update, [-1]))
-    else:
-        # summed illumination S(r) of the batch (real, object-sized), read back on the windows;
-        # the complex numerators are scatter-added straight into the object
-        illumination = tf.scatter_nd(
-            index, tf.reshape(probe_power * valid[:, None, None], [-1]), tf.shape(flat_obj))
-        local = tf.gather(illumination, flat_index)  # (B, H, W)
-        denominator = ((1.0 - regularisation) * local
-                       + regularisation * tf.reduce_max(illumination))
-        update = numerator / tf.cast(tf.maximum(denominator, 1e-30), tf.complex64)
-        new_flat = tf.tensor_scatter_nd_add(flat_obj, index, tf.reshape(step * update, [-1]))
-    new_obj = tf.reshape(new_flat, tf.shape(obj))
-    # -- probe (with the old object patches) ----------------------------------------------
-    if update_probe:
-        patch_power = tf.reduce_sum(tf.math.real(patches * tf.math.conj(patches))
-                                    * valid[:, None, None], axis=0)  # (H, W)
-        probe_num = tf.math.conj(patches)[:, None] * dpsi * step_weights[:, None]  # (B, M, H, W)
-        if fractions is not None:  # back to the probe's own frame
-            probe_num = fourier_shift(probe_num, -fractions[:, None, :])
-        probe_num = tf.reduce_sum(probe_num, axis=0)  # (M, H, W)
-        probe_den = ((1.0 - regularisation) * patch_power
-                     + regularisation * tf.reduce_max(patch_power))
-        probe = probe + tf.cast(probe_step, tf.complex64) * probe_num / tf.cast(
-            tf.maximum(probe_den, 1e-30), tf.complex64)[None]
-    loss_sum = tf.reduce_sum(tf.square(residual), axis=[-2, -1])
-    result = (new_obj, probe, error_num, error_den, tf.reduce_sum(loss_sum * valid))
-    return result + (shifts,) if estimate_shift else result
-
 
 class PIETrainer:
     """Runs a PIE engine on a ``PtychoModel``, reading and writing its object and probe.
@@ -493,20 +141,12 @@ class PIETrainer:
                          self.model.object_shape[1] - self.model.detector_shape[1]], np.float32)
 
     def _read_state(self):
-        obj = self.model.object_representation.transmission()
-        return tf.identity(obj), tf.identity(self.model.probe_tensor())
+        return tf.identity(self.model.object_tensor()), tf.identity(self.model.probe_tensor())
 
     def _write_state(self, obj, probe, write_probe: bool):
-        representation = self.model.object_representation
-        if representation.parametrisation == "complex":
-            representation._parts["real"].assign(tf.math.real(obj))
-            representation._parts["imag"].assign(tf.math.imag(obj))
-        else:
-            representation.assign(obj.numpy())
+        self.model.assign_object(obj)
         if write_probe:
-            scale = self.model.probe_scale
-            self.model.probe_real.assign(tf.math.real(probe) / scale)
-            self.model.probe_imag.assign(tf.math.imag(probe) / scale)
+            self.model.assign_probe(probe)
 
     def _epoch_function(self, update_probe: bool):
         relax = self.settings.fourier_relaxation > 0
@@ -667,7 +307,7 @@ class PIETrainer:
         if not np.isfinite(patterns).all():
             raise DataError("patterns contain non-finite values")
         amplitudes = np.sqrt(np.maximum(patterns, 0.0)).astype(np.float32)
-        mask = getattr(self.model, "_mask", None)
+        mask = self.model.detector_mask
         mask = np.ones(self.model.detector_shape, np.float32) if mask is None else mask.numpy()
         if self.model.near_field is None:
             amplitudes = ifftshift_patterns(amplitudes)
@@ -724,6 +364,73 @@ class PIETrainer:
             residuals.append(float(e_num.numpy()) / max(float(e_den.numpy()), 1e-30))
         return obj, probe, residuals
 
+    def _relaxation(self, relaxation_weight) -> tf.Tensor:
+        """(N,) float32 Poisson noise-bound factors: ``fourier_relaxation`` times the weights."""
+        n = self.model.num_patterns
+        rho = self.settings.fourier_relaxation
+        if relaxation_weight is None:
+            return tf.constant(np.full(n, rho, np.float32))
+        relaxation = np.asarray(relaxation_weight, np.float32).reshape(-1)
+        if relaxation.shape != (n,) or not (np.isfinite(relaxation).all()
+                                            and np.all(relaxation >= 0)):
+            raise DataError(f"relaxation_weight must be ({n},) finite values >= 0, got "
+                            f"shape {np.shape(relaxation_weight)}")
+        return tf.constant(relaxation * np.float32(rho))
+
+    def _position_epoch(self, epoch, obj, probe, order, valid, positions, data, relaxation,
+                        update_probe, start):
+        """One epoch with position correction: the whole-pixel search when it is due, the
+        moving epoch loop, then momentum and gauges, written into the model's corrections.
+        ``data``: ``(amplitudes, weights, mask)``; ``start``: ``(positions, corrections,
+        upper)`` of this fit. Returns ``(obj, probe, e_num, e_den, loss, positions, jumps)``."""
+        s = self.settings
+        amplitudes, weights, mask = data
+        start_positions, start_corrections, upper = start
+        jumps = 0
+        moving = epoch >= s.position_start_epoch
+        since = epoch - s.position_start_epoch
+        if (s.position_search_radius > 0 and since > 0
+                and since % s.position_search_interval == 0):
+            searched, jumped = self._search_positions(
+                obj, probe, positions.numpy(), amplitudes, weights.numpy(), mask,
+                s.position_search_radius)
+            if jumped.any():
+                if self._position_velocity is not None:
+                    self._position_velocity[jumped] = 0.0
+                positions = tf.constant(np.clip(searched, 0.0, upper))
+                jumps += int(jumped.sum())
+        before = positions
+        obj, probe, e_num, e_den, loss, positions = self._moving_epoch_function(update_probe)(
+            obj, probe, order, valid, positions, tf.constant(float(moving), tf.float32),
+            amplitudes, weights, mask, relaxation)
+        if moving:
+            positions = self._after_position_epoch(before.numpy(), positions.numpy(),
+                                                   start_positions, upper, update_probe)
+            self.model.position_corrections.assign(
+                start_corrections + (positions - start_positions))
+            positions = tf.constant(positions)
+        return obj, probe, e_num, e_den, loss, positions, jumps
+
+    def _end_epoch(self, obj, probe, previous, update_probe: bool):
+        """mPIE's momentum (once per epoch), then the state written into the model (and read
+        back, projected on the parametrisation, where that can change it). Returns
+        ``(obj, probe, previous)``."""
+        s = self.settings
+        if s.momentum > 0:
+            v_obj = s.momentum * self._velocity[0] + (obj - previous[0])
+            obj = obj + s.momentum * v_obj
+            v_probe = self._velocity[1]
+            if update_probe:
+                v_probe = s.momentum * v_probe + (probe - previous[1])
+                probe = probe + s.momentum * v_probe
+            self._velocity = (v_obj, v_probe)
+            previous = (obj, probe)
+        self._write_state(obj, probe, update_probe)
+        if s.momentum > 0 or self.model.object_representation.parametrisation != "complex":
+            obj, probe = self._read_state()  # projected on the parametrisation
+            previous = (obj, probe)
+        return obj, probe, previous
+
     def fit(self, patterns, epochs: int, sample_weight=None, seed: int = 0,
             callback: Optional[Callable[[int, dict], None]] = None, verbose: int = 0,
             initial_epoch: int = 0, relaxation_weight=None) -> dict:
@@ -756,16 +463,7 @@ class PIETrainer:
         amplitudes, weights, mask = self.prepare(patterns, sample_weight)
         s = self.settings
         n = self.model.num_patterns
-        if relaxation_weight is None:
-            relaxation = np.full(n, s.fourier_relaxation, np.float32)
-        else:
-            relaxation = np.asarray(relaxation_weight, np.float32).reshape(-1)
-            if relaxation.shape != (n,) or not (np.isfinite(relaxation).all()
-                                                and np.all(relaxation >= 0)):
-                raise DataError(f"relaxation_weight must be ({n},) finite values >= 0, got "
-                                f"shape {np.shape(relaxation_weight)}")
-            relaxation = relaxation * np.float32(s.fourier_relaxation)
-        relaxation = tf.constant(relaxation)
+        relaxation = self._relaxation(relaxation_weight)
         batch = min(int(s.batch_size), n)
         num_batches = int(np.ceil(n / batch))
         all_corners = tf.constant(self.corners())
@@ -776,7 +474,6 @@ class PIETrainer:
         history = {"loss": [], "residual": []}
         if s.position_correction:
             history["position_change"], history["position_jumps"] = [], []
-            weights_np = weights.numpy()
             # the model's positions at the start, and its corrections: the refined positions
             # are written back as corrections + (refined - start), whatever the position model
             start_positions = self.model.get_positions().astype(np.float32)
@@ -793,46 +490,13 @@ class PIETrainer:
             order[:n] = rng.permutation(n)
             order = tf.constant(order.reshape(num_batches, batch))
             if s.position_correction:
-                jumps = 0
-                moving = epoch >= s.position_start_epoch
-                since = epoch - s.position_start_epoch
-                if (s.position_search_radius > 0 and since > 0
-                        and since % s.position_search_interval == 0):
-                    searched, jumped = self._search_positions(
-                        obj, probe, positions.numpy(), amplitudes, weights_np, mask,
-                        s.position_search_radius)
-                    if jumped.any():
-                        if self._position_velocity is not None:
-                            self._position_velocity[jumped] = 0.0
-                        positions = tf.constant(np.clip(searched, 0.0, upper))
-                        jumps += int(jumped.sum())
-                before = positions
-                obj, probe, e_num, e_den, loss, positions = self._moving_epoch_function(
-                    update_probe)(obj, probe, order, valid, positions,
-                                  tf.constant(float(moving), tf.float32), amplitudes, weights,
-                                  mask, relaxation)
-                if moving:
-                    positions = self._after_position_epoch(before.numpy(), positions.numpy(),
-                                                           start_positions, upper, update_probe)
-                    self.model.position_corrections.assign(
-                        start_corrections + (positions - start_positions))
-                    positions = tf.constant(positions)
+                obj, probe, e_num, e_den, loss, positions, jumps = self._position_epoch(
+                    epoch, obj, probe, order, valid, positions, (amplitudes, weights, mask),
+                    relaxation, update_probe, (start_positions, start_corrections, upper))
             else:
                 obj, probe, e_num, e_den, loss = self._epoch_function(update_probe)(
                     obj, probe, order, valid, all_corners, amplitudes, weights, mask, relaxation)
-            if s.momentum > 0:
-                v_obj = s.momentum * self._velocity[0] + (obj - previous[0])
-                obj = obj + s.momentum * v_obj
-                v_probe = self._velocity[1]
-                if update_probe:
-                    v_probe = s.momentum * v_probe + (probe - previous[1])
-                    probe = probe + s.momentum * v_probe
-                self._velocity = (v_obj, v_probe)
-                previous = (obj, probe)
-            self._write_state(obj, probe, update_probe)
-            if s.momentum > 0 or self.model.object_representation.parametrisation != "complex":
-                obj, probe = self._read_state()  # projected on the parametrisation
-                previous = (obj, probe)
+            obj, probe, previous = self._end_epoch(obj, probe, previous, update_probe)
             logs = {"loss": float(loss.numpy()) / n,
                     "residual": float(e_num.numpy()) / max(float(e_den.numpy()), 1e-30)}
             if not np.isfinite(logs["loss"]):

@@ -35,9 +35,9 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.io.scan_data import NEARFIELD, ScanData
+from adptycho.engines import PIE_ENGINES, get_engine
 from adptycho.model import NearFieldGeometry, PtychoModel
 from adptycho.objects.pixels import PixelObject
-from adptycho.training.epie import PIE_ENGINES, PIETrainer, pie_settings
 
 __all__ = ["OversamplingResult", "dense_positions", "mixed_dataset", "oversample",
            "oversampling_weights", "as_object_array", "scan_step_px"]
@@ -181,28 +181,77 @@ def mixed_dataset(scan: ScanData, object_, probe, factor: int = 3, step_px=None,
     positions, measured = dense_positions(corners, factor, step, object_.shape, scan.detector_shape)
     model = PtychoModel(PixelObject(object_.shape, initial=object_), probe, positions,
                         near_field=_near_field(scan), mask=scan.mask, subpixel=True)
-    patterns = np.empty((len(positions),) + scan.detector_shape, np.float32)
+    return _simulate(model, scan, batch_size), positions, measured
+
+
+def _simulate(model, scan: ScanData, batch_size: int = 64) -> np.ndarray:
+    """(N, H, W) float32: the scan's M measured patterns first, then the model's noise-free
+    predictions at its positions M .. N-1 (Eq. 15)."""
+    n = model.num_patterns
+    patterns = np.empty((n,) + scan.detector_shape, np.float32)
     m = scan.num_patterns
     patterns[:m] = scan.patterns
-    simulated = np.arange(m, len(positions))
+    simulated = np.arange(m, n)
     for start in range(0, len(simulated), batch_size):
         idx = simulated[start:start + batch_size]
         patterns[idx] = model(tf.constant(idx, tf.int32)).numpy()
-    return patterns, positions, measured
+    return patterns
 
 
-def _measured_residual(scan, object_, probe, corners, near_field) -> float:
-    model = PtychoModel(PixelObject(object_.shape, initial=object_), probe, corners,
-                        near_field=near_field, mask=scan.mask, subpixel=True)
-    mask = np.ones(scan.detector_shape, bool) if scan.mask is None else scan.mask
-    num = den = 0.0
-    for start in range(0, scan.num_patterns, 64):
-        idx = np.arange(start, min(start + 64, scan.num_patterns))
-        predicted = model(tf.constant(idx, tf.int32)).numpy()
-        measured = np.maximum(scan.patterns[idx], 0.0)
-        num += float(np.sum(((np.sqrt(measured) - np.sqrt(predicted)) ** 2)[:, mask]))
-        den += float(np.sum(measured[:, mask]))
-    return num / max(den, 1e-30)
+def _measured_residual(model, scan: ScanData, batch_size: int = 64) -> float:
+    """Relative amplitude residual ``sum (sqrt X - sqrt I)^2 / sum X`` of the measured patterns
+    through the model (Keras ``evaluate`` of a model on the measured positions)."""
+    logs = model.evaluate(np.arange(scan.num_patterns), np.asarray(scan.patterns, np.float32),
+                          batch_size=batch_size, verbose=0, return_dict=True)
+    return float(logs["residual"])
+
+
+def _repeat_weights(weight, weight_schedule, repeats: int) -> list:
+    """The ``w`` of each repeat (validated): ``weight``, or the schedule's values."""
+    if weight_schedule is None:
+        weights = [float(weight)] * repeats
+    elif callable(weight_schedule):
+        weights = [float(weight_schedule(r)) for r in range(repeats)]
+    else:
+        weights = [float(w) for w in weight_schedule]
+        if len(weights) != repeats:
+            raise AdptychoError(f"weight_schedule has {len(weights)} values for {repeats} repeats")
+    for w in weights:
+        oversampling_weights([True], w)  # validates
+    return weights
+
+
+def _probe_of(scan: ScanData, initial_object, probe) -> np.ndarray:
+    """(K, H, W) complex64 probe: given, the initial reconstruction's, or the scan's."""
+    if probe is None:
+        if hasattr(initial_object, "get_probe"):
+            probe = initial_object.get_probe()
+        elif getattr(initial_object, "probe", None) is not None and hasattr(initial_object, "object"):
+            probe = initial_object.probe
+        elif scan.probe is not None:
+            probe = scan.probe
+        else:
+            raise AdptychoError("oversampling needs the probe: pass probe=, a reconstruction "
+                                "with a probe, or a scan that stores one")
+    probe = np.asarray(probe, np.complex64)
+    return probe[None] if probe.ndim == 2 else probe
+
+
+def _repeat(dense, data_model, scan: ScanData, current, start, engine: str, epochs: int,
+            sample_weight, pie_options: dict):
+    """One round of Algorithm 1: simulate the dense scan from ``current`` (Eq. 15), run the PIE
+    engine from ``start`` on the mixed data (Eq. 16), hand the result (and a refined probe) to
+    ``data_model``. Returns ``(object, history)``."""
+    dense.assign_object(current)
+    patterns = _simulate(dense, scan)
+    dense.assign_object(start)
+    history = get_engine(engine)(**pie_options).fit(dense, patterns, epochs,
+                                                    sample_weight=sample_weight)
+    current = dense.get_object()
+    data_model.assign_object(current)
+    if "probe" in pie_options["refine"]:
+        data_model.assign_probe(dense.get_probe())
+    return current, history.history
 
 
 def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
@@ -259,55 +308,37 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
         raise AdptychoError(f"unknown engine {engine!r} for oversampling; choose from "
                             f"{', '.join(PIE_ENGINES)}")
     repeats = int(repeats)
-    if weight_schedule is None:
-        weights = [float(weight)] * repeats
-    elif callable(weight_schedule):
-        weights = [float(weight_schedule(r)) for r in range(repeats)]
-    else:
-        weights = [float(w) for w in weight_schedule]
-        if len(weights) != repeats:
-            raise AdptychoError(f"weight_schedule has {len(weights)} values for {repeats} repeats")
-    for w in weights:
-        oversampling_weights([True], w)  # validates
-    if probe is None:
-        if hasattr(initial_object, "get_probe"):
-            probe = initial_object.get_probe()
-        elif getattr(initial_object, "probe", None) is not None and hasattr(initial_object, "object"):
-            probe = initial_object.probe
-        elif scan.probe is not None:
-            probe = scan.probe
-        else:
-            raise AdptychoError("oversampling needs the probe: pass probe=, a reconstruction "
-                                "with a probe, or a scan that stores one")
+    weights = _repeat_weights(weight, weight_schedule, repeats)
+    probe = _probe_of(scan, initial_object, probe)
     if object_origin_px is None:
         object_origin_px = getattr(initial_object, "object_origin_px", (0.0, 0.0))
     current = as_object_array(initial_object)
     initial = current.copy()
-    probe = np.asarray(probe, np.complex64)
-    probe = probe[None] if probe.ndim == 2 else probe
     near = _near_field(scan)
     corners = np.asarray(scan.positions_px, np.float64) + np.asarray(object_origin_px, np.float64)
     step = scan_step_px(corners) if step_px is None else step_px
+    positions, measured = dense_positions(corners, factor, step, current.shape,
+                                          scan.detector_shape)
+    # one model on the dense scan (simulation and the engine) and one on the measured
+    # positions (fidelity to the data), reused by every repeat
+    dense = PtychoModel(PixelObject(current.shape, initial=current), probe, positions,
+                        near_field=near, mask=scan.mask, subpixel=True)
+    data_model = PtychoModel(PixelObject(current.shape, initial=current), probe, corners,
+                             near_field=near, mask=scan.mask, subpixel=True)
+    data_model.compile(refine=("object",), jit_compile=False)
+    pie_options = dict(batch_size=batch_size, object_step=object_step,
+                       regularisation=regularisation, fourier_relaxation=float(fourier_relaxation),
+                       refine=("object", "probe") if refine_probe else ("object",),
+                       relaxation_weight=measured.astype(np.float32))
     objects, residuals, measured_res, errors = [], [], [], []
-    positions = measured = None
     for r in range(repeats):
-        patterns, positions, measured = mixed_dataset(
-            scan, current, probe, factor, step, object_origin_px)
         start = current if warm_start else np.ones_like(current)
-        model = PtychoModel(PixelObject(current.shape, initial=start), probe, positions,
-                            near_field=near, mask=scan.mask)
-        settings = pie_settings(engine, batch_size=batch_size, object_step=object_step,
-                                regularisation=regularisation, refine_probe=refine_probe,
-                                fourier_relaxation=float(fourier_relaxation))
-        history = PIETrainer(model, settings).fit(
-            patterns, epochs, sample_weight=oversampling_weights(measured, weights[r]),
-            seed=seed + r, relaxation_weight=measured.astype(np.float32))
-        current = model.get_object()
-        if refine_probe:
-            probe = model.get_probe()
+        current, history = _repeat(dense, data_model, scan, current, start, engine, epochs,
+                                   oversampling_weights(measured, weights[r]),
+                                   dict(pie_options, seed=seed + r))
         objects.append(current)
         residuals.append(history["residual"])
-        measured_res.append(_measured_residual(scan, current, probe, corners, near))
+        measured_res.append(_measured_residual(data_model, scan))
         if error_fn is not None:
             errors.append(float(error_fn(current)))
         if verbose:

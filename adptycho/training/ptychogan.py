@@ -32,15 +32,14 @@ from typing import Callable, Optional
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from adptycho.runtime import restores_global_rngs
+from adptycho.engines.ptychogan import DISCRIMINATOR_LOSSES
 from adptycho.errors import AdptychoError
 
 __all__ = ["PtychoGANSettings", "Stage", "release_schedule", "ptychogan_fit",
            "reconstruct_ptychogan", "DISCRIMINATOR_LOSSES"]
 
-DISCRIMINATOR_LOSSES = ("saturating", "non-saturating")
 
 
 @dataclasses.dataclass
@@ -118,16 +117,12 @@ def release_schedule(settings: PtychoGANSettings, num_blocks: int) -> list:
     return [s for s in stages if s.steps > 0]
 
 
-def _total_variation(values):
-    dy = values[1:, :-1] - values[:-1, :-1]
-    dx = values[:-1, 1:] - values[:-1, :-1]
-    return tf.reduce_mean(tf.sqrt(dy * dy + dx * dx + 1e-6))
-
-
 def ptychogan_fit(model, patterns, settings: Optional[PtychoGANSettings] = None,
                   discriminator=None, *, seed: int = 0,
                   callback: Optional[Callable] = None, verbose: int = 0) -> dict:
-    """Fit a ``PtychoModel`` whose object is a ``GeneratorObject`` by the PtychoGAN schedule.
+    """Fit a ``PtychoModel`` whose object is a ``GeneratorObject`` by the PtychoGAN schedule:
+    the release workflow over the ``ptychogan`` engine (``engines.ptychogan``), one ``fit`` of
+    ``stage.steps`` steps per stage after ``release``.
 
     Args:
         model: ``PtychoModel`` with a :class:`GeneratorObject` object representation (its
@@ -145,100 +140,35 @@ def ptychogan_fit(model, patterns, settings: Optional[PtychoGANSettings] = None,
         ``stage``; ``stage_seconds`` and ``seconds_per_step`` (per stage); ``stages`` (the
         schedule as dicts).
     """
-    from adptycho.objects.generator import GeneratorObject
+    from adptycho.engines.ptychogan import PtychoGANEngine
+    from adptycho.engines.base import patterns_of
 
     settings = settings or PtychoGANSettings()
-    obj = model.object_representation
-    if not isinstance(obj, GeneratorObject):
-        raise AdptychoError("ptychogan_fit needs a PtychoModel whose object is a "
-                            f"GeneratorObject, got {type(obj).__name__}")
-    patterns = np.asarray(patterns, np.float32)
-    if patterns.shape != (model.num_patterns,) + model.detector_shape:
-        raise AdptychoError(f"patterns have shape {patterns.shape}, expected "
-                            f"{(model.num_patterns,) + model.detector_shape}")
+    obj = PtychoGANEngine.generator_object(model)
+    patterns = np.asarray(patterns_of(patterns, model), np.float32)
     if not np.isfinite(patterns).all():
         raise AdptychoError("patterns contain non-finite values")
-    if settings.discriminator_weight > 0 and discriminator is None:
-        raise AdptychoError("the discriminator prior (discriminator_weight > 0) needs the "
-                            "pretrained discriminator")
-    counts = float(np.mean(np.sum(np.maximum(patterns, 0), axis=(1, 2))))
-    inv_counts = tf.constant(1.0 / max(counts, 1e-6), tf.float32)
-    measured_all = tf.constant(patterns)
-    n = model.num_patterns
-    batch = n if settings.batch_size is None else min(int(settings.batch_size), n)
-    rng = np.random.default_rng(seed)
-    tv_scale = obj.phase_scale_rad if obj.mode == "phase" else 1.0
-    tv_w = tf.constant(settings.tv_weight, tf.float32)
-    d_w = tf.constant(settings.discriminator_weight, tf.float32)
-    saturating = settings.discriminator_loss == "saturating"
-    use_d = settings.discriminator_weight > 0
-    latent_opt = keras.optimizers.Adam(settings.latent_learning_rate, name="adam_latent")
-    latent_opt.build([obj.latent])
+    engine = PtychoGANEngine(
+        tv_weight=settings.tv_weight, discriminator_weight=settings.discriminator_weight,
+        discriminator_loss=settings.discriminator_loss, discriminator=discriminator,
+        latent_learning_rate=settings.latent_learning_rate,
+        generator_learning_rate=settings.generator_learning_rate,
+        batch_size=settings.batch_size, seed=seed, jit_compile=settings.jit_compile,
+        run_eagerly=settings.run_eagerly)
     history = {k: [] for k in ("loss", "data", "tv", "discriminator", "stage")}
     stage_seconds, per_step = [], []
     schedule = release_schedule(settings, obj.num_blocks)
-
-    # One traced step for all stages: every block's variables are in the tape, and a per-block
-    # 0/1 mask (a variable, so no retracing) zeroes the gradients of frozen blocks. The
-    # generator's Adam state is reset at each stage (= a fresh Adam per stage); a frozen block
-    # (zero gradient, zero moments) therefore does not move at all.
-    block_vars = [obj.block_variables(i) for i in range(obj.num_blocks)]
-    gen_vars = [v for vs in block_vars for v in vs]
-    block_index = tf.constant([i for i, vs in enumerate(block_vars) for _ in vs], tf.int32)
-    mask = tf.Variable(tf.zeros([obj.num_blocks]), trainable=False, name="released_mask")
-    gen_opt = keras.optimizers.Adam(settings.generator_learning_rate, name="adam_generator")
-    gen_opt.build(gen_vars)
-    variables = [obj.latent] + gen_vars
-
-    def step(indices):
-        measured = tf.gather(measured_all, indices)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for v in variables:
-                tape.watch(v.value)
-            predicted = model(indices)  # runs obj.transmission_parts() once
-            raw, region = obj.last_raw, obj.last_region
-            data = tf.reduce_mean(model.pattern_losses(measured, predicted)) * inv_counts
-            tv = _total_variation(region * tv_scale)
-            if use_d:
-                logit = tf.reduce_mean(discriminator.call(raw))
-                prior = -tf.nn.softplus(logit) if saturating else tf.nn.softplus(-logit)
-            else:
-                prior = tf.constant(0.0)
-            loss = data + tv_w * tv + d_w * prior
-        grads = tape.gradient(loss, [v.value for v in variables])
-        latent_opt.apply(grads[:1], variables[:1])
-        gen_grads = [g * mask[block_index[i]] for i, g in enumerate(grads[1:])]
-        gen_opt.apply(gen_grads, gen_vars)
-        return loss, data, tv, prior
-
-    if not settings.run_eagerly:
-        step = tf.function(step, jit_compile=settings.jit_compile)
-
     for s, stage in enumerate(schedule):
-        obj.release_blocks(stage.released)
-        model.groups["object"] = list(obj.trainable_weights)
-        mask.assign(np.arange(obj.num_blocks) < stage.released)
-        for v in gen_opt.variables:
-            v.assign(tf.zeros(v.shape, v.dtype))
-        gen_opt.learning_rate = stage.generator_learning_rate or settings.generator_learning_rate
-        latent_opt.learning_rate = stage.latent_learning_rate
+        engine.release(model, stage.released, stage.latent_learning_rate,
+                       stage.generator_learning_rate)
         started = time.perf_counter()
-        for i in range(stage.steps):
-            indices = (np.arange(n) if batch == n
-                       else rng.choice(n, size=batch, replace=False)).astype(np.int32)
-            if i == 1:  # exclude tracing from the per-step time
-                timed = time.perf_counter()
-            values = [float(x) for x in step(tf.constant(indices))]
-            for key, value in zip(("loss", "data", "tv", "discriminator"), values):
-                history[key].append(value)
-            history["stage"].append(s)
+        logs = engine.fit(model, patterns, stage.steps).history
         elapsed = time.perf_counter() - started
+        for key in ("loss", "data", "tv", "discriminator"):
+            history[key] += logs[key]
+        history["stage"] += [s] * stage.steps
         stage_seconds.append(elapsed)
-        per_step.append((time.perf_counter() - timed) / (stage.steps - 1)
-                        if stage.steps > 1 else elapsed)
-        if not np.isfinite(history["loss"][-1]):
-            raise AdptychoError(f"PtychoGAN stage {s} produced a non-finite loss; lower the "
-                                "learning rates")
+        per_step.append(engine.seconds_per_step if stage.steps > 1 else elapsed)
         if verbose:
             print(f"ptychogan stage {s}: {stage.released} blocks released, {stage.steps} steps, "
                   f"loss {history['loss'][-1]:.5g} (data {history['data'][-1]:.5g}, "
@@ -294,15 +224,10 @@ def reconstruct_ptychogan(scan, *, model: str = "stylegan2-faces",
     history = ptychogan_fit(ptycho, scan.patterns, settings, discriminator, seed=seed,
                             verbose=verbose)
     elapsed = time.perf_counter() - started
-    predicted = np.concatenate([ptycho(tf.constant(np.arange(i, min(i + 64, scan.num_patterns)),
-                                                   tf.int32)).numpy()
-                                for i in range(0, scan.num_patterns, 64)])
-    from adptycho.losses import amplitude_residual_sums
-
-    num, den = amplitude_residual_sums(tf.constant(np.asarray(scan.patterns, np.float32)),
-                                       tf.constant(predicted), None if scan.mask is None
-                                       else tf.constant(np.asarray(scan.mask, np.float32)))
-    residual = float(num) / max(float(den), 1e-30)
+    # the relative amplitude residual of the fit, through the model (Keras evaluate)
+    ptycho.compile(refine=("object",), jit_compile=False)
+    residual = ptycho.evaluate(np.arange(scan.num_patterns), np.asarray(scan.patterns, np.float32),
+                               batch_size=64, verbose=0, return_dict=True)["residual"]
     config = {"engine": "ptychogan", "object": str(model), "loss": loss,
               "ptychogan": dataclasses.asdict(settings), "seed": seed, "seconds": elapsed,
               "mode": mode, "phase_scale_rad": phase_scale_rad, "w_plus": w_plus,

@@ -17,11 +17,12 @@ intra-op pool. The pieces are cut where an FFT separates them anyway (its input 
 full buffers in XLA as well), so no extra array is written. Outside the scope ``piece`` is the
 identity: under a whole-XLA ``jit_compile`` step the pieces are traced inline, as before.
 
-``PtychoModel.compile(jit_compile="auto")`` uses this for far-field models with the fused loss
-path (``fused.use_fused``) when no GPU is visible; ``jit_compile=True`` keeps one XLA program.
-``PtychoModel.batch_losses`` then also cuts each batch into ``chains()`` consecutive parts whose
-pieces and FFTs are independent ops, which TensorFlow's executor runs concurrently: the window
-loops are sequential XLA loops on one core each.
+``PtychoModel.compile(jit_compile="auto")`` chooses this (``accel.plan.choose_plan``: an
+``ExecutionPlan`` with ``pieces``) for far-field models on the fused loss path when no GPU is
+visible; ``jit_compile=True`` keeps one XLA program. ``accel.forward.chained_losses`` then also
+cuts each batch into ``chains()`` consecutive parts whose pieces and FFTs are independent ops,
+which TensorFlow's executor runs concurrently: the window loops are sequential XLA loops on one
+core each.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def available() -> bool:
 
 
 def chains() -> int:
-    """Number of independent chains a batch is cut into (``PtychoModel.batch_losses``): one per
+    """Number of independent chains a batch is cut into (``accel.forward.chained_losses``): one per
     core, at most 4. Each chain is its own sequence of pieces and FFT ops, and TensorFlow's
     executor runs the chains concurrently; XLA runs a window loop on one core."""
     return max(1, min(os.cpu_count() or 1, 4))

@@ -27,33 +27,18 @@ intensities-then-loss kept ``sqrt(I)``, ``sqrt(X)``, ``max(X, 0)`` and the squar
 (B, H, W) arrays, each written once and read back: at batch 400 those passes took 62 ms per
 step against 46 ms for the fused form (XLA CPU profile, ``tf.profiler``).
 
-Only for XLA compilation (the loops use XLA dynamic slices); ``forward.forward_intensities``
-(and through it ``PtychoModel.call``) and ``forward.forward_losses`` pick it when tracing under
-``jit_compile`` or inside ``xla_pieces.fft_outside_xla()`` (``use_fused``).
+Only for XLA compilation (the loops use XLA dynamic slices); ``accel.forward`` takes it where
+the model's ``ExecutionPlan`` says so (``ExecutionPlan.use_fused``: an XLA program or XLA
+pieces, large far-field windows).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from adptycho.physics.xla_pieces import active as _split_active
-from adptycho.physics.xla_pieces import piece, same_mode
+from adptycho.accel.xla_pieces import piece, same_mode
 
-__all__ = ["fused_far_field_intensities", "fused_far_field_losses", "use_fused", "FUSED_ENABLED"]
-
-# Switch for A/B timing and for the tests that compare both paths.
-FUSED_ENABLED = True
-
-
-def use_fused(patch_shape) -> bool:
-    """True when tracing under XLA, or inside ``xla_pieces.fft_outside_xla()``, for windows
-    where loops of dynamic slices pay off (``shifts.use_window_loops``), unless switched off
-    with ``FUSED_ENABLED``."""
-    from adptycho.physics.shifts import large_window, use_window_loops
-
-    if _split_active():
-        return FUSED_ENABLED and large_window(patch_shape)
-    return FUSED_ENABLED and use_window_loops(patch_shape)
+__all__ = ["fused_far_field_intensities", "fused_far_field_losses"]
 
 
 def _prepare(real, imag, probes, corners):
@@ -174,7 +159,7 @@ def fused_far_field_intensities(real: tf.Tensor, imag: tf.Tensor, probes: tf.Ten
         real, imag: (Y, X) float32 parts of the object.
         probes: (1, M, H, W) complex64 probe modes shared by all patterns, or (B, M, H, W)
             per-pattern (sub-pixel shifted) modes; already multiplied by the fftshift
-            checkerboard (``forward.shifted_probes(..., fold_fftshift=True)``) so that a plain
+            checkerboard (``accel.forward.shifted_probes(..., fold_fftshift=True)``) so that a plain
             FFT gives centred patterns.
         corners: (B, 2) int32 top-left window corners (y, x); windows inside the object.
 
