@@ -1,6 +1,10 @@
-"""Write the two sample scans of ``data/`` from the full ones in ``../shared/data`` (see README.md).
+"""Write the two sample scans (crops of the real scans) from the full ones in ``../shared/data``.
 
-    python data/make_samples.py            # from the repository root
+    python data/make_samples.py            # into data/ (git-ignored: see README.md)
+    python data/make_samples.py OUT_DIR
+
+The crops are made on each machine, not committed: ``../shared/data/README.md`` asks that its
+files are not copied into the project repository.
 
 Each sample keeps the patterns whose positions lie nearest the scan's centroid (a compact patch
 of the scan), every field of the original file, and the original layout, so the project's loaders
@@ -68,8 +72,19 @@ def near_field(out):
             f.visititems(copy)
 
 
+FAR_NAME, NEAR_NAME = "siemens-star-crop.npz.bz2", "petra-p25-nearfield-crop.cxi"
+
+
+def write_samples(out_dir):
+    """Both crops into ``out_dir``; returns their paths (far field, near field)."""
+    os.makedirs(out_dir, exist_ok=True)
+    far, near = os.path.join(out_dir, FAR_NAME), os.path.join(out_dir, NEAR_NAME)
+    far_field(far)
+    near_field(near)
+    return far, near
+
+
 if __name__ == "__main__":
-    far_field(os.path.join(ROOT, "data", "siemens-star-crop.npz.bz2"))
-    near_field(os.path.join(ROOT, "data", "petra-p25-nearfield-crop.cxi"))
-    for name in ("siemens-star-crop.npz.bz2", "petra-p25-nearfield-crop.cxi"):
-        print(name, os.path.getsize(os.path.join(ROOT, "data", name)), "bytes")
+    target = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "data")
+    for path in write_samples(target):
+        print(path, os.path.getsize(path), "bytes")

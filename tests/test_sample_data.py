@@ -1,5 +1,6 @@
-"""The sample scans of ``data/`` (crops of the two real scans): present, unchanged, readable by
-the project's loaders without ``../shared``, and reconstructable (the residual falls)."""
+"""The sample scans of ``data/`` (crops of the two real scans, written by ``data/make_samples.py``
+from ``../shared/data``; not committed): the same bytes as listed in ``data/README.md``, readable
+by the project's loaders without ``../shared``, and reconstructable (the residual falls)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,30 @@ import numpy as np
 from adptycho.io.datasets import load_petra_p25, load_tike_siemens_star
 from adptycho.reconstruction import reconstruct
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+import importlib.util
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
-def test_samples_match_the_checksums_in_their_readme():
-    with open(os.path.join(DATA, "README.md")) as f:
+@pytest.fixture(scope="module")
+def DATA(tmp_path_factory):
+    """The crops, written by data/make_samples.py into a temporary folder."""
+    if not os.path.isdir(SHARED):
+        pytest.skip("../shared/data not found (the sample crops are made from it)")
+    spec = importlib.util.spec_from_file_location("_make_samples",
+                                                  os.path.join(ROOT, "data", "make_samples.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = str(tmp_path_factory.mktemp("samples"))
+    module.write_samples(out)
+    return out
+
+
+def test_samples_match_the_checksums_in_their_readme(DATA):
+    with open(os.path.join(ROOT, "data", "README.md")) as f:
         listed = dict((name, digest) for digest, name in
                       re.findall(r"^([0-9a-f]{64})  (\S+)$", f.read(), re.M))
     assert set(listed) == {"siemens-star-crop.npz.bz2", "petra-p25-nearfield-crop.cxi"}
@@ -24,10 +44,10 @@ def test_samples_match_the_checksums_in_their_readme():
         with open(os.path.join(DATA, name), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == digest, name
     for licence in ("LICENSE_tike.txt", "DATA_LICENSE_petra_p25.txt"):
-        assert os.path.getsize(os.path.join(DATA, licence)) > 500
+        assert os.path.getsize(os.path.join(ROOT, "data", licence)) > 500
 
 
-def test_far_field_sample_loads_and_a_short_epie_lowers_the_residual(monkeypatch):
+def test_far_field_sample_loads_and_a_short_epie_lowers_the_residual(DATA, monkeypatch):
     monkeypatch.setenv("ADPTYCHO_DATA_DIR", "/nonexistent")  # nothing from ../shared
     scan = load_tike_siemens_star(os.path.join(DATA, "siemens-star-crop.npz.bz2"))
     assert scan.num_patterns == 120 and scan.detector_shape == (128, 128)
@@ -37,7 +57,7 @@ def test_far_field_sample_loads_and_a_short_epie_lowers_the_residual(monkeypatch
     assert result.residual_history[-1] < 0.7 * result.residual_history[0], result.residual_history
 
 
-def test_near_field_sample_loads_with_its_cone_beam_geometry():
+def test_near_field_sample_loads_with_its_cone_beam_geometry(DATA):
     scan = load_petra_p25(os.path.join(DATA, "petra-p25-nearfield-crop.cxi"))
     assert scan.num_patterns == 100 and scan.detector_shape == (100, 100)
     assert scan.geometry == "nearfield" and scan.mask is not None and (~scan.mask).sum() == 5
