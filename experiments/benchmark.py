@@ -175,14 +175,14 @@ def time_fft_floor(num_patterns, shape, batch_size, repeats=7):
     return statistics.median(times) * num_patterns / (steps * batch_size)
 
 
-def run_peer(scan, probe, epochs, warmup, out_dir):
+def run_peer(scan, probe, epochs, warmup, out_dir, python=sys.executable):
     path = os.path.join(out_dir, "standard_problem.npz")
     np.savez(path, patterns=scan.patterns, positions_px=scan.positions_px,
              probe=np.asarray(probe * np.sqrt(scan.mean_counts() / np.sum(np.abs(probe) ** 2)),
                               np.complex64),
              object_shape=np.array([512, 512]))
     json_path = os.path.join(out_dir, "peer_cdtools.json")
-    cmd = [sys.executable, os.path.join(HERE, "peer_cdtools.py"), "--data", path,
+    cmd = [python, os.path.join(HERE, "peer_cdtools.py"), "--data", path,
            "--epochs", str(epochs), "--warmup", str(warmup), "--json-out", json_path]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
@@ -205,6 +205,10 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up epochs")
     parser.add_argument("--batch-sizes", default="16,64,400", help="comma-separated batch sizes")
     parser.add_argument("--no-peer", action="store_true", help="skip the cdtools comparison")
+    parser.add_argument("--cdtools-python", default=(
+        "/tmp/venv-cdtools/bin/python" if os.path.exists("/tmp/venv-cdtools/bin/python")
+        else sys.executable), help="interpreter with torch and cdtools (default: "
+        "/tmp/venv-cdtools/bin/python when it exists, else this one)")
     parser.add_argument("--fractional-positions", action="store_true",
                         help="keep the Fermat-spiral positions as drawn (sub-pixel, as in real "
                              "scans) instead of rounding them: every epoch then needs the "
@@ -255,7 +259,7 @@ def main(argv=None):
                 r["ratio_to_object_probe"] = r["s_per_epoch"] / times["object+probe"]
     peer = None
     if not args.no_peer:
-        peer = run_peer(scan, probe, args.epochs, args.warmup, args.out_dir)
+        peer = run_peer(scan, probe, args.epochs, args.warmup, args.out_dir, args.cdtools_python)
         if "error" in peer:
             print(f"cdtools: {peer['error']}")
         else:
