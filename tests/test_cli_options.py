@@ -201,3 +201,22 @@ def test_an_option_in_a_mode_where_it_applies_is_accepted(tmp_path, argv):
     out.mkdir()
     argv = _argv(argv, files, out)
     check_arguments(build_parser().parse_args(argv), argv)  # raises nothing
+
+
+def test_an_ignored_option_is_refused_before_tensorflow_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scan = tmp_path / "scan.cxi"
+    scan.write_bytes(b"")
+    code = ("import sys, adptycho.cli as cli\n"
+            f"code = cli.main(['reconstruct', {str(scan)!r}, '--out', "
+            f"{str(tmp_path / 'out.h5')!r}, '--engine', 'adam', '--alpha', '0.5'])\n"
+            "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+            "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=root), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == ("adptycho: error: --alpha is an option of the PIE engines "
+                                   "(epie, rpie, mpie), not of 'adam'")

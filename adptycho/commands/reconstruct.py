@@ -16,7 +16,8 @@ from adptycho.commands import ptychogan
 from adptycho.commands.options import (add_geometry_options, add_length_options,
                                        add_loss_option, add_seed_option, fraction, groups,
                                        load_scan, positive_float, positive_int)
-from adptycho.commands.rules import effective_refine, has_adam_stage, reconstruct_rules
+from adptycho.commands.rules import (effective_refine, has_adam_stage, is_stylegan2,
+                                     reconstruct_rules)
 from adptycho.errors import AdptychoError
 
 NAME = "reconstruct"
@@ -127,8 +128,8 @@ def config_from_args(args, checkpoint_dir):
     latent = None
     if args.object != "pixels":
         latent = {"mode": args.latent_mode}
-        if args.train_decoder:
-            latent["train_decoder"] = True
+        if not is_stylegan2(args.object):  # a generator has no decoder to train
+            latent["train_decoder"] = args.train_decoder
     return ReconstructConfig(
         engine=args.engine, epochs=args.epochs, batch_size=args.batch_size,
         refine=tuple(effective_refine(args)), loss=args.loss, readout_noise=args.readout_noise,
