@@ -52,9 +52,14 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _is_number(value) -> bool:
+def _is_real(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)) and math.isfinite(float(value))
+        value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    """A finite real number."""
+    return _is_real(value) and math.isfinite(float(value))
 
 
 def _optional_count(name: str, value, minimum: int = 1):
@@ -86,7 +91,8 @@ def _group_values(name: str, values, check) -> Optional[dict]:
 
 
 def _check_rate(group, value):
-    if not _is_number(value) or value <= 0:
+    # an infinite step is a value (the NaN guard then stops the fit: tests/test_resilience.py)
+    if not _is_real(value) or not value > 0:
         _fail(f"learning_rates[{group!r}] must be a positive number, got {value!r}")
 
 
