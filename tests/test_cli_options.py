@@ -220,3 +220,51 @@ def test_an_ignored_option_is_refused_before_tensorflow_is_imported(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip() == ("adptycho: error: --alpha is an option of the PIE engines "
                                    "(epie, rpie, mpie), not of 'adam'")
+
+
+# reconstruct options the command consumes itself rather than through the config (and where)
+_NOT_IN_CONFIG = {"input": "load", "out": "save", "png": "figure", "no_png": "figure",
+                  "calibration": "load", "focus_distance": "load", "nearfield": "load",
+                  "stream": "load", "checkpoint_dir": "run: config.checkpoint_dir",
+                  "no_checkpoint": "run: config.checkpoint_dir",
+                  "keep_checkpoint": "run: after the save", "cpu_replicas": "run: the strategy",
+                  "ptychogan": "commands.ptychogan", **{d: "commands.ptychogan"
+                                                         for d in PTYCHOGAN_ONLY}}
+# (dest, a value other than the default, options the value needs)
+_CHANGES = [
+    ("epochs", 7, {}), ("batch_size", 3, {}), ("loss", "poisson", {}),
+    ("readout_noise", 2.5, {}), ("refine", ["positions"], {}),
+    ("position_model", "affine", {}), ("fixed_object", True, {}),
+    ("object", "irmae-mnist", {}), ("latent_mode", "phase", {"object": "irmae-mnist"}),
+    ("train_decoder", True, {"object": "irmae-mnist"}),
+    ("optimizer", "lbfgs", {"refine": []}), ("parametrisation", "phase", {}),
+    ("engine", "epie", {}), ("alpha", 0.5, {}), ("beta", 0.5, {}), ("rpie_alpha", 0.5, {}),
+    ("momentum", 0.5, {}), ("fourier_relaxation", 1.0, {}), ("lr_object", 0.2, {}),
+    ("lr_probe", 0.2, {}), ("lr_positions", 0.2, {}), ("lr_distance", 0.2, {}),
+    ("decay", 0.9, {}), ("probe_modes", 2, {}), ("validation_fraction", 0.1, {}),
+    ("early_stopping", 3, {}), ("strategy", "mirrored", {}), ("seed", 5, {}),
+    ("quiet", True, {}),
+]
+
+
+def test_every_reconstruct_option_reaches_the_config_or_the_command():
+    """Each option either changes the ``ReconstructConfig`` the command passes to
+    ``reconstruct`` or is one the command uses itself (listed above with where)."""
+    import dataclasses
+
+    from adptycho.commands.reconstruct import config_from_args
+
+    parser = build_parser()
+    dests = set(parser.option_rules["reconstruct"])
+    assert {c[0] for c in _CHANGES} | set(_NOT_IN_CONFIG) == dests
+    assert not {c[0] for c in _CHANGES} & set(_NOT_IN_CONFIG)
+    for dest, value, needs in _CHANGES:
+        base = parser.parse_args(["reconstruct", "scan.cxi", "--out", "rec.h5"])
+        for name, other in needs.items():
+            setattr(base, name, other)
+        before = config_from_args(base, None)
+        setattr(base, dest, value)
+        after = config_from_args(base, None)
+        changed = [f.name for f in dataclasses.fields(after)
+                   if getattr(after, f.name) != getattr(before, f.name)]
+        assert changed, f"--{dest} does not reach the config"
