@@ -36,6 +36,7 @@ _OUTPUTS = {
 _INPUTS = [("input", "input"), ("init", "--init"), ("calibration", "--calibration"),
            ("reconstruction", "--reconstruction"), ("truth", "--truth"), ("data", "--data")]
 
+
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 

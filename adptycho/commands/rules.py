@@ -4,7 +4,7 @@ The ``reconstruct`` command has several modes whose options differ: the engine s
 PIE engines, L-BFGS), the object kind (pixels, IRMAE latents, StyleGAN2 generators) and PtychoGAN
 fits. Each rule below returns the one-line reason an explicitly given option would be ignored in
 the mode the command line chose, or ``None`` when it applies. Pure functions of the parsed
-arguments: no TensorFlow, no file is read.
+arguments (and of a model directory's ``config.json``): no TensorFlow.
 """
 
 from __future__ import annotations
