@@ -278,6 +278,8 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     located by a profile search (``search_distance``), then refined by gradient descent with the
     rest.
 
+    Arguments not listed below are those of ``reconstruct``.
+
     Args:
         scan: the high-SNR calibration scan.
         refine_distance: refine the distance (default: in near field). In far field the
@@ -296,7 +298,6 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
         probe_power: total probe power to hold the probe at (photons per exposure), or
             ``"auto"``: the largest total count of a pattern (a transmission of at most 1 cannot
             raise a pattern above the probe power).
-        Other arguments as for ``reconstruct``.
 
     Returns:
         ``Calibration``.

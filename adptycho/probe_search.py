@@ -6,13 +6,15 @@ probe in the detector plane. What the intensities cannot give directly is the ph
 every focused optic (zone plate, KB mirrors, lens) defocused from the sample it is a quadratic
 (defocus) term of either sign, and for other probes it is the leading term of that phase. So the
 search tries a fixed set of defocus values (``initial.defocused_pupil_probe``: both signs, from in
-focus to a probe of 1.5 window widths), runs two object-only sequential ePIE epochs from a flat
-object for each on the patterns nearest the scan centre (and astigmatism of either sign along
-either axis around the best of them, ``ASTIGMATISM_GRID``), follows the ``FINALISTS`` best for
-``FINAL_EPOCHS`` more epochs with the probe refined too (a multi-start scored by the data
-residual), and keeps the one with the lowest residual -- the profile-search idea of the
-cone-beam z1 search (``calibration``), applied to the probe. The remaining details of the probe (a diffuser's speckle, aberrations, the object's
-scattering in the estimate) are left to the probe refinement of the reconstruction.
+focus to a probe of 1.5 window widths) and of astigmatic pupils (``ASTIGMATIC_GRID``: the
+diameters along two perpendicular axes, at 0 and 45 degrees, chosen independently, so that a line
+focus is among them), runs two object-only sequential ePIE epochs from a flat object for each on
+the patterns nearest the scan centre, takes one step of ``LOCAL_STEP`` in each parameter around the
+best, follows the ``FINALISTS`` best for ``FINAL_EPOCHS`` more epochs with the probe refined too
+(a multi-start scored by the data residual), and keeps the one with the lowest residual -- the
+profile-search idea of the cone-beam z1 search (``calibration``), applied to the probe. The
+remaining details of the probe (a diffuser's speckle, aberrations, the object's scattering in the
+estimate) are left to the probe refinement of the reconstruction.
 """
 
 from __future__ import annotations
@@ -32,9 +34,19 @@ __all__ = ["ProbeSearchResult", "search_probe", "central_trainer", "DEFOCUS_GRID
 # candidate geometric probe diameters, in window widths; the sign is the side of the focus (a
 # strongly defocused probe's geometric diameter can exceed the window: its edge is dim)
 DEFOCUS_GRID = (0.0,) + tuple(s * round(0.1 * k, 1) for k in range(1, 16) for s in (1.0, -1.0))
-# astigmatism tried around the best defocus, in window widths (0 and 45 degree axes)
-ASTIGMATISM_GRID = tuple((s * f, 0.0) for f in (0.15, 0.3) for s in (1.0, -1.0)) + \
-    tuple((0.0, s * f) for f in (0.15, 0.3) for s in (1.0, -1.0))
+# astigmatic candidates: the diameters along two perpendicular axes (0 and 45 degrees) taken
+# independently from this set (window widths, both signs), the pairs of unequal diameters. A line
+# focus (one axis near focus, the other strongly defocused) lies far from every pure defocus and
+# from small astigmatism around the best one: on the astigmatic weak-phase robustness case the
+# residual rises on the way there from the in-focus probe, so the search must jump, not walk
+AXIS_DIAMETERS = (0.0, 0.25, -0.25, 0.5, -0.5)
+ASTIGMATIC_GRID = tuple(
+    ((dy + dx) / 2, (dy - dx) / 2, 0.0) for dy in AXIS_DIAMETERS for dx in AXIS_DIAMETERS
+    if dy != dx) + tuple(
+    ((d1 + d2) / 2, 0.0, (d1 - d2) / 2) for d1 in AXIS_DIAMETERS for d2 in AXIS_DIAMETERS
+    if d1 != d2)
+# then one step of this size (window widths) in each of defocus, a0, a45 around the best
+LOCAL_STEP = 0.125
 FINALISTS = 3  # candidates followed further (object and probe refined) before the choice
 FINAL_EPOCHS = 8
 
@@ -132,9 +144,14 @@ def search_probe(scan: ScanData, build_model: Callable, modes: int = 1, epochs: 
 
     for diameter in diameters:
         score(diameter)
-    focus = diameters[int(np.argmin(residuals))]
-    for a0, a45 in ASTIGMATISM_GRID:
-        score(focus, (a0 * width, a45 * width))
+    for d, a0, a45 in ASTIGMATIC_GRID:
+        score(d * width, (a0 * width, a45 * width))
+    best = settings[int(np.argmin(residuals))]
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            moved = list(best)
+            moved[axis] += sign * LOCAL_STEP * width
+            score(moved[0], tuple(moved[1:]))
     finalists = [int(i) for i in np.argsort(residuals, kind="stable")[:FINALISTS]
                  if np.isfinite(residuals[i])]
     final, probes = {}, {}

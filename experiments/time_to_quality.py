@@ -156,16 +156,12 @@ def run_cdtools(scan, obj, probe, target, python, epochs=150):
             "curve": quality["curve"]}
 
 
-README_START, README_END = "<!-- time-to-quality:start -->", "<!-- time-to-quality:end -->"
-README = os.path.join(os.path.dirname(HERE), "README.md")
-
-
-def render_readme(results_paths):
-    """The time-to-quality table in the project's README, from the given results files."""
-    import re
-
-    lines = ["Rendered by `python experiments/time_to_quality.py --render` from "
-             + ", ".join(f"`{os.path.relpath(p, os.path.dirname(HERE))}`" for p in results_paths)
+def readme_table(results_paths):
+    """The time-to-quality table (Markdown) from the given results files; rendered into
+    experiments/time_to_quality/README.md by ``python experiments/report.py``."""
+    root = os.path.dirname(HERE)
+    lines = ["Rendered by `python experiments/report.py` from "
+             + ", ".join(f"`{os.path.relpath(p, root)}`" for p in results_paths)
              + " (standard problem: 512x512 object, 128x128 probe, 400 positions, 1e6 photons, "
                "noise-free; the wall time includes everything `reconstruct` does, the probe "
                "search and orientation check too):", "",
@@ -187,14 +183,7 @@ def render_readme(results_paths):
                      f"{at100:.4f}" if at100 is not None else "-",
                      f"{row['final_nrmse']:.4f} ({row['epochs']})"]
             lines.append("| " + " | ".join(cells) + " |")
-    with open(README) as f:
-        text = f.read()
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
-    text = pattern.sub(lambda _: README_START + "\n" + "\n".join(lines) + "\n" + README_END,
-                       text)
-    with open(README, "w") as f:
-        f.write(text)
-    print(f"wrote the time-to-quality table into {README}")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -207,14 +196,13 @@ def main(argv=None):
                         help="Adam epochs (default: the library default, adaptive)")
     parser.add_argument("--out", default=os.path.join(HERE, "time_to_quality", "results.json"))
     parser.add_argument("--cdtools-python", default="/tmp/venv-cdtools/bin/python")
-    parser.add_argument("--render", nargs="*", metavar="RESULTS",
-                        help="only render the README table from these results files (default: "
-                             "results.json and run1_with_cdtools.json)")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render the results tables (all of them: this runs "
+                             "experiments/report.py, which renders time_to_quality/README.md "
+                             "from the results files its markers name)")
     args = parser.parse_args(argv)
-    if args.render is not None:
-        render_readme(args.render or [os.path.join(HERE, "time_to_quality", "results.json"),
-                                      os.path.join(HERE, "time_to_quality",
-                                                   "run1_with_cdtools.json")])
+    if args.render:
+        subprocess.run([sys.executable, os.path.join(HERE, "report.py")], check=True)
         return
     import tensorflow as tf
 

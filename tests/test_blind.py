@@ -25,21 +25,24 @@ def _object(size):
     return (0.6 + 0.4 * amplitude) * np.exp(2j * phase)
 
 
-def _pupil_probe(defocus_waves):
+def _pupil_probe(defocus_waves, x_waves=None):
     """Annular pupil (radii 8 and 20 detector px) with a defocus phase of ``defocus_waves``
-    half-waves at its edge; returns the (N, N) sample-plane probe."""
+    half-waves at its edge (along x ``x_waves`` if given: astigmatism); returns the (N, N)
+    sample-plane probe."""
     k = np.arange(N) - N // 2
     ky, kx = np.meshgrid(k, k, indexing="ij")
     r2 = ky ** 2 + kx ** 2
-    pupil = (r2 < 20 ** 2) * (r2 > 8 ** 2) * np.exp(1j * np.pi * defocus_waves * r2 / 20 ** 2)
+    x_waves = defocus_waves if x_waves is None else x_waves
+    phase = np.pi * (defocus_waves * ky ** 2 + x_waves * kx ** 2) / 20 ** 2
+    pupil = (r2 < 20 ** 2) * (r2 > 8 ** 2) * np.exp(1j * phase)
     return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(pupil)))
 
 
-def _scan(defocus_waves, photons=1e6, grid=9, step=8, seed=0):
+def _scan(defocus_waves, photons=1e6, grid=9, step=8, seed=0, x_waves=None):
     rng = np.random.default_rng(seed)
     size = N + step * (grid - 1) + 1
     obj = _object(size)
-    probe = _pupil_probe(defocus_waves)
+    probe = _pupil_probe(defocus_waves, x_waves)
     probe = probe * np.sqrt(photons / np.sum(np.abs(probe) ** 2))
     g = np.arange(grid) * step
     positions = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2).astype(float)
@@ -76,6 +79,26 @@ def test_probe_search_finds_the_side_and_size_of_the_defocus(waves):
     assert best < 0.8 * table[round(-result.defocus_diameter_px, 3)]
     assert result.probe.shape == (1, N, N)
     assert "defocus diameter" in result.summary()
+
+
+def test_probe_search_finds_a_line_focus():
+    """Astigmatism: defocused along y, in focus along x (a line focus, far from every pure
+    defocus). The search must land on the right axis and side, and beat every pure defocus."""
+    from adptycho.probe_search import search_probe
+    from adptycho.reconstruction import build_model
+
+    scan, _, probe = _scan(4.0, x_waves=0.0)
+    result = search_probe(scan, lambda guess: build_model(scan, probe=guess)[0])
+    expected_y = _geometric_diameter(4.0, result.pupil_radius_px)
+    a0, a45 = result.astigmatism_px
+    diameter_y = result.defocus_diameter_px + a0  # initial.defocused_pupil_probe's axes
+    diameter_x = result.defocus_diameter_px - a0
+    assert a45 == 0.0
+    assert 0.5 * expected_y <= diameter_y <= 1.5 * expected_y, (diameter_y, expected_y)
+    assert abs(diameter_x) <= 0.35 * expected_y, (diameter_x, expected_y)
+    plain = result.candidates[(result.candidates[:, 1] == 0) & (result.candidates[:, 2] == 0)]
+    chosen = result.finalists[np.argmin(result.finalists[:, 4])]
+    assert chosen[3] < 0.9 * plain[:, 3].min()
 
 
 def test_pupil_radius_and_autocorrelation_diameter_read_the_pupil():

@@ -1,4 +1,4 @@
-"""Render ``results.csv`` into README.md (between marker comments) and ``montage.png``.
+"""Render ``results.csv`` into README.md (its report:robustness-* blocks) and ``montage.png``.
 
 Run::
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import sys
 
 import numpy as np
@@ -29,12 +28,13 @@ import cases as C  # noqa: E402
 from run import METHODS, RESULTS_CSV, RUNS_DIR  # noqa: E402
 
 README = os.path.join(HERE, "README.md")
-MAIN_README = os.path.join(os.path.dirname(os.path.dirname(HERE)), "README.md")
-MAIN_START, MAIN_END = "<!-- robustness:start -->", "<!-- robustness:end -->"
+ROOT = os.path.dirname(os.path.dirname(HERE))
+# what the git-ignored data/ and runs/ say, kept in committed files so that a clone renders the
+# same tables (refreshed by main() whenever data/ or runs/ are present)
+CASES_SUMMARY = os.path.join(HERE, "cases_summary.json")
+PROVENANCE = os.path.join(HERE, "provenance.json")
 MONTAGE = os.path.join(HERE, "montage.png")
 PANELS = os.path.join(HERE, "montage_panels.npz")  # uint8 panels, so a fresh clone can redraw
-START, END = "<!-- results:start -->", "<!-- results:end -->"
-CASES_START, CASES_END = "<!-- cases:start -->", "<!-- cases:end -->"
 SHOWN = ["known-probe", "known-probe-300", "blind-default", "adptycho-epie",
          "numpy-epie-meanprobe", "cdtools-fancy", "ptylab"]
 MATCH_TOLERANCE = 1.05
@@ -205,18 +205,38 @@ def montage(path=MONTAGE):
     return path
 
 
-def case_table():
+def refresh_cases_summary():
+    """cases_summary.json from data/<case>/case.json (when data/ exists)."""
     import json
 
+    summaries = {}
+    for c in C.CASES:
+        path = os.path.join(C.case_dir(c.name), "case.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                summaries[c.name] = json.load(f)["summary"]
+    if summaries:
+        with open(CASES_SUMMARY, "w") as f:
+            json.dump(summaries, f, indent=1, sort_keys=True)
+            f.write("\n")
+
+
+def _cases_summary():
+    import json
+
+    if not os.path.exists(CASES_SUMMARY):
+        return {}
+    with open(CASES_SUMMARY) as f:
+        return json.load(f)
+
+
+def case_table():
+    summaries = _cases_summary()
     lines = ["| case | geometry | probe | object (pictures) | photons / pattern | scan | overlap | "
              "pos. error | patterns | probe diameter / step (px) | issue example / note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in C.CASES:
-        summary = {}
-        path = os.path.join(C.case_dir(c.name), "case.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                summary = json.load(f)["summary"]
+        summary = summaries.get(c.name, {})
         probe = c.probe + " (" + ", ".join(f"{k} {v:g}" for k, v in c.probe_params) + ")"
         pics = "/".join(i for i in c.images if i) or "random discs"
         scan = c.scan + (f" + {c.jitter_px:g} px jitter" if c.jitter_px else "")
@@ -234,12 +254,8 @@ def case_table():
     return "\n".join(lines)
 
 
-def _replace(text, start, end, block):
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text)
-
-
-def provenance():
+def refresh_provenance():
+    """provenance.json from runs/<case>/<method>/result.json (when runs/ exists)."""
     import json
 
     states, versions = {}, {}
@@ -252,18 +268,36 @@ def provenance():
                 states.setdefault(m, set()).add(r.get("library_state", "not recorded"))
                 finished = r.get("finished", "")
                 versions.setdefault(m, []).append(finished)
-    lines = []
+    if not states:
+        return
+    out = {}
     for m, s in states.items():
         times = sorted(t for t in versions[m] if t)
-        lines.append(f"* `{m}` rows: adptycho commit {', '.join(sorted(s))}; run "
-                     f"{times[0] if times else '?'} .. {times[-1] if times else '?'}")
-    return lines
+        out[m] = {"library_state": sorted(s), "first": times[0] if times else None,
+                  "last": times[-1] if times else None}
+    with open(PROVENANCE, "w") as f:
+        json.dump(out, f, indent=1, sort_keys=True)
+        f.write("\n")
 
 
-def render():
+def provenance():
+    import json
+
+    if not os.path.exists(PROVENANCE):
+        return ["* provenance: not recorded (`provenance.json` absent)"]
+    with open(PROVENANCE) as f:
+        data = json.load(f)
+    return [f"* `{m}` rows: adptycho commit {', '.join(r['library_state'])}; run "
+            f"{r['first'] or '?'} .. {r['last'] or '?'} (`provenance.json`)"
+            for m, r in data.items()]
+
+
+def results_block():
+    """The tables of this folder's README (between its report:robustness-results markers)."""
     table = read_rows()
-    parts = ["Written by `python experiments/robustness/report.py` from `results.csv` (written by "
-             "`python experiments/robustness/run.py`; see How to run).", ""]
+    parts = ["Rendered by `python experiments/report.py` from `experiments/robustness/results.csv` "
+             "(written by `python experiments/robustness/run.py`; see How to run) and "
+             "`experiments/robustness/provenance.json`.", ""]
     parts += provenance()
     parts += ["", "### Object NRMSE (gauges removed; well-illuminated region)", ""]
     parts += nrmse_table(table)
@@ -278,39 +312,24 @@ def render():
     parts += ["", "### Runs that failed, timed out, or whose forward model differs from the "
                   "simulator", ""]
     parts += notes_table(table)
-    block = "\n".join(parts)
-    with open(README) as f:
-        text = f.read()
-    text = _replace(text, START, END, block)
-    text = _replace(text, CASES_START, CASES_END, case_table())
-    with open(README, "w") as f:
-        f.write(text)
-    render_main_readme(table)
-    return block
+    return "\n".join(parts)
 
 
-def render_main_readme(table):
-    """The object NRMSE table and the real scans' residuals, in the project's README."""
-    if not os.path.exists(MAIN_README):
-        return
-    parts = ["Rendered by `python experiments/robustness/report.py` from "
-             "`experiments/robustness/results.csv` (written by "
-             "`python experiments/robustness/run.py`; cases, methods and timings in "
-             "[experiments/robustness/README.md](experiments/robustness/README.md)). "
-             "Object NRMSE, gauges removed (global phase and scale, shift, phase ramp; the twin "
-             "in far field), on the well-illuminated region:", ""]
-    parts += nrmse_table(table)
-    parts += ["", "Real scans (no truth; final relative amplitude residual):", ""]
-    parts += real_table(table)
-    with open(MAIN_README) as f:
-        text = f.read()
-    with open(MAIN_README, "w") as f:
-        f.write(_replace(text, MAIN_START, MAIN_END, "\n".join(parts)))
+def summary_block():
+    """Two lines for the project's README: the acceptance count and where the tables are."""
+    lines = nrmse_table(read_rows())
+    return "\n".join(["Rendered by `python experiments/report.py` from "
+                      "`experiments/robustness/results.csv` (written by "
+                      "`python experiments/robustness/run.py`):", "", lines[-1]])
 
 
 def main():
-    print(render())
-    print(f"wrote {README}")
+    import subprocess
+
+    refresh_cases_summary()
+    refresh_provenance()
+    # every rendered table (this README's among them) comes from the one report script
+    subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "report.py")], check=True)
     print(f"wrote {montage()}")
     return 0
 
