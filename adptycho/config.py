@@ -29,7 +29,7 @@ import numpy as np
 from adptycho.errors import AdptychoError
 
 __all__ = ["ReconstructConfig", "RUNTIME_ARGUMENTS", "LOSS_NAMES", "PARAMETER_GROUPS",
-           "split_runtime_options"]
+           "split_runtime_options", "with_config_keywords"]
 
 # the vocabularies (adptycho.losses.LOSSES, model.PARAMETER_GROUPS, ...: a test checks they
 # agree; repeated here so that building a config imports no TensorFlow)
@@ -289,3 +289,19 @@ def split_runtime_options(options: dict):
     if options.get("strategy") is not None and not isinstance(options["strategy"], str):
         strategy = options.pop("strategy")
     return options, noise_map, strategy
+
+
+def with_config_keywords(function):
+    """Give ``function(scan, config=None, *, ..., **options)`` the signature that lists every
+    config field as a keyword-only parameter with its default instead of ``**options`` (what
+    ``help()``, ``inspect.signature`` and editors show; ``signature.bind`` then refuses an
+    unknown keyword as the call does)."""
+    import inspect
+
+    signature = inspect.signature(function)
+    parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    parameters += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                     annotation=f.type)
+                   for f in dataclasses.fields(ReconstructConfig)]
+    function.__signature__ = signature.replace(parameters=parameters)
+    return function

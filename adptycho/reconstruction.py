@@ -9,7 +9,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from adptycho.config import ReconstructConfig, split_runtime_options
+from adptycho.config import ReconstructConfig, split_runtime_options, with_config_keywords
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import object_grid
 from adptycho.initial import add_probe_modes, probe_guess, scale_probe_to_counts
@@ -141,6 +141,7 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
     return model, grid
 
 
+@with_config_keywords  # the signature lists the config fields (the call takes **options)
 def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, probe=None,
                 initial_object=None, probe_support=None, callbacks=None,
                 **options) -> ReconstructionResult:

@@ -184,3 +184,16 @@ def test_a_readout_noise_map_is_a_runtime_argument():
     assert mapped.settings["readout_noise"] == "per-pixel"
     assert uniform.settings["readout_noise"] == 1.5
     np.testing.assert_allclose(mapped.loss_history, uniform.loss_history, rtol=1e-5)
+
+
+def test_the_signature_of_reconstruct_lists_every_config_field():
+    import inspect
+
+    signature = inspect.signature(reconstruct)
+    fields = [f.name for f in dataclasses.fields(ReconstructConfig)]
+    assert set(fields) < set(signature.parameters)
+    assert signature.parameters["epochs"].default is None
+    assert signature.parameters["engine"].default == "auto"
+    signature.bind(None, None, epochs=3, probe=None, callbacks=[])
+    with pytest.raises(TypeError):
+        signature.bind(None, epoch=3)  # as the call itself (test above)
