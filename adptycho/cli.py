@@ -17,13 +17,13 @@ import argparse
 import sys
 
 from adptycho.commands import (calibrate, demo, landscape, orient, oversample, reconstruct, show,
-                               simulate, train_irmae, train_stylegan2)
+                               simulate, train_irmae, train_stylegan2, uncertainty)
 from adptycho.errors import AdptychoError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 _MODULES = (simulate, reconstruct, calibrate, oversample, orient, show, landscape, train_irmae,
-            train_stylegan2, demo)
+            train_stylegan2, uncertainty, demo)
 COMMANDS = {module.NAME: module.run for module in _MODULES}
 
 EXIT_USER_ERROR = 2  # bad input: one line "adptycho: error: ..." on stderr (docs/errors.md)

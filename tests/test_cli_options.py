@@ -114,6 +114,15 @@ CASES = [
      "--jitter applies to --scan raster"),
     ("simulate", "seed", ["simulate", "--out", "OUT", "--jitter", "0", "--seed", "3"],
      "nothing in this simulation is random"),
+    ("uncertainty", "covariance", ["uncertainty", "SCAN", "PIXREC", "--out", "OUT",
+                                   "--method", "laplace", "--covariance", "fisher"],
+     "--covariance applies to the fisher method, not to laplace"),
+    ("uncertainty", "probes", ["uncertainty", "SCAN", "LATREC", "--out", "OUT", "--probes", "4"],
+     "--probes applies to the fisher method, not to laplace"),
+    ("uncertainty", "samples", ["uncertainty", "SCAN", "PIXREC", "--out", "OUT", "--samples",
+                                "9"], "--samples applies to the hmc method, not to fisher"),
+    ("uncertainty", "readout_noise", ["uncertainty", "SCAN", "PIXREC", "--out", "OUT",
+                                      "--readout-noise", "2"], "the amplitude model ignores it"),
     ("train-stylegan2", "projection_steps", ["train-stylegan2", "--out", "OUT", "--no-export",
                                              "--projection-steps", "5"], "not with --no-export"),
 ]
@@ -194,6 +203,9 @@ def test_an_option_that_would_be_ignored_is_refused(tmp_path, capsys, command, d
      "--loss", "poisson-gaussian", "--readout-noise", "2"],
     ["simulate", "--out", "OUT", "--scan", "fermat", "--poisson", "--seed", "2"],
     ["train-stylegan2", "--out", "OUT", "--export-only", "--projection-steps", "5", "--data", "x"],
+    ["uncertainty", "SCAN", "PIXREC", "--out", "OUT", "--probes", "4", "--covariance", "fisher",
+     "--noise-model", "poisson-gaussian", "--readout-noise", "2"],
+    ["uncertainty", "SCAN", "LATREC", "--out", "OUT", "--method", "hmc", "--samples", "9"],
 ])
 def test_an_option_in_a_mode_where_it_applies_is_accepted(tmp_path, argv):
     files = _files(tmp_path)

@@ -258,7 +258,7 @@ def refresh_provenance():
     """provenance.json from runs/<case>/<method>/result.json (when runs/ exists)."""
     import json
 
-    states, versions = {}, {}
+    states, versions, loads = {}, {}, {}
     for case in [c.name for c in C.CASES] + list(C.REAL_CASES):
         for m in ("blind-default", "adptycho-epie"):
             path = os.path.join(RUNS_DIR, case, m, "result.json")
@@ -268,6 +268,8 @@ def refresh_provenance():
                 states.setdefault(m, set()).add(r.get("library_state", "not recorded"))
                 finished = r.get("finished", "")
                 versions.setdefault(m, []).append(finished)
+                if r.get("load_average"):
+                    loads.setdefault(m, []).append(float(r["load_average"][0]))
     if not states:
         return
     out = {}
@@ -275,6 +277,8 @@ def refresh_provenance():
         times = sorted(t for t in versions[m] if t)
         out[m] = {"library_state": sorted(s), "first": times[0] if times else None,
                   "last": times[-1] if times else None}
+        if loads.get(m):  # the 1-minute load average at the end of each run
+            out[m]["load_average"] = [round(min(loads[m]), 1), round(max(loads[m]), 1)]
     with open(PROVENANCE, "w") as f:
         json.dump(out, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -288,8 +292,10 @@ def provenance():
     with open(PROVENANCE) as f:
         data = json.load(f)
     return [f"* `{m}` rows: adptycho commit {', '.join(r['library_state'])}; run "
-            f"{r['first'] or '?'} .. {r['last'] or '?'} (`provenance.json`)"
-            for m, r in data.items()]
+            f"{r['first'] or '?'} .. {r['last'] or '?'}"
+            + (f"; 1-minute load average {r['load_average'][0]:g}-{r['load_average'][1]:g} at "
+               "the end of the runs" if r.get("load_average") else "")
+            + " (`provenance.json`)" for m, r in data.items()]
 
 
 def results_block():
@@ -302,9 +308,8 @@ def results_block():
     parts += ["", "### Object NRMSE (gauges removed; well-illuminated region)", ""]
     parts += nrmse_table(table)
     parts += ["", "### Wall time per run (seconds, whole subprocess or call: start-up, fit, "
-                  "output; 2 CPU cores shared with other workers, load average 4-9 during the "
-                  "runs, so only "
-                  "large differences mean something)", ""]
+                  "output; 2 CPU cores shared with other workers, at the load averages above, "
+                  "so only large differences mean something)", ""]
     parts += seconds_table(table)
     parts += ["", "### Real scans (no truth: final relative amplitude residual "
                   "sum (sqrt I - sqrt X)^2 / sum X of the last epoch)", ""]

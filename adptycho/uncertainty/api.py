@@ -1,0 +1,182 @@
+"""``object_uncertainty(scan, reconstruction, method=...)``: error bars of a reconstruction.
+
+* ``fisher`` (pixel objects): per-pixel std from the Fisher information of the noise model at
+  the fitted optimum (``pixels.py``, ``fisher.py``);
+* ``laplace`` / ``hmc`` (latent objects): the posterior of the latent vector, from its full
+  Hessian or from Hamiltonian Monte Carlo, pushed through the decoder (``latent.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from adptycho.errors import AdptychoError
+from adptycho.io.results import ReconstructionResult
+from adptycho.io.scan_data import NEARFIELD, ScanData
+from adptycho.uncertainty.fisher import (NOISE_MODELS, AutodiffFisher, FarFieldFisher,
+                                         estimator_c, fisher_c)
+from adptycho.uncertainty.pixels import (PixelSettings, amplitude_phase_std,
+                                         pixel_covariance_blocks)
+from adptycho.uncertainty.result import UncertaintyResult
+
+__all__ = ["object_uncertainty", "check_belongs", "METHODS", "pixel_fisher"]
+
+METHODS = ("fisher", "laplace", "hmc")
+
+
+def check_belongs(scan: ScanData, reconstruction: ReconstructionResult) -> None:
+    """Raise ``AdptychoError`` unless ``reconstruction`` was made from ``scan`` (same number of
+    patterns, detector, geometry and nominal positions)."""
+    rec = reconstruction
+    probe = np.asarray(rec.probe)
+    if probe.shape[-2:] != tuple(scan.detector_shape):
+        raise AdptychoError(f"the reconstruction's probe is {probe.shape[-2]}x{probe.shape[-1]} "
+                            f"but the scan's detector is {scan.detector_shape[0]}x"
+                            f"{scan.detector_shape[1]}: the reconstruction is not of this scan")
+    if len(rec.positions_px) != scan.num_patterns:
+        raise AdptychoError(f"the reconstruction has {len(rec.positions_px)} positions but the "
+                            f"scan {scan.num_patterns} patterns: it is not of this scan")
+    if rec.geometry != scan.geometry:
+        raise AdptychoError(f"the reconstruction is {rec.geometry} but the scan {scan.geometry}")
+    offset = np.asarray(rec.nominal_positions_px) - np.asarray(scan.positions_px, np.float64)
+    spread = float(np.abs(offset - offset.mean(axis=0)).max())
+    if spread > 0.05:  # a constant offset is the grid origin (CXI files store metres)
+        raise AdptychoError(f"the reconstruction's nominal positions differ from the scan's by "
+                            f"up to {spread:.3g} px beyond a common shift: it is not of this scan")
+    _check_residual(scan, rec)
+
+
+def _check_residual(scan: ScanData, rec: ReconstructionResult, patterns: int = 16,
+                    factor: float = 3.0) -> None:
+    """Refuse when the reconstruction predicts the scan's patterns much worse than it predicted
+    the patterns it was fitted to (its last recorded relative amplitude residual)."""
+    if not len(rec.residual_history) or scan.geometry == NEARFIELD:
+        return
+    from adptycho.physics.forward import forward_intensities
+
+    recorded = float(rec.residual_history[-1])
+    index = np.linspace(0, scan.num_patterns - 1, min(patterns, scan.num_patterns)).astype(int)
+    predicted = forward_intensities(np.asarray(rec.object, np.complex64),
+                                    np.asarray(rec.probe, np.complex64),
+                                    np.asarray(rec.positions_px, np.float32)[index]).numpy()
+    measured = np.maximum(scan.read_patterns(index), 0)
+    valid = scan.valid_mask
+    residual = float(np.sum(((np.sqrt(predicted) - np.sqrt(measured)) ** 2)[:, valid])
+                     / max(np.sum(measured[:, valid]), 1e-30))
+    if residual > factor * recorded + 1e-3:
+        raise AdptychoError(f"the reconstruction does not fit this scan (relative residual "
+                            f"{residual:.3g} on {len(index)} patterns, {recorded:.3g} when it was "
+                            "fitted): it is not of this scan")
+
+
+def _noise_model(rec: ReconstructionResult, noise_model, readout_noise):
+    noise_model = noise_model or rec.settings.get("loss", "poisson")
+    if noise_model not in NOISE_MODELS:
+        raise AdptychoError(f"unknown noise model {noise_model!r}; choose one of "
+                            f"{', '.join(NOISE_MODELS)}")
+    if readout_noise is None:
+        stored = rec.settings.get("readout_noise", 1.0)
+        if isinstance(stored, str):
+            if noise_model == "poisson-gaussian":
+                raise AdptychoError("the reconstruction used a per-pixel readout noise: give it "
+                                    "(readout_noise=...)")
+            stored = 1.0
+        readout_noise = float(stored)
+    return noise_model, readout_noise
+
+
+COVARIANCES = ("estimator", "fisher")
+
+
+def pixel_fisher(scan: ScanData, rec: ReconstructionResult, weights):
+    """The Fisher-type operator of a pixel reconstruction for per-pixel ``weights`` (see
+    ``fisher.fisher_c``): ``FarFieldFisher`` (far field, one mode, integer positions) or
+    ``AutodiffFisher`` (anything else)."""
+    probe = np.asarray(rec.probe)
+    probe = probe[None] if probe.ndim == 2 else probe
+    positions = np.asarray(rec.positions_px, np.float64)
+    integral = np.allclose(positions, np.round(positions), atol=1e-4)
+    if scan.geometry != NEARFIELD and probe.shape[0] == 1 and integral:
+        return FarFieldFisher(rec.object, probe, np.round(positions), weights, mask=scan.mask)
+    transfer = None
+    if scan.geometry == NEARFIELD:
+        from adptycho.physics.propagators import angular_spectrum_transfer
+
+        distance = rec.distance_m or scan.propagation_distance_m
+        pixel = rec.pixel_size_m or scan.pixel_size_m
+        transfer = angular_spectrum_transfer(probe.shape[1:], pixel, scan.wavelength_m, distance)
+    return AutodiffFisher(rec.object, probe, positions, weights, mask=scan.mask,
+                          transfer=transfer, subpixel=not integral)
+
+
+def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, method: str = "fisher",
+                       *, noise_model: Optional[str] = None, readout_noise=None,
+                       covariance: str = "estimator",
+                       settings: Optional[dict] = None) -> UncertaintyResult:
+    """Per-pixel standard deviations of the amplitude and phase of a reconstructed object.
+
+    Args:
+        scan: the measured scan the reconstruction was made from (checked: ``check_belongs``).
+        reconstruction: a ``ReconstructionResult`` (``reconstruct`` or ``load_reconstruction``).
+        method: ``fisher`` (pixel objects), ``laplace`` or ``hmc`` (latent objects).
+        noise_model: ``poisson``, ``amplitude`` or ``poisson-gaussian``; default the loss the
+            reconstruction used.
+        readout_noise: camera readout std (photons) for ``poisson-gaussian``; default the
+            reconstruction's.
+        covariance: ``fisher`` method: ``estimator`` (default) is the covariance of the
+            minimiser of the loss the reconstruction used, for Poisson data (the sandwich
+            ``A^-1 B A^-1``, ``fisher.estimator_c``; the offset Poisson and the amplitude losses
+            are not the exact likelihood and lose information in dark detector pixels);
+            ``fisher`` is the inverse Fisher information of ``noise_model`` (the Cramer-Rao
+            bound of an exact maximum-likelihood fit).
+        settings: method settings: ``pixels.PixelSettings`` fields for ``fisher``,
+            ``latent.LatentSettings`` fields for ``laplace`` / ``hmc``.
+
+    Returns:
+        ``UncertaintyResult`` (``.save(path)`` writes it); std maps on the reconstruction's grid,
+        NaN where the data do not determine the object.
+    """
+    if method not in METHODS:
+        raise AdptychoError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_belongs(scan, reconstruction)
+    noise_model, readout_noise = _noise_model(reconstruction, noise_model, readout_noise)
+    latent = "latent" in reconstruction.extra_histories
+    if latent != (method != "fisher"):
+        raise AdptychoError(
+            f"method {method} is for {'pixel' if method == 'fisher' else 'latent'} objects, "
+            f"and this reconstruction has a {'latent' if latent else 'pixel'} object (use "
+            f"{'laplace or hmc' if latent else 'fisher'})")
+    if latent:
+        from adptycho.uncertainty.latent import latent_uncertainty
+
+        return latent_uncertainty(scan, reconstruction, method, noise_model, readout_noise,
+                                  settings or {})
+    try:
+        options = PixelSettings(**(settings or {}))
+    except TypeError as exc:
+        raise AdptychoError(f"bad fisher settings: {exc}") from None
+    if covariance not in COVARIANCES:
+        raise AdptychoError(f"unknown covariance {covariance!r}; choose one of "
+                            f"{', '.join(COVARIANCES)}")
+    blind = "probe" in reconstruction.settings.get("refine", [])
+    score = None
+    if covariance == "fisher":
+        fisher = pixel_fisher(scan, reconstruction, fisher_c(noise_model, readout_noise))
+    else:
+        hessian_c, score_c = estimator_c(noise_model, readout_noise)
+        fisher = pixel_fisher(scan, reconstruction, hessian_c)
+        score = pixel_fisher(scan, reconstruction, score_c)
+    blocks, bound, determined, reference, info = pixel_covariance_blocks(
+        fisher, np.asarray(reconstruction.object), options, blind=blind, score=score)
+    amplitude_std, phase_std = amplitude_phase_std(reconstruction.object, blocks, bound,
+                                                   determined, options.smoothing_px)
+    info.update(operator=type(fisher).__name__, gauges="global phase" + (
+        ", phase ramps, scale (probe refined; conditional on the fitted probe)" if blind else ""))
+    return UncertaintyResult(
+        amplitude_std.astype(np.float32), phase_std.astype(np.float32), determined, reference,
+        method="fisher", noise_model=noise_model,
+        settings={**dataclasses.asdict(options), "readout_noise": readout_noise,
+                  "covariance": covariance}, info=info)

@@ -1,0 +1,247 @@
+"""Per-pixel standard deviations of a pixel object from its Fisher information.
+
+The covariance of the (gauge-fixed) maximum-likelihood object is the pseudo-inverse of the
+Fisher information F (``fisher.py``) on the determined pixels. Its diagonal is estimated by
+Hutchinson's method: for random +-1 probes z (independent real and imaginary parts),
+``E[(C z)_p z_p^T] = C_pp`` (the 2x2 block of pixel p), with ``C z`` from a preconditioned
+conjugate-gradient solve (block-Jacobi preconditioner: the exact diagonal blocks of F). The
+random error of the estimate is reduced by smoothing its ratio to the diagonal-only bound
+``(F_pp)^-1`` (which varies with the probe intensity pixel by pixel, while the ratio, the
+inflation due to the coupling of neighbouring pixels, varies slowly) over ``smoothing_px``.
+
+Gauges (directions of F's null space; ``gauge_vectors``):
+
+* global phase ``i O`` (always);
+* with a refined probe also the phase ramps ``i y O``, ``i x O`` and the scale ``O`` (traded
+  with the probe).
+
+A gauge is fixed the way a comparison with a reference fixes it: the estimate is aligned by
+least squares over the ``reference`` pixels (``analysis.metrics.global_factor``); the
+covariance of the aligned estimate is ``Q C Q^T`` with ``Q = I - V (U^T V)^-1 U^T``, ``V`` the
+gauge vectors and ``U`` the same restricted to the reference region. Pixels whose summed probe
+intensity is below ``undetermined_below`` of the maximum are undetermined (NaN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+
+from adptycho.errors import AdptychoError
+
+__all__ = ["PixelSettings", "gauge_vectors", "block_inverse", "pcg", "pixel_covariance_blocks",
+           "amplitude_phase_std"]
+
+
+@dataclasses.dataclass
+class PixelSettings:
+    """Settings of the Fisher estimate (stored as attributes of the result file).
+
+    Attributes:
+        probes: Hutchinson probe vectors (random +-1 per real parameter).
+        smoothing_px: Gaussian sigma (object pixels) of the smoothing of the Hutchinson /
+            diagonal-bound ratio; 0 uses the raw Hutchinson estimate.
+        tolerance: relative residual at which the conjugate-gradient solves stop.
+        max_iterations: cap on the conjugate-gradient iterations.
+        undetermined_below: pixels with a summed probe intensity below this fraction of the
+            maximum are reported as NaN.
+        reference_above: pixels above this fraction of the maximum summed probe intensity form
+            the reference region on which the gauges (global phase, ramps) are fixed.
+        seed: seed of the probe vectors.
+    """
+
+    probes: int = 32
+    smoothing_px: float = 2.0
+    tolerance: float = 1e-4
+    max_iterations: int = 300
+    undetermined_below: float = 0.02
+    reference_above: float = 0.5
+    seed: int = 0
+
+
+def gauge_vectors(object_, determined, blind: bool):
+    """(G, Y, X) complex null directions of F on the ``determined`` pixels (module docstring)."""
+    obj = np.where(determined, np.asarray(object_, np.complex128), 0)
+    vectors = [1j * obj]
+    if blind:
+        yy, xx = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in obj.shape), indexing="ij")
+        yy = (yy - yy[determined].mean()) / obj.shape[0]
+        xx = (xx - xx[determined].mean()) / obj.shape[1]
+        vectors += [1j * yy * obj, 1j * xx * obj, obj]
+    return np.stack(vectors)
+
+
+def _inner(a, b):
+    """(S,) real inner products ``Re sum conj(a) b`` over the last two axes."""
+    return np.real(np.sum(np.conj(a) * b, axis=(-2, -1)))
+
+
+def block_inverse(blocks, determined):
+    """(Y, X, 2, 2) inverses of the diagonal blocks (identity where undetermined)."""
+    blocks = np.array(blocks, np.float64)
+    blocks[~determined] = np.eye(2)
+    det = blocks[..., 0, 0] * blocks[..., 1, 1] - blocks[..., 0, 1] ** 2
+    scale = np.maximum(blocks[..., 0, 0] + blocks[..., 1, 1], 1e-300)
+    det = np.maximum(det, 1e-12 * scale ** 2)
+    inverse = np.empty_like(blocks)
+    inverse[..., 0, 0] = blocks[..., 1, 1] / det
+    inverse[..., 1, 1] = blocks[..., 0, 0] / det
+    inverse[..., 0, 1] = inverse[..., 1, 0] = -blocks[..., 0, 1] / det
+    return inverse
+
+
+def _apply_blocks(blocks, v):
+    """(S, Y, X) complex ``v`` times the per-pixel (2, 2) real ``blocks``."""
+    re, im = v.real, v.imag
+    return (blocks[..., 0, 0] * re + blocks[..., 0, 1] * im) + 1j * (
+        blocks[..., 1, 0] * re + blocks[..., 1, 1] * im)
+
+
+def pcg(matvec, rhs, preconditioner, tolerance=1e-4, max_iterations=300):
+    """Preconditioned conjugate gradients on S right-hand sides at once.
+
+    Args:
+        matvec: (S, Y, X) complex -> (S, Y, X) complex, symmetric positive definite.
+        rhs: (S, Y, X) complex.
+        preconditioner: same signature, approximating the inverse.
+
+    Returns:
+        ``(x, iterations, relative_residual)``.
+    """
+    x = np.zeros_like(rhs)
+    r = rhs.copy()
+    z = preconditioner(r)
+    p = z.copy()
+    rz = _inner(r, z)
+    norm0 = np.sqrt(_inner(rhs, rhs))
+    relative = np.ones(len(rhs))
+    for iteration in range(1, max_iterations + 1):
+        q = matvec(p)
+        alpha = rz / np.maximum(_inner(p, q), 1e-300)
+        x += alpha[:, None, None] * p
+        r -= alpha[:, None, None] * q
+        relative = np.sqrt(_inner(r, r)) / np.maximum(norm0, 1e-300)
+        if relative.max() < tolerance:
+            return x, iteration, float(relative.max())
+        z = preconditioner(r)
+        rz_new = _inner(r, z)
+        p = z + (rz_new / np.maximum(rz, 1e-300))[:, None, None] * p
+        rz = rz_new
+    return x, max_iterations, float(relative.max())
+
+
+def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: bool = False,
+                            score=None):
+    """Per-pixel 2x2 covariance blocks of the gauge-fixed estimate (module docstring).
+
+    Args:
+        fisher: a ``FarFieldFisher`` or ``AutodiffFisher``: the Fisher information, or with
+            ``score`` the expected Hessian A of the loss.
+        score: optional operator of the same kind for the variance B of the loss gradient: the
+            covariance is then the sandwich ``A^-1 B A^-1`` (``fisher.estimator_c``).
+        object_: (Y, X) complex estimate (where F is evaluated; defines the gauge vectors).
+        settings: ``PixelSettings``.
+        blind: the probe was refined (ramps and scale are gauges too).
+
+    Returns:
+        ``(blocks, bound, determined, reference, info)``: (Y, X, 2, 2) estimated covariance
+        blocks, (Y, X, 2, 2) diagonal-only bound ``F_pp^-1``, (Y, X) bool masks and a dict of
+        solver figures (iterations, residual).
+    """
+    illumination = fisher.illumination()
+    peak = illumination.max()
+    if not peak > 0:
+        raise AdptychoError("the probe carries no intensity: nothing is determined")
+    determined = illumination >= settings.undetermined_below * peak
+    reference = illumination >= settings.reference_above * peak
+    diagonal = fisher.diagonal_blocks()
+    precondition = block_inverse(diagonal, determined)
+    bound = precondition
+    if score is not None:
+        bound = np.einsum("...ij,...jk,...kl->...il", precondition, score.diagonal_blocks(),
+                          precondition)
+    gauges = gauge_vectors(object_, determined, blind)
+    norms = np.sqrt(_inner(gauges, gauges))
+    gauges = gauges / np.maximum(norms, 1e-300)[:, None, None]
+    basis, _ = np.linalg.qr(np.stack([np.concatenate([g.real.ravel(), g.imag.ravel()])
+                                      for g in gauges], axis=1))
+    n = object_.size
+    basis = (basis[:n] + 1j * basis[n:]).T.reshape((-1,) + object_.shape)  # orthonormal (G,Y,X)
+    kappa = float(np.median(np.trace(diagonal[determined], axis1=-2, axis2=-1)))
+
+    def matvec(v):
+        v = np.where(determined, v, 0)
+        out = np.where(determined, fisher.matvec(v), v)
+        coeff = _inner(basis[None], v[:, None])  # (S, G)
+        return out + kappa * np.einsum("sg,gyx->syx", coeff, basis)
+
+    def preconditioner(v):
+        return _apply_blocks(precondition, v)
+
+    rng = np.random.default_rng(settings.seed)
+    shape = (settings.probes,) + object_.shape
+    z = (rng.choice([-1.0, 1.0], shape) + 1j * rng.choice([-1.0, 1.0], shape)) * determined
+    # aligned covariance Q C Q^T: apply Q^T to z, solve, apply Q
+    u = gauges * reference
+    gram = np.array([[_inner(a, b) for b in gauges] for a in u])  # (G, G): U^T V
+    gram_inv = np.linalg.pinv(gram)
+
+    def project(v, left, right):  # v - left (gram^-1 or its transpose) right^T v
+        coeff = np.stack([_inner(r[None], v) for r in right], axis=-1)  # (S, G)
+        return v - np.einsum("sg,gyx->syx", coeff, left)
+
+    zq = project(z, np.einsum("gh,hyx->gyx", gram_inv, u), gauges)  # Q^T z
+    solution, iterations, residual = pcg(matvec, zq, preconditioner, settings.tolerance,
+                                         settings.max_iterations)
+    if score is not None:
+        middle = score.matvec(np.where(determined, solution, 0))
+        solution, more, residual = pcg(matvec, np.where(determined, middle, 0), preconditioner,
+                                       settings.tolerance, settings.max_iterations)
+        iterations += more
+    cz = project(solution, np.einsum("gh,gyx->hyx", gram_inv, gauges), u)  # Q C Q^T z
+    blocks = np.empty(object_.shape + (2, 2))
+    for a, za in enumerate((z.real, z.imag)):
+        blocks[..., 0, a] = np.mean(cz.real * za, axis=0)
+        blocks[..., 1, a] = np.mean(cz.imag * za, axis=0)
+    blocks = 0.5 * (blocks + np.swapaxes(blocks, -1, -2))
+    info = {"cg_iterations": int(iterations), "cg_relative_residual": residual,
+            "determined_pixels": int(determined.sum()), "reference_pixels": int(reference.sum())}
+    return blocks, bound, determined, reference, info
+
+
+def _directional(blocks, direction):
+    """(Y, X) ``d^T B d`` for per-pixel unit real 2-vectors ``direction`` (Y, X, 2)."""
+    return np.einsum("...i,...ij,...j->...", direction, blocks, direction)
+
+
+def _smooth(values, determined, sigma):
+    if sigma <= 0:
+        return values
+    weight = ndimage.gaussian_filter(determined.astype(np.float64), sigma)
+    filled = ndimage.gaussian_filter(np.where(determined, values, 0.0), sigma)
+    return filled / np.maximum(weight, 1e-12)
+
+
+def amplitude_phase_std(object_, blocks, bound, determined, smoothing_px: float):
+    """(Y, X) float64 std of |O| and of arg O (radians) from 2x2 covariance blocks.
+
+    With ``smoothing_px > 0`` the ratio of the Hutchinson variance to the diagonal bound is
+    smoothed before it multiplies the bound (module docstring). NaN where undetermined.
+    """
+    obj = np.asarray(object_, np.complex128)
+    amplitude = np.abs(obj)
+    unit = np.where(amplitude > 0, obj / np.maximum(amplitude, 1e-300), 1.0)
+    along = np.stack([unit.real, unit.imag], axis=-1)  # d|O|: along O
+    across = np.stack([-unit.imag, unit.real], axis=-1)  # d arg O: across O, / |O|
+    out = []
+    for direction, scale in ((along, 1.0), (across, 1.0 / np.maximum(amplitude, 1e-12) ** 2)):
+        variance = _directional(blocks, direction)
+        if smoothing_px > 0:
+            base = _directional(bound, direction)
+            ratio = _smooth(variance / np.maximum(base, 1e-300), determined, smoothing_px)
+            variance = ratio * base
+        std = np.sqrt(np.maximum(variance * scale, 0.0))
+        out.append(np.where(determined, std, np.nan))
+    return out[0], out[1]

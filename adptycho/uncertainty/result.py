@@ -1,0 +1,95 @@
+"""``UncertaintyResult``: per-pixel standard deviations of a reconstruction, and its HDF5 file.
+
+File layout (root of the HDF5 file):
+
+* ``object_amplitude_std``: (Y, X) float32, std of |O| on the reconstruction's grid (NaN:
+  undetermined);
+* ``object_phase_std``: (Y, X) float32, std of arg O in radians (NaN: undetermined);
+* ``determined``: (Y, X) bool, ``reference``: (Y, X) bool (pixels on which the gauges are fixed);
+* optional ``object_amplitude_samples`` / ``object_phase_samples`` (K, Y, X) float32 (latent
+  objects: decoded posterior samples), ``latent_std`` (n,) float32;
+* attributes: ``method``, ``settings`` (JSON), ``info`` (JSON: solver figures), ``noise_model``,
+  ``adptycho_version``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import h5py
+import numpy as np
+
+from adptycho.errors import DataError
+from adptycho.io.atomic import atomic_path
+
+__all__ = ["UncertaintyResult", "load_uncertainty"]
+
+_ARRAYS = ("object_amplitude_std", "object_phase_std", "determined", "reference")
+_OPTIONAL = ("object_amplitude_samples", "object_phase_samples", "latent_std", "probe_std",
+             "positions_std_px")
+
+
+@dataclasses.dataclass
+class UncertaintyResult:
+    """Standard deviations of a reconstructed object (see the module docstring for the arrays).
+
+    Attributes:
+        object_amplitude_std, object_phase_std: (Y, X) float32 (NaN where undetermined).
+        determined, reference: (Y, X) bool.
+        method: ``fisher``, ``laplace`` or ``hmc``.
+        noise_model: the noise model whose likelihood was used.
+        settings: the method's settings; info: solver figures (iterations, acceptance, ...).
+        extras: optional arrays (``_OPTIONAL`` names).
+    """
+
+    object_amplitude_std: np.ndarray
+    object_phase_std: np.ndarray
+    determined: np.ndarray
+    reference: np.ndarray
+    method: str
+    noise_model: str
+    settings: dict = dataclasses.field(default_factory=dict)
+    info: dict = dataclasses.field(default_factory=dict)
+    extras: dict = dataclasses.field(default_factory=dict)
+
+    def save(self, path) -> str:
+        """Write the HDF5 file atomically (temporary name, then rename); returns ``path``."""
+        from adptycho import __version__
+
+        with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("object_amplitude_std",
+                             data=np.asarray(self.object_amplitude_std, np.float32))
+            f.create_dataset("object_phase_std", data=np.asarray(self.object_phase_std, np.float32))
+            f.create_dataset("determined", data=np.asarray(self.determined, bool))
+            f.create_dataset("reference", data=np.asarray(self.reference, bool))
+            for name, value in self.extras.items():
+                f.create_dataset(name, data=np.asarray(value, np.float32))
+            f.attrs["method"] = self.method
+            f.attrs["noise_model"] = self.noise_model
+            f.attrs["settings"] = json.dumps(self.settings, sort_keys=True, default=str)
+            f.attrs["info"] = json.dumps(self.info, sort_keys=True, default=str)
+            f.attrs["adptycho_version"] = __version__
+        return os.fspath(path)
+
+
+def load_uncertainty(path) -> UncertaintyResult:
+    """Read a file written by ``UncertaintyResult.save``."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"no such file: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"cannot read {path} as HDF5: {exc}") from None
+    with f:
+        missing = [name for name in _ARRAYS if name not in f]
+        if missing:
+            raise DataError(f"{path} is not an adptycho uncertainty file: no '{missing[0]}'")
+        return UncertaintyResult(
+            *(f[name][()] for name in _ARRAYS), method=str(f.attrs["method"]),
+            noise_model=str(f.attrs.get("noise_model", "")),
+            settings=json.loads(f.attrs.get("settings", "{}")),
+            info=json.loads(f.attrs.get("info", "{}")),
+            extras={name: f[name][()] for name in _OPTIONAL if name in f})
