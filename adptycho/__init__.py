@@ -1,11 +1,7 @@
-"""adptycho: ptychography reconstruction by automatic differentiation in TensorFlow."""
+"""adptycho: ptychography reconstruction by automatic differentiation in TensorFlow.
 
-import os as _os
-
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from adptycho.runtime import configure_allocator as _configure_allocator  # noqa: E402
-
-_configure_allocator()
+Importing the package changes nothing in the importing process (environment, allocator, logging,
+random generators); ``adptycho.runtime.configure()`` opts into the settings the command line uses.
+"""
 
 __version__ = "0.1.0"

@@ -269,7 +269,7 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
               checkpoint_dir=None, distance_search: Optional[bool] = None,
               distance_search_epochs: int = 20, distance_search_factors=None,
               focus_search: Optional[bool] = None, focus_search_epochs: Optional[int] = None,
-              probe_support=None, probe_power=None) -> Calibration:
+              probe_support=None, probe_power=None, callbacks=None) -> Calibration:
     """Staged joint refinement of probe, positions and distance on a bright scan.
 
     Schedule (epochs from 0): object from 0, probe from 1, positions from ``epochs // 4``,
@@ -340,7 +340,7 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
                          learning_rates=learning_rates, start_epochs=starts, seed=seed,
                          verbose=verbose, checkpoint_dir=checkpoint_dir,
                          position_model=position_model, probe_support=probe_support,
-                         probe_power=probe_power)
+                         probe_power=probe_power, callbacks=callbacks)
     origin = np.asarray(result.object_origin_px, np.float64)
     distance = result.distance_m if result.distance_m is not None else scan.detector_distance_m
     settings = dict(result.settings)

@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from adptycho.commands import (calibrate, demo, landscape, orient, oversample, reconstruct, show,
-                               simulate, train_irmae, train_stylegan2, uncertainty)
+from adptycho.commands import (calibrate, convert, demo, landscape, orient, oversample,
+                               reconstruct, show, simulate, tensorboard, train_irmae,
+                               train_stylegan2, uncertainty)
 from adptycho.errors import AdptychoError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 _MODULES = (simulate, reconstruct, calibrate, oversample, orient, show, landscape, train_irmae,
-            train_stylegan2, uncertainty, demo)
+            train_stylegan2, uncertainty, demo, convert)
 COMMANDS = {module.NAME: module.run for module in _MODULES}
 
 EXIT_USER_ERROR = 2  # bad input: one line "adptycho: error: ..." on stderr (docs/errors.md)
@@ -39,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="adptycho", description="Ptychography reconstruction by automatic differentiation.")
     parser.add_argument("--version", action="version", version=f"adptycho {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    parser.option_rules = {module.NAME: module.add_parser(sub) for module in _MODULES}
+    rules = {module.NAME: module.add_parser(sub) for module in _MODULES}
+    rules["reconstruct"].update(convert.RECONSTRUCT_RULES)  # --init (added by convert)
+    for name, extra in tensorboard.add_options(sub).items():
+        rules[name].update(extra)
+    parser.option_rules = rules
     return parser
 
 
@@ -53,6 +58,9 @@ def main(argv=None) -> int:
     """Run one command; returns the exit status: 0 done, 2 bad input or a file-system refusal
     (one line on stderr, nothing written), 130 interrupted. Any other exception is a bug: it
     propagates, so the console script prints its traceback and exits with status 1."""
+    from adptycho.runtime import configure
+
+    configure()  # the command opts into the process settings (quiet TF start-up, allocator)
     from adptycho.cli_checks import check_arguments
 
     parser = build_parser()

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from adptycho.config import ReconstructConfig, split_runtime_options, with_config_keywords
+from adptycho.runtime import restores_global_rngs
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import object_grid
 from adptycho.initial import add_probe_modes, probe_guess, scale_probe_to_counts
@@ -141,6 +142,7 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
     return model, grid
 
 
+@restores_global_rngs
 @with_config_keywords  # the signature lists the config fields (the call takes **options)
 def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, probe=None,
                 initial_object=None, probe_support=None, callbacks=None,
@@ -194,7 +196,9 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
             ``phase``).
         probe, probe_modes, readout_noise, object_shape, padding_px, initial_object: see
             ``build_model``.
-        seed: seeds Keras (shuffling order), so runs are repeatable.
+        seed: seeds Python, NumPy, TensorFlow and Keras (shuffling order) for this call only, so
+            runs are repeatable; the caller's generator states are restored on return
+            (``adptycho.runtime.restores_global_rngs``).
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
         callbacks: extra Keras callbacks (early stopping, checkpoints, ...).
         checkpoint_dir: if given, the fit state is saved there after every epoch

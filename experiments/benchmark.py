@@ -188,6 +188,9 @@ def run_peer(scan, probe, epochs, warmup, out_dir):
 
 
 def main(argv=None):
+    import adptycho.runtime
+
+    adptycho.runtime.configure()  # as the adptycho command does (import no longer tunes malloc)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up epochs")

@@ -103,6 +103,9 @@ def run_ptychi(scan, probe, epochs, warmup, python, batch_sizes="16,100"):
 
 
 def main(argv=None):
+    import adptycho.runtime
+
+    adptycho.runtime.configure()  # as the adptycho command does (import no longer tunes malloc)
     from benchmark import standard_problem
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

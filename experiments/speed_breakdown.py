@@ -53,6 +53,9 @@ def _median_epoch(fn, steps, repeats=7):
 
 
 def main(argv=None):
+    import adptycho.runtime
+
+    adptycho.runtime.configure()  # as the adptycho command does (import no longer tunes malloc)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", default=os.path.join(HERE, "speed_breakdown.json"))

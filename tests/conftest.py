@@ -10,6 +10,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import adptycho.runtime  # noqa: E402
+
+adptycho.runtime.configure()  # the suite runs with the settings the command line uses
+
 
 @pytest.fixture(autouse=True)
 def _seed_everything():

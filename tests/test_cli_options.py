@@ -114,6 +114,10 @@ CASES = [
      "--jitter applies to --scan raster"),
     ("simulate", "seed", ["simulate", "--out", "OUT", "--jitter", "0", "--seed", "3"],
      "nothing in this simulation is random"),
+    ("reconstruct", "tensorboard", R + ["--optimizer", "lbfgs", "--refine", "", "--tensorboard",
+                                        "TB"], "--tensorboard logs the epochs"),
+    ("reconstruct", "init", R + ["--init", "INIT", "--calibration", "CAL"],
+     "--init and --calibration both set the probe"),
     ("uncertainty", "covariance", ["uncertainty", "SCAN", "PIXREC", "--out", "OUT",
                                    "--method", "laplace", "--covariance", "fisher"],
      "--covariance applies to the fisher method, not to laplace"),
@@ -240,6 +244,8 @@ _NOT_IN_CONFIG = {"input": "load", "out": "save", "png": "figure", "no_png": "fi
                   "stream": "load", "checkpoint_dir": "run: config.checkpoint_dir",
                   "no_checkpoint": "run: config.checkpoint_dir",
                   "keep_checkpoint": "run: after the save", "cpu_replicas": "run: the strategy",
+                  "init": "run: initial object and grid (cli_convert.apply_init)",
+                  "tensorboard": "run: callbacks (cli_tensorboard)",
                   "ptychogan": "commands.ptychogan", **{d: "commands.ptychogan"
                                                          for d in PTYCHOGAN_ONLY}}
 # (dest, a value other than the default, options the value needs)

@@ -14,6 +14,7 @@ import pytest
 _PROBE = """
 import ctypes, resource, threading
 import adptycho.runtime as runtime
+runtime.configure()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -46,8 +47,8 @@ def _probe(env_value):
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                     reason="the allocator settings are for glibc")
-def test_import_keeps_large_blocks_in_the_heap_and_can_be_opted_out():
-    """With the settings applied on import, a large block freed and allocated again on a worker
+def test_configure_keeps_large_blocks_in_the_heap_and_can_be_opted_out():
+    """With the settings applied by ``runtime.configure()``, a large block freed and allocated again on a worker
     thread is reused without page faults; with ``ADPTYCHO_MALLOC=default`` glibc unmaps it and
     every round faults its 16,384 pages in again."""
     configured, faults = _probe(None)

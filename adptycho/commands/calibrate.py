@@ -59,6 +59,7 @@ def add_parser(sub) -> dict:
 
 def run(args):
     from adptycho.calibration import calibrate
+    from adptycho.cli_tensorboard import tensorboard_callbacks
 
     scan = load_scan(args)
     print(f"adptycho: {scan.describe()}")
@@ -70,6 +71,7 @@ def run(args):
                             or (not near and args.farfield_distance),
                             position_model=args.position_model, loss=args.loss,
                             probe_modes=args.probe_modes, seed=args.seed, verbose=1,
+                            callbacks=tensorboard_callbacks(args),
                             **probe_constraint_kwargs(args, scan))
     calibration.save(args.out)
     shift = calibration.positions_px - calibration.nominal_positions_px

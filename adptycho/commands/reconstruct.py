@@ -117,7 +117,7 @@ def add_parser(sub) -> dict:
     return {**reconstruct_rules(gan_rules), **geometry_rules}
 
 
-def config_from_args(args, checkpoint_dir):
+def config_from_args(args, checkpoint_dir, object_shape=None):
     """The ``ReconstructConfig`` of the command line."""
     from adptycho.config import ReconstructConfig
 
@@ -133,6 +133,7 @@ def config_from_args(args, checkpoint_dir):
     return ReconstructConfig(
         engine=args.engine, epochs=args.epochs, batch_size=args.batch_size,
         refine=tuple(effective_refine(args)), loss=args.loss, readout_noise=args.readout_noise,
+        object_shape=object_shape,
         learning_rates=rates or None, decay_rate=args.decay, object=args.object,
         parametrisation=args.parametrisation, probe_modes=args.probe_modes, seed=args.seed,
         verbose=2 if args.quiet else 1, checkpoint_dir=checkpoint_dir,
@@ -187,6 +188,10 @@ def _report(args, result, elapsed):
 
 
 def run(args):
+    from adptycho import cli_convert
+    from adptycho.cli_tensorboard import tensorboard_callbacks
+
+    callbacks = tensorboard_callbacks(args)  # refuses --tensorboard where it would log nothing
     if args.ptychogan:
         return ptychogan.run(args)
     from adptycho.analysis.plots import plot_reconstruction
@@ -196,13 +201,16 @@ def run(args):
 
     strategy = _strategy(args)  # first: multi-worker collectives must start before other ops
     scan, probe = _load(args)
+    scan, probe, initial_object = cli_convert.apply_init(args, scan, probe)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and not args.no_checkpoint and has_adam_stage(args):
         checkpoint_dir = args.out + ".checkpoint"
-    config = config_from_args(args, checkpoint_dir)
+    config = config_from_args(args, checkpoint_dir, None if initial_object is None
+                              else initial_object.shape)
     started = time.perf_counter()
     runtime = {} if strategy is None else {"strategy": strategy}  # the config names it
-    result = reconstruct(scan, config, probe=probe, **runtime)
+    result = reconstruct(scan, config, probe=probe, initial_object=initial_object,
+                         callbacks=callbacks, **runtime)
     elapsed = time.perf_counter() - started
     result.settings["input"] = os.path.abspath(args.input)
     if args.calibration:

@@ -29,6 +29,7 @@ def add_parser(sub) -> dict:
 
 
 def run(args):
+    from adptycho.cli_tensorboard import tensorboard_callbacks
     from adptycho.nn.training import train_irmae
 
     if args.linear_layers < 0:
@@ -42,7 +43,8 @@ def run(args):
                          latent_dim=args.latent_dim, epochs=args.epochs,
                          batch_size=args.batch_size, learning_rate=args.learning_rate,
                          seed=args.seed, max_train=args.max_train, verbose=1,
-                         command=command_line(NAME, options))
+                         command=command_line(NAME, options),
+                         callbacks=tensorboard_callbacks(args))
     print(f"adptycho: IRMAE trained in {result['seconds']:.0f} s: validation BCE "
           f"{result['val_bce']:.4f}, MSE {result['val_mse']:.5f}; wrote {args.out}/"
           "{encoder,decoder}.weights.h5, mean_latent.npy, card.md, samples.png")

@@ -132,14 +132,14 @@ def file_sha256(path) -> str:
 def model_directory(name_or_path) -> str:
     """Directory of a shipped model (``irmae-mnist``, ``irmae-mnist-3``) or of a given path.
 
-    Shipped models live in ``models/`` next to the package (an editable install finds them
-    there); a path is used as given.
+    Shipped models are found by ``adptycho.nn.shipped.shipped_model_path`` (inside the
+    installed package, else the source tree's ``models/``); a path is used as given.
     """
     name_or_path = os.fspath(name_or_path)
     if name_or_path in SHIPPED_MODELS:
-        root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__)))), "models")
-        path = os.path.join(root, name_or_path)
+        from adptycho.nn.shipped import shipped_model_path
+
+        path = shipped_model_path(name_or_path)
         if not os.path.isdir(path):
             raise DataError(f"shipped model {name_or_path} not found at {path}")
         return path

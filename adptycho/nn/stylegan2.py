@@ -367,9 +367,9 @@ def stylegan2_directory(name_or_path) -> str:
     """Directory of a shipped StyleGAN2 (``stylegan2-faces``) or of a given path."""
     name_or_path = os.fspath(name_or_path)
     if name_or_path in SHIPPED_STYLEGAN2:
-        root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__)))), "models")
-        path = os.path.join(root, name_or_path)
+        from adptycho.nn.shipped import shipped_model_path
+
+        path = shipped_model_path(name_or_path)
         if not os.path.exists(os.path.join(path, "config.json")):
             raise DataError(f"shipped StyleGAN2 {name_or_path} not found (no config.json in "
                             f"{path}); train it with `adptycho train-stylegan2`")

@@ -31,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 
+from adptycho.runtime import restores_global_rngs
 from adptycho.errors import AdptychoError, DataError
 
 __all__ = ["load_faces", "train_stylegan2", "export_stylegan2", "project_images",
@@ -205,6 +206,7 @@ def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["adptycho"] + sys.argv[1:])
 
 
+@restores_global_rngs
 def train_stylegan2(out_dir, data=None, *, steps: int = 6000, resolution: int = 64,
                     batch_size: int = 16, z_dim: int = 128, w_dim: int = 128,
                     mapping_layers: int = 2, channel_base: int = 2048, channel_max: int = 128,

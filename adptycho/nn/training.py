@@ -16,6 +16,7 @@ from typing import Optional
 import keras
 import numpy as np
 
+from adptycho.runtime import restores_global_rngs
 from adptycho.errors import AdptychoError
 from adptycho.nn.irmae import IRMAE, save_irmae, write_card
 from adptycho.nn.mnist import load_mnist, to_32
@@ -92,10 +93,12 @@ def _last_logged_loss(csv_path, losses):
     return float("nan")
 
 
+@restores_global_rngs
 def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layers: int = 8,
                 latent_dim: int = 128, epochs: int = 10, batch_size: int = 64,
                 learning_rate: float = 1e-3, seed: int = 0, verbose: int = 1,
-                max_train: Optional[int] = None, command: Optional[str] = None) -> dict:
+                max_train: Optional[int] = None, command: Optional[str] = None,
+                callbacks=None) -> dict:
     """Train an IRMAE on MNIST and save it (weights, mean latent, card, figure) to ``out_dir``.
 
     An interrupted run restarted with the same arguments resumes from the last completed epoch
@@ -112,6 +115,7 @@ def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layer
         verbose: Keras progress output (1: progress bar).
         max_train: use only the first ``max_train`` training digits (quick runs).
         command: the command line to record in the card (default: ``sys.argv``).
+        callbacks: extra Keras callbacks (e.g. ``training.tensorboard.TensorBoardLogger``).
 
     Returns:
         dict of final metrics (train BCE, validation BCE and MSE, seconds).
@@ -140,7 +144,7 @@ def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layer
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, "checkpoint")),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
         _SampleFigure(os.path.join(out_dir, "samples.png"), train[:2000], validation, val_labels),
-    ]
+    ] + list(callbacks or [])
     start = time.perf_counter()
     history = model.fit(train, train, batch_size=batch_size, epochs=epochs, shuffle=True,
                         validation_data=(validation, validation), callbacks=callbacks,

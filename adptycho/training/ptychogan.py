@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from adptycho.runtime import restores_global_rngs
 from adptycho.errors import AdptychoError
 
 __all__ = ["PtychoGANSettings", "Stage", "release_schedule", "ptychogan_fit",
@@ -252,6 +253,7 @@ def ptychogan_fit(model, patterns, settings: Optional[PtychoGANSettings] = None,
     return result
 
 
+@restores_global_rngs
 def reconstruct_ptychogan(scan, *, model: str = "stylegan2-faces",
                           settings: Optional[PtychoGANSettings] = None, probe=None,
                           loss: str = "poisson", readout_noise=1.0, region_px=None,
