@@ -2,7 +2,8 @@
 
 * every input file exists; every output can be written (its directory exists and is writable);
   no output is an input or another output (``adptycho.io.validation``);
-* options that contradict each other, or that the chosen mode would silently ignore, are refused.
+* options that contradict each other, or that the chosen mode would silently ignore, are refused
+  (the rule of every option is next to its definition: ``adptycho.commands``).
 
 Options given explicitly are told apart from defaults by parsing the command line a second time
 with every default suppressed (``explicit_options``), so abbreviations (``--latent`` for
@@ -18,7 +19,7 @@ import os
 from adptycho.errors import AdptychoError
 from adptycho.io.validation import check_no_overwrite, check_output_path
 
-__all__ = ["check_arguments", "explicit_options"]
+__all__ = ["check_arguments", "explicit_options", "ignored_options"]
 
 # per command: output options (dest, flag, is a directory) and input options (dest, flag)
 _OUTPUTS = {
@@ -35,54 +36,35 @@ _OUTPUTS = {
 _INPUTS = [("input", "input"), ("init", "--init"), ("calibration", "--calibration"),
            ("reconstruction", "--reconstruction"), ("truth", "--truth"), ("data", "--data")]
 
-_PTYCHOGAN_ONLY = ("latent_steps", "block_steps", "blocks", "tv_weight", "discriminator_weight",
-                   "generator_lr", "region")
-
 
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def _flags(dests) -> str:
-    return ", ".join(_flag(d) for d in dests)
+# per command: options that contradict each other (both given)
+_CONTRADICTIONS = {
+    "reconstruct": [("png", "no_png"), ("no_checkpoint", "checkpoint_dir"),
+                    ("no_checkpoint", "keep_checkpoint")],
+    "calibrate": [("no_distance", "farfield_distance")],
+    "oversample": [("weight", "weight_schedule", " (the schedule sets w)")],
+    "train-stylegan2": [("export_only", "no_export")],
+}
 
 
-def _apply(dests) -> str:
-    return "applies" if len(dests) == 1 else "apply"
+def _contradictions(command: str, given: set):
+    """Yield the message of every pair of contradictory options given."""
+    for first, second, *why in _CONTRADICTIONS.get(command, []):
+        if {first, second} <= given:
+            yield f"{_flag(first)} and {_flag(second)} contradict each other{''.join(why)}"
 
 
-def _conflicts(command: str, args, given: set):
-    """Yield the message of every contradictory or ignored option (the first one is raised)."""
-    if command == "reconstruct":
-        if {"png", "no_png"} <= given:
-            yield "--png and --no-png contradict each other"
-        for other in ("checkpoint_dir", "keep_checkpoint"):
-            if {"no_checkpoint", other} <= given:
-                yield f"--no-checkpoint and {_flag(other)} contradict each other"
-        latent_only = sorted(given & {"latent_mode", "train_decoder"})
-        if latent_only and args.object == "pixels":
-            yield (f"{_flags(latent_only)} {_apply(latent_only)} to latent objects (--object "
-                   "irmae-mnist, a model directory, ...), not to --object pixels")
-        ptychogan_only = [d for d in _PTYCHOGAN_ONLY if d in given]
-        if ptychogan_only and not args.ptychogan:
-            yield f"{_flags(ptychogan_only)} {_apply(ptychogan_only)} to --ptychogan fits only"
-        if "readout_noise" in given and args.loss != "poisson-gaussian":
-            yield (f"--readout-noise applies to --loss poisson-gaussian only (the {args.loss} "
-                   "loss ignores it)")
-        if getattr(args, "stream", "auto") == "yes" and "stream" in given and (
-                args.engine not in ("adam", "auto") or args.optimizer != "adam"
-                or args.ptychogan):
-            yield ("--stream yes applies to the adam engine and optimizer (the others load every "
-                   "pattern; the default engine uses adam alone on a streamed scan)")
-    elif command == "calibrate":
-        if {"no_distance", "farfield_distance"} <= given:
-            yield "--no-distance and --farfield-distance contradict each other"
-    elif command == "oversample":
-        if {"weight", "weight_schedule"} <= given:
-            yield "--weight and --weight-schedule contradict each other (the schedule sets w)"
-    elif command == "train-stylegan2":
-        if {"export_only", "no_export"} <= given:
-            yield "--export-only and --no-export contradict each other"
+def ignored_options(args, given: set, rules: dict):
+    """Yield the message of every option in ``given`` that its rule says would be ignored."""
+    for dest, rule in rules.items():
+        if dest in given:
+            message = rule(args)
+            if message:
+                yield message
 
 
 def explicit_options(argv) -> set:
@@ -116,12 +98,13 @@ def _derived_outputs(command: str, args) -> dict:
     return {}
 
 
-def check_arguments(args, argv=None) -> None:
+def check_arguments(args, argv=None, rules=None) -> None:
     """Raise ``AdptychoError`` for a command line that must not run (see the module docstring).
 
     Args:
         args: the ``argparse.Namespace`` of ``adptycho.cli.build_parser().parse_args(argv)``.
         argv: the same command line (``None``: ``sys.argv[1:]``).
+        rules: {dest: rule} of the command's options (default: those of ``build_parser``).
     """
     command = args.command
     inputs = {flag: getattr(args, dest) for dest, flag in _INPUTS
@@ -138,5 +121,11 @@ def check_arguments(args, argv=None) -> None:
     derived = _derived_outputs(command, args)
     check_no_overwrite({**outputs, **derived}, inputs)
     given = explicit_options(argv)
-    for message in _conflicts(command, args, given):
+    if rules is None:
+        from adptycho.cli import build_parser
+
+        rules = build_parser().option_rules[command]
+    for message in _contradictions(command, given):
+        raise AdptychoError(message)
+    for message in ignored_options(args, given, rules):
         raise AdptychoError(message)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Optional, Sequence
 
 import keras
 import numpy as np
 
+from adptycho.config import ReconstructConfig, split_runtime_options, with_config_keywords
 from adptycho.runtime import restores_global_rngs
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.geometry.grids import object_grid
@@ -140,22 +142,10 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
 
 
 @restores_global_rngs
-def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
-                batch_size: Optional[int] = None,
-                refine: Sequence[str] = ("object", "probe"), loss: str = "amplitude",
-                learning_rates: Optional[dict] = None, start_epochs: Optional[dict] = None,
-                decay_rate: Optional[float] = None, engine: str = "auto",
-                object: str = "pixels",
-                parametrisation: str = "complex", probe=None, probe_modes: int = 1,
-                readout_noise=1.0, object_shape=None, padding_px: int = 8, initial_object=None,
-                seed: int = 0, verbose: int = 1, callbacks=None, checkpoint_dir=None,
-                jit_compile="auto", subpixel="auto",
-                position_model: str = "offsets", optimizer: str = "adam",
-                probe_support=None, probe_power: Optional[float] = None,
-                latent_options: Optional[dict] = None,
-                pie_options: Optional[dict] = None, validation_fraction: float = 0.0,
-                early_stopping_patience: Optional[int] = None,
-                strategy=None) -> ReconstructionResult:
+@with_config_keywords  # the signature lists the config fields (the call takes **options)
+def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, probe=None,
+                initial_object=None, probe_support=None, callbacks=None,
+                **options) -> ReconstructionResult:
     """Reconstruct object (and probe, positions, distance) from a scan.
 
     The default (``engine="auto"``) is the schedule described in ``auto_schedule``: for a
@@ -165,8 +155,19 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
     (``training.schedule.PlateauSchedule``, at most ``MAX_ADAPTIVE_EPOCHS``); the result's
     ``settings["stop_reason"]`` says why it stopped.
 
+    The options form a ``ReconstructConfig`` (``adptycho.config``: defaults, validation):
+    ``reconstruct(scan, config)``, ``reconstruct(scan, epochs=20)`` (keywords build the config
+    from the defaults) and ``reconstruct(scan, config, seed=3)`` (keywords override its
+    fields) are the same call; an unknown keyword is a ``TypeError``, a bad value an
+    ``AdptychoError``. The config is saved verbatim as ``settings["config"]`` next to the
+    resolved values (``settings["engine"]`` is the schedule that ran, ...).
+
     Args:
         scan: ``ScanData``.
+        config: a ``ReconstructConfig`` (default: all defaults); the options below are its
+            fields, except the run-time objects ``probe``, ``initial_object``,
+            ``probe_support``, ``callbacks``, a per-pixel ``readout_noise`` map and a
+            ``tf.distribute.Strategy`` passed as ``strategy``.
         epochs: passes over the data of the last (Adam) stage. None: until a loss plateau for
             the adaptive default, 50 for a single named engine.
         batch_size: patterns per Adam step (default 32, shuffled every epoch); for a PIE engine
@@ -232,19 +233,19 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
     Returns:
         ``ReconstructionResult``.
     """
-    if object not in OBJECTS and not os.path.isdir(str(object)):
-        raise AdptychoError(f"unknown object representation {object!r}; available: {', '.join(OBJECTS)}"
-                            " or a directory with IRMAE weights")
-    if optimizer not in OPTIMIZERS:
-        raise AdptychoError(f"unknown optimizer {optimizer!r}; available: {', '.join(OPTIMIZERS)}")
-    if optimizer == "lbfgs" and tuple(refine) != ("object",):
-        raise AdptychoError(f"the lbfgs optimizer refines the object only, got refine={tuple(refine)}")
-    if epochs is not None and epochs < 1:
-        raise AdptychoError(f"epochs must be at least 1, got {epochs}")
-    if batch_size is not None and batch_size < 1:
-        raise AdptychoError(f"batch_size must be at least 1, got {batch_size}")
-    if not 0 <= validation_fraction < 1:
-        raise AdptychoError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    options, readout_map, strategy_object = split_runtime_options(options)
+    config = ReconstructConfig.build(config, **options)  # TypeError: unknown, AdptychoError: bad
+    c = config
+    engine, epochs, batch_size, refine, loss = c.engine, c.epochs, c.batch_size, c.refine, c.loss
+    learning_rates, start_epochs, decay_rate = c.learning_rates, c.start_epochs, c.decay_rate
+    object, parametrisation, probe_modes = c.object, c.parametrisation, c.probe_modes
+    readout_noise = c.readout_noise if readout_map is None else readout_map
+    object_shape, padding_px, seed, verbose = c.object_shape, c.padding_px, c.seed, c.verbose
+    checkpoint_dir, jit_compile, subpixel = c.checkpoint_dir, c.jit_compile, c.subpixel
+    position_model, optimizer, probe_power = c.position_model, c.optimizer, c.probe_power
+    latent_options, pie_options = c.latent_options, c.pie_options
+    validation_fraction, early_stopping_patience = c.validation_fraction, c.early_stopping_patience
+    strategy = c.strategy if strategy_object is None else strategy_object
     # options only the adam engine has; a streamed scan is never loaded whole (PIE loads it)
     adam_only = (strategy not in (None, "none") or validation_fraction > 0
                  or early_stopping_patience is not None or scan.streamed)
@@ -261,6 +262,9 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
         search = False
     names = [stage.engine for stage in stages]
     uses_pie = any(name in PIE_ENGINES for name in names)
+    if pie_options and not uses_pie:
+        raise AdptychoError(f"pie_options apply to the PIE engines ({', '.join(PIE_ENGINES)}); "
+                            f"the schedule {format_schedule(stages)!r} has none")
     if optimizer == "lbfgs" and uses_pie:
         raise AdptychoError("the lbfgs optimizer replaces adam; it does not combine with PIE stages")
     if "adam" in names and (names.count("adam") > 1 or names[-1] != "adam"):
@@ -410,6 +414,7 @@ def reconstruct(scan: ScanData, *, epochs: Optional[int] = None,
     if uses_pie:
         settings["pie_options"] = dict(pie_options or {})
     settings["adaptive"] = bool(adaptive)
+    settings["config"] = config.to_dict()  # the options as given: ReconstructConfig.from_dict
     if stop_reason:
         settings["stop_reason"] = stop_reason
     if search_result is not None:
