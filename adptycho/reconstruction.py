@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import os
-from typing import Optional, Sequence
+from typing import Optional
 
 import keras
 import numpy as np
