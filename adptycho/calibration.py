@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Optional
 
 import h5py
 import numpy as np
 
 from adptycho.errors import AdptychoError, DataError
-from adptycho.io.atomic import atomic_path
+from adptycho.io.atomic import atomic_path, open_hdf5
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.reconstruction import reconstruct
 
@@ -85,13 +84,7 @@ class Calibration:
     @classmethod
     def load(cls, path) -> "Calibration":
         """Read a file written by ``save``."""
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise DataError(f"no such file: {path}")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise DataError(f"cannot read {path} as HDF5: {exc}") from None
+        path, f = open_hdf5(path)
         with f:
             if "entry_1" in f:
                 raise DataError(f"{path} is a CXI scan, not a calibration file: give a file "

@@ -226,6 +226,7 @@ def main(argv=None):
 
     import tensorflow as tf
 
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
     scan, obj, probe = standard_problem(round_positions=not args.fractional_positions)
     n = scan.num_patterns
     print(f"standard problem: {scan.describe()}, object 512x512, TF {tf.__version__}, "
@@ -275,8 +276,10 @@ def main(argv=None):
             print(f"speed-up of the fastest adptycho object+probe epoch over cdtools: "
                   f"{peer['median_s_per_epoch'] / best:.2f}x")
     with open(os.path.join(args.out_dir, f"benchmark{suffix}.json"), "w") as f:
-        json.dump({"rows": rows, "peer": peer, "tensorflow": tf.__version__,
-                   "cpu_count": os.cpu_count()}, f, indent=1)
+        json.dump({"command": " ".join(["python", "experiments/benchmark.py"] + sys.argv[1:]),
+                   "rows": rows, "peer": peer, "tensorflow": tf.__version__,
+                   "cpu_count": os.cpu_count(), "load_average_at_start": load_at_start,
+                   "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}, f, indent=1)
     with open(os.path.join(args.out_dir, f"benchmark{suffix}.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["engine", "refine", "batch_size", "s_per_epoch", "patterns_per_s",

@@ -1,4 +1,5 @@
-"""Atomic file writing: write to a temporary file next to the target, then rename."""
+"""Result files: atomic writing (a temporary file next to the target, then a rename) and checked
+opening for reading (one clear ``DataError`` for a missing or unreadable file)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import os
 import tempfile
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "open_hdf5"]
 
 
 @contextlib.contextmanager
@@ -27,3 +28,19 @@ def atomic_path(path, suffix=".tmp"):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def open_hdf5(path):
+    """``(path, h5py.File)`` opened for reading; ``DataError`` naming the file when it is missing
+    or not HDF5 (the caller checks the contents)."""
+    import h5py
+
+    from adptycho.errors import DataError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"no such file: {path}")
+    try:
+        return path, h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"cannot read {path} as HDF5: {exc}") from None

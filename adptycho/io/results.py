@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Optional
 
 import h5py
 import numpy as np
 
 from adptycho.errors import DataError
-from adptycho.io.atomic import atomic_path
+from adptycho.io.atomic import atomic_path, open_hdf5
 
 __all__ = ["ReconstructionResult", "save_reconstruction", "load_reconstruction"]
 
@@ -94,13 +93,7 @@ def save_reconstruction(path, result: ReconstructionResult) -> None:
 
 def load_reconstruction(path) -> ReconstructionResult:
     """Read a file written by ``save_reconstruction``."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"no such file: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"cannot read {path} as HDF5: {exc}") from None
+    path, f = open_hdf5(path)
     with f:
         if "entry_1" in f:
             raise DataError(f"{path} is a CXI scan, not a reconstruction: give a file written by "

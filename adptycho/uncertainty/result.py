@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from adptycho.errors import DataError
-from adptycho.io.atomic import atomic_path
+from adptycho.io.atomic import atomic_path, open_hdf5
 
 __all__ = ["UncertaintyResult", "load_uncertainty"]
 
@@ -76,13 +76,7 @@ class UncertaintyResult:
 
 def load_uncertainty(path) -> UncertaintyResult:
     """Read a file written by ``UncertaintyResult.save``."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"no such file: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"cannot read {path} as HDF5: {exc}") from None
+    path, f = open_hdf5(path)
     with f:
         missing = [name for name in _ARRAYS if name not in f]
         if missing:
