@@ -208,7 +208,9 @@ class PtychoModel(keras.Model):
         """Scalar float32 cone-beam focus-to-sample distance z1 in metres."""
         return self.scan.focus_distance()
 
-    def _cone_beam_geometry(self):
+    def cone_beam_geometry(self):
+        """Cone-beam near field: ``(magnification, effective object pixel in metres, effective
+        distance in metres)`` (``components.scan_geometry.ScanGeometry.cone_beam_geometry``)."""
         return self.scan.cone_beam_geometry()
 
     def distance_tensor(self) -> tf.Tensor:

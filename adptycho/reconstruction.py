@@ -360,6 +360,65 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
                    adam_stage=adam_stage, pie_options=pie_options, strategy=strategy,
                    checkpoint_dir=checkpoint_dir, fingerprint=fingerprint,
                    early_stopping_patience=early_stopping_patience)
+    logs, stage_index, stop_reason = _run_stages(
+        model, scan, stages, plan, optimizer=optimizer, callbacks=callbacks,
+        adam_epochs=adam_epochs, plateau=plateau, validation=validation,
+        early_stopping_patience=early_stopping_patience, verbose=verbose)
+    engine = format_schedule(stages) if adaptive or len(stages) > 1 else stages[0].engine
+    epochs = len(stage_index)
+    settings = {
+        "engine": engine, "object": object, "parametrisation": parametrisation,
+        "epochs": epochs, "batch_size": adam_batch if adam_stage else (batch_size or 1),
+        "refine": list(refine), "loss": loss,
+        "learning_rates": {**DEFAULT_LEARNING_RATES, **(learning_rates or {})},
+        "start_epochs": starts, "decay_rate": decay_rate, "probe_modes": probe_modes,
+        "readout_noise": np.asarray(readout_noise).tolist() if np.ndim(readout_noise) == 0 else "per-pixel",
+        "seed": seed, "padding_px": padding_px, "geometry": scan.geometry,
+        "num_patterns": scan.num_patterns, "detector_shape": list(scan.detector_shape),
+        "position_model": position_model, "affine": model.affine_matrix().tolist(),
+        "optimizer": optimizer,
+        "probe_support": probe_support is not None, "probe_power": probe_power,
+        "validation_fraction": validation_fraction, "validation_patterns": len(validation),
+        "strategy": None if strategy is None else type(strategy).__name__,
+        "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
+        "chief": is_chief(strategy),
+    }
+    if uses_pie:
+        settings["pie_options"] = dict(pie_options or {})
+    settings["adaptive"] = bool(adaptive)
+    settings["config"] = config.to_dict()  # the options as given: ReconstructConfig.from_dict
+    if stop_reason:
+        settings["stop_reason"] = stop_reason
+    if search_result is not None:
+        settings.update(search_result.attributes())
+        settings["orientation_check"] = orientation
+    pixel_size_m = _refined_pixel_size(scan, model)
+    extra = {f"{k.replace('val_', 'validation_')}_history": np.asarray(v)
+             for k, v in logs.items() if k not in ("loss", "residual")}
+    if len(validation):
+        extra["validation_indices"] = validation
+    if len(stages) > 1:
+        extra["stage_history"] = np.asarray(stage_index, np.int32)
+    if latent:
+        extra["latent"] = model.object_representation.latent_numpy()
+        settings["latent_options"] = {k: v for k, v in (latent_options or {}).items()
+                                      if k != "initial_latent"}
+    return ReconstructionResult(
+        object=model.get_object(), probe=model.get_probe(), positions_px=model.get_positions(),
+        nominal_positions_px=grid.corners(scan.positions_px),
+        loss_history=np.asarray(logs.get("loss", []), np.float64),
+        residual_history=np.asarray(logs.get("residual", []), np.float64),
+        distance_m=model.get_distance(), focus_distance_m=model.get_focus_distance(),
+        pixel_size_m=pixel_size_m, geometry=scan.geometry,
+        object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)
+
+
+def _run_stages(model, scan: ScanData, stages, plan, *, optimizer, callbacks, adam_epochs,
+                plateau, validation, early_stopping_patience, verbose):
+    """Run the schedule's stages in order on ``model`` through the engine registry.
+
+    Returns ``(logs, stage_index, stop_reason)``: the merged per-epoch logs of all stages, the
+    stage number of every epoch, and why the adam stage stopped (or None)."""
     logs = {}
     stage_index = []
     stop_reason = None
@@ -390,63 +449,22 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
         for key, values in stage_logs.items():
             logs.setdefault(key, []).extend(values)
         stage_index += [number] * len(stage_logs.get("loss", []))
-    engine = format_schedule(stages) if adaptive or len(stages) > 1 else stages[0].engine
-    epochs = len(stage_index)
-    settings = {
-        "engine": engine, "object": object, "parametrisation": parametrisation,
-        "epochs": epochs, "batch_size": adam_batch if adam_stage else (batch_size or 1),
-        "refine": list(refine), "loss": loss,
-        "learning_rates": {**DEFAULT_LEARNING_RATES, **(learning_rates or {})},
-        "start_epochs": starts, "decay_rate": decay_rate, "probe_modes": probe_modes,
-        "readout_noise": np.asarray(readout_noise).tolist() if np.ndim(readout_noise) == 0 else "per-pixel",
-        "seed": seed, "padding_px": padding_px, "geometry": scan.geometry,
-        "num_patterns": scan.num_patterns, "detector_shape": list(scan.detector_shape),
-        "position_model": position_model, "affine": model.affine_matrix().tolist(),
-        "optimizer": optimizer,
-        "probe_support": probe_support is not None, "probe_power": probe_power,
-        "validation_fraction": validation_fraction, "validation_patterns": len(validation),
-        "strategy": None if strategy is None else type(strategy).__name__,
-        "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
-        "chief": is_chief(strategy),
-    }
-    if uses_pie:
-        settings["pie_options"] = dict(pie_options or {})
-    settings["adaptive"] = bool(adaptive)
-    settings["config"] = config.to_dict()  # the options as given: ReconstructConfig.from_dict
-    if stop_reason:
-        settings["stop_reason"] = stop_reason
-    if search_result is not None:
-        settings.update(search_result.attributes())
-        settings["orientation_check"] = orientation
+    return logs, stage_index, stop_reason
+
+
+def _refined_pixel_size(scan: ScanData, model):
+    """(dy, dx) object pixel in metres after the fit, or None: it follows the refined distance,
+    lambda z / (N dx) in far field and dx_det / M(z1) in cone-beam near field."""
     pixel_size_m = scan.pixel_size_m
-    if pixel_size_m is not None:
-        # the object pixel follows the refined distance: lambda z / (N dx) in far field,
-        # dx_det / M(z1) in cone-beam near field
-        if model.near_field is None and model.farfield_distance_m is not None:
-            factor = model.get_distance() / model.farfield_distance_m
-        elif model.near_field is not None and model.near_field.cone_beam:
-            factor = float(model._cone_beam_geometry()[1].numpy()) / model.near_field.pixel_size_m[0]
-        else:
-            factor = 1.0
-        pixel_size_m = tuple(float(p) * factor for p in pixel_size_m)
-    extra = {f"{k.replace('val_', 'validation_')}_history": np.asarray(v)
-             for k, v in logs.items() if k not in ("loss", "residual")}
-    if len(validation):
-        extra["validation_indices"] = validation
-    if len(stages) > 1:
-        extra["stage_history"] = np.asarray(stage_index, np.int32)
-    if latent:
-        extra["latent"] = model.object_representation.latent_numpy()
-        settings["latent_options"] = {k: v for k, v in (latent_options or {}).items()
-                                      if k != "initial_latent"}
-    return ReconstructionResult(
-        object=model.get_object(), probe=model.get_probe(), positions_px=model.get_positions(),
-        nominal_positions_px=grid.corners(scan.positions_px),
-        loss_history=np.asarray(logs.get("loss", []), np.float64),
-        residual_history=np.asarray(logs.get("residual", []), np.float64),
-        distance_m=model.get_distance(), focus_distance_m=model.get_focus_distance(),
-        pixel_size_m=pixel_size_m, geometry=scan.geometry,
-        object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)
+    if pixel_size_m is None:
+        return None
+    if model.near_field is None and model.farfield_distance_m is not None:
+        factor = model.get_distance() / model.farfield_distance_m
+    elif model.near_field is not None and model.near_field.cone_beam:
+        factor = float(model.cone_beam_geometry()[1].numpy()) / model.near_field.pixel_size_m[0]
+    else:
+        factor = 1.0
+    return tuple(float(p) * factor for p in pixel_size_m)
 
 
 ORIENTATION_WARNING_EXCESS = 0.1  # warn when another orientation fits 10% better
