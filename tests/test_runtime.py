@@ -9,29 +9,7 @@ import sys
 
 import pytest
 
-# Allocates (with malloc, as XLA's runtime does), writes and frees a 64 MB block 20 times on a worker thread (where TensorFlow's executor
-# runs compiled steps) and prints the minor page faults of the last 10 rounds.
-_PROBE = """
-import ctypes, resource, threading
-import adptycho.runtime as runtime
-runtime.configure()
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-size = 64 * 1024 * 1024
-def work(out):
-    for i in range(20):
-        if i == 10:
-            start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        block = libc.malloc(size)
-        ctypes.memset(block, 1, size)
-        libc.free(block)
-    out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
-out = []
-thread = threading.Thread(target=work, args=(out,))
-thread.start(); thread.join()
-print(runtime.allocator_configured(), out[0])
-"""
+PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "allocator_probe.py")
 
 
 def _probe(env_value):
@@ -39,9 +17,9 @@ def _probe(env_value):
     env.pop("ADPTYCHO_MALLOC", None)
     if env_value is not None:
         env["ADPTYCHO_MALLOC"] = env_value
-    result = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
-                            env=env, check=True)
-    configured, faults = result.stdout.split()
+    result = subprocess.run([sys.executable, PROBE, "configure"], capture_output=True,
+                            text=True, env=env, check=True)
+    configured, faults, _ = result.stdout.split()
     return configured == "True", int(faults)
 
 
