@@ -11,7 +11,7 @@ import os
 
 __all__ = ["add_tensorboard_option", "tensorboard_callbacks", "TENSORBOARD_COMMANDS"]
 
-TENSORBOARD_COMMANDS = ("reconstruct", "calibrate", "train-irmae")
+TENSORBOARD_COMMANDS = ("reconstruct", "calibrate", "oversample", "train-irmae")
 
 
 def add_tensorboard_option(subparsers, commands=TENSORBOARD_COMMANDS) -> None:

@@ -175,8 +175,16 @@ def test_cli_oversample_writes_reconstruction_with_repeats(tmp_path, sparse, cap
     out = tmp_path / "over.h5"
     code = main(["oversample", str(cxi), "--init", str(init), "--factor", "3", "--weight", "20",
                  "--repeats", "2", "--epochs", "5", "--step", "16", "--truth", str(truth_file),
-                 "--fourier-relaxation", "0.5", "--out", str(out)])
+                 "--fourier-relaxation", "0.5", "--out", str(out),
+                 "--tensorboard", str(tmp_path / "tb")])
     assert code == 0, capsys.readouterr().err
+    # TensorBoard: every ePIE epoch of both repeats, numbered across the repeats, and the images
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert [e.step for e in events.Tensors("loss")] == list(range(10))
+    assert any(tag.startswith("object/") for tag in events.Tags()["tensors"])
     result = load_reconstruction(out)
     assert result.object.shape == truth.shape
     assert result.settings["oversampling"]["fourier_relaxation"] == 0.5

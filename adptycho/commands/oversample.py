@@ -109,9 +109,11 @@ def _save(args, scan, initial, result, with_errors):
 
 
 def run(args):
+    from adptycho.cli_tensorboard import tensorboard_callbacks
     from adptycho.io import load_reconstruction
     from adptycho.training.oversampling import oversample
 
+    callbacks = tensorboard_callbacks(args)
     scan = load_scan(args)
     print(f"adptycho: {scan.describe()}")
     if not os.path.exists(args.init):
@@ -124,7 +126,8 @@ def run(args):
                         repeats=args.repeats, weight_schedule=schedule, epochs=args.epochs,
                         engine=args.engine, batch_size=args.batch_size, step_px=args.step,
                         warm_start=not args.cold_start, seed=args.seed, error_fn=error_fn,
-                        fourier_relaxation=args.fourier_relaxation, verbose=1)
+                        fourier_relaxation=args.fourier_relaxation, callbacks=callbacks,
+                        verbose=1)
     _save(args, scan, initial, result, error_fn is not None)
     errors = (f", NRMSE {result.error_history[0]:.4g} -> {result.error_history[-1]:.4g}"
               if error_fn is not None else "")

@@ -238,7 +238,7 @@ def _probe_of(scan: ScanData, initial_object, probe) -> np.ndarray:
 
 
 def _repeat(dense, data_model, scan: ScanData, current, start, engine: str, epochs: int,
-            sample_weight, pie_options: dict):
+            sample_weight, pie_options: dict, callbacks=None, first_epoch: int = 0):
     """One round of Algorithm 1: simulate the dense scan from ``current`` (Eq. 15), run the PIE
     engine from ``start`` on the mixed data (Eq. 16), hand the result (and a refined probe) to
     ``data_model``. Returns ``(object, history)``."""
@@ -246,7 +246,8 @@ def _repeat(dense, data_model, scan: ScanData, current, start, engine: str, epoc
     patterns = _simulate(dense, scan)
     dense.assign_object(start)
     history = get_engine(engine)(**pie_options).fit(dense, patterns, epochs,
-                                                    sample_weight=sample_weight)
+                                                    sample_weight=sample_weight,
+                                                    callbacks=callbacks, first_epoch=first_epoch)
     current = dense.get_object()
     data_model.assign_object(current)
     if "probe" in pie_options["refine"]:
@@ -262,7 +263,7 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
                step_px=None, object_origin_px=None, warm_start: bool = False,
                refine_probe: bool = False, fourier_relaxation: float = 0.0, seed: int = 0,
                error_fn: Optional[Callable[[np.ndarray], float]] = None,
-               verbose: int = 0) -> OversamplingResult:
+               callbacks=None, verbose: int = 0) -> OversamplingResult:
     """Oversampling reconstruction (Barutcu et al., Algorithm 1, repeated).
 
     Args:
@@ -296,6 +297,9 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
         seed: pattern order.
         error_fn: optional ``f(object) -> float`` (e.g. MSE against a ground truth), recorded
             after each repeat.
+        callbacks: Keras callbacks (e.g. ``training.tensorboard.TensorBoardLogger``); they get
+            ``on_epoch_end`` after every ePIE epoch of every repeat, numbered across repeats,
+            with the dense model (the oversampled object) as their model.
 
     Returns:
         ``OversamplingResult``.
@@ -335,7 +339,8 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
         start = current if warm_start else np.ones_like(current)
         current, history = _repeat(dense, data_model, scan, current, start, engine, epochs,
                                    oversampling_weights(measured, weights[r]),
-                                   dict(pie_options, seed=seed + r))
+                                   dict(pie_options, seed=seed + r), callbacks=callbacks,
+                                   first_epoch=r * int(epochs))
         objects.append(current)
         residuals.append(history["residual"])
         measured_res.append(_measured_residual(data_model, scan))
