@@ -11,7 +11,8 @@ import os
 
 __all__ = ["add_tensorboard_option", "tensorboard_callbacks", "TENSORBOARD_COMMANDS"]
 
-TENSORBOARD_COMMANDS = ("reconstruct", "calibrate", "oversample", "train-irmae")
+TENSORBOARD_COMMANDS = ("reconstruct", "calibrate", "oversample", "train-irmae",
+                        "train-stylegan2")
 
 
 def add_tensorboard_option(subparsers, commands=TENSORBOARD_COMMANDS) -> None:

@@ -129,6 +129,8 @@ CASES = [
                                       "--readout-noise", "2"], "the amplitude model ignores it"),
     ("train-stylegan2", "projection_steps", ["train-stylegan2", "--out", "OUT", "--no-export",
                                              "--projection-steps", "5"], "not with --no-export"),
+    ("train-stylegan2", "tensorboard", ["train-stylegan2", "--out", "OUT", "--export-only",
+                                        "--tensorboard", "OUT"], "--export-only trains nothing"),
 ]
 CASES += [("reconstruct", dest, R + ["--" + dest.replace("_", "-"), "1"],
            "applies to --ptychogan fits only") for dest in PTYCHOGAN_ONLY]

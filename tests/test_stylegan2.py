@@ -122,6 +122,29 @@ def test_training_resumes_and_exports_a_card(tmp_path):
         train_stylegan2(out, data, steps=6, **{**options, "channel_max": 4})
 
 
+def test_training_steps_go_to_tensorboard(tmp_path):
+    """``--tensorboard`` of train-stylegan2: the step scalars every step and the EMA generator's
+    sample grid every ``image_every`` steps, read back with TensorBoard's event reader."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from adptycho.nn.stylegan2_training import train_stylegan2
+    from adptycho.training.tensorboard import GANStepLogger
+
+    data = _fake_faces(tmp_path / "faces.npy")
+    logger = GANStepLogger(tmp_path / "tb", image_every=2, settings={"steps": 3})
+    train_stylegan2(tmp_path / "model", data, steps=3, export=False, resolution=16,
+                    batch_size=4, r1_interval=2, verbose=0, sample_every=1000, eager=True,
+                    on_step=logger, **TINY)
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    events.Reload()
+    tags = events.Tags()["tensors"]
+    for name in ("g", "d", "r1", "D(x)", "D(G)"):
+        assert [e.step for e in events.Tensors(name)] == [1, 2, 3], name
+    assert [e.step for e in events.Tensors("samples")] == [1, 2]
+    assert "settings" in tags
+
+
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models",
                        "stylegan2-faces")
 

@@ -12,10 +12,18 @@ def _reconstruct(args):
     return None
 
 
+def _train_stylegan2(args):
+    if args.export_only:
+        return "--tensorboard logs training steps; --export-only trains nothing (drop one)"
+    return None
+
+
+RULES = {"reconstruct": _reconstruct, "train-stylegan2": _train_stylegan2}
+
+
 def add_options(sub) -> dict:
     """Add the option; returns {command: {"tensorboard": rule}}."""
     from adptycho.cli_tensorboard import TENSORBOARD_COMMANDS, add_tensorboard_option
 
     add_tensorboard_option(sub)
-    return {name: {"tensorboard": _reconstruct if name == "reconstruct" else APPLIES}
-            for name in TENSORBOARD_COMMANDS}
+    return {name: {"tensorboard": RULES.get(name, APPLIES)} for name in TENSORBOARD_COMMANDS}

@@ -63,6 +63,16 @@ def add_parser(sub) -> dict:
     return rules
 
 
+def _tensorboard(args):
+    """``GANStepLogger`` for ``--tensorboard DIR`` (samples every ``--sample-every`` steps)."""
+    if not getattr(args, "tensorboard", None):
+        return None
+    from adptycho.training.tensorboard import GANStepLogger
+
+    settings = {k: v for k, v in vars(args).items() if k != "tensorboard"}
+    return GANStepLogger(args.tensorboard, image_every=args.sample_every, settings=settings)
+
+
 def run(args):
     from adptycho.nn.stylegan2_training import (export_from_checkpoint, limit_threads,
                                                 train_stylegan2)
@@ -90,6 +100,6 @@ def run(args):
         r1_gamma=args.r1_gamma, r1_interval=args.r1_interval, ema_kimg=args.ema_kimg,
         seed=args.seed, checkpoint_minutes=args.checkpoint_minutes,
         sample_every=args.sample_every, projection_steps=args.projection_steps,
-        command=command, export=not args.no_export)
+        command=command, export=not args.no_export, on_step=_tensorboard(args))
     print(f"adptycho: StyleGAN2 at step {result['step']} "
           f"({result['seconds_per_step']:.2f} s/step this run); wrote {args.out}")

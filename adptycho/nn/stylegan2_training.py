@@ -27,7 +27,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -215,7 +215,7 @@ def train_stylegan2(out_dir, data=None, *, steps: int = 6000, resolution: int = 
                     checkpoint_minutes: float = 5.0, sample_every: int = 500,
                     projection_steps: int = 300, verbose: int = 1, export: bool = True,
                     command: Optional[str] = None, max_seconds: Optional[float] = None,
-                   eager: bool = False) -> dict:
+                    eager: bool = False, on_step: Optional[Callable] = None) -> dict:
     """Train (or resume) a StyleGAN2 on the Olivetti training subjects; export when done.
 
     Args:
@@ -232,6 +232,8 @@ def train_stylegan2(out_dir, data=None, *, steps: int = 6000, resolution: int = 
         command: command line for the card (default ``sys.argv``).
         max_seconds: stop (with a checkpoint) after this much wall time.
         eager: run the steps eagerly, without ``tf.function`` (tiny tests: no tracing time).
+        on_step: ``f(step, values, g_ema)`` after every step (``values``: the step's ``g``,
+            ``d``, ``r1``, ``D(x)``, ``D(G)``), e.g. ``training.tensorboard.GANStepLogger``.
 
     Returns:
         dict with ``step``, ``seconds_per_step`` (this run), ``finished`` and, after export,
@@ -351,6 +353,8 @@ def train_stylegan2(out_dir, data=None, *, steps: int = 6000, resolution: int = 
             if progbar is not None:
                 progbar.update(step, [("g", out[0]), ("d", out[1]), ("r1", out[2]),
                                       ("D(x)", out[3]), ("D(G)", out[4]), ("s/step", dt)])
+            if on_step is not None:
+                on_step(step, dict(zip(("g", "d", "r1", "D(x)", "D(G)"), out)), g_ema)
             if step % 50 == 0 or step == start_step + 1:
                 _log(log_path, f"step {step} kimg {step * batch_size / 1000:.2f} g {out[0]:.4f} "
                                f"d {out[1]:.4f} r1 {out[2]:.4f} D(x) {out[3]:.3f} "

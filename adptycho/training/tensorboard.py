@@ -34,7 +34,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-__all__ = ["TensorBoardLogger"]
+__all__ = ["TensorBoardLogger", "GANStepLogger"]
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -176,4 +176,46 @@ class TensorBoardLogger(keras.callbacks.Callback):
         if self._step:
             with self._writer.as_default():
                 self._write_images(self._step - 1)
+        self._writer.flush()
+
+
+class GANStepLogger:
+    """TensorBoard for ``nn.stylegan2_training.train_stylegan2`` (its own training loop, no Keras
+    callbacks): called as ``on_step(step, values, g_ema)`` after every minibatch step.
+
+    Writes the step's scalars (``g``, ``d``, ``r1``, ``D(x)``, ``D(G)``) every step, the settings
+    once as text, and every ``image_every`` steps ``samples``: a 4 x 4 grid of the EMA
+    generator's images for 16 latents fixed at the start (the same faces across steps).
+    """
+
+    def __init__(self, log_dir, image_every: int = 250, settings: Optional[dict] = None):
+        if int(image_every) < 1:
+            raise ValueError(f"image_every must be at least 1, got {image_every}")
+        self.log_dir = os.fspath(log_dir)
+        self.image_every = int(image_every)
+        self._table = TensorBoardLogger(log_dir, settings=settings)._settings_table()
+        self._writer = None
+        self._latents = None
+
+    def __call__(self, step: int, values: dict, g_ema) -> None:
+        import tensorflow as tf
+
+        if self._writer is None:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+            with self._writer.as_default():
+                tf.summary.text("settings", self._table, step=0)
+        with self._writer.as_default():
+            for name, value in values.items():
+                tf.summary.scalar(name, float(value), step=step)
+            if step % self.image_every == 0 or step == 1:
+                if self._latents is None:
+                    self._latents = np.random.default_rng(0).standard_normal(
+                        (16, int(g_ema.z_dim))).astype(np.float32)
+                images = np.asarray(g_ema(tf.constant(self._latents), noise_mode="const"))
+                tiles = _unit(images[..., 0] if images.ndim == 4 else images)
+                size = tiles.shape[-1]
+                grid = tiles.reshape(4, 4, size, size).transpose(0, 2, 1, 3).reshape(4 * size,
+                                                                                     4 * size)
+                tf.summary.image("samples", grid[None, ..., None], step=step)
         self._writer.flush()
