@@ -101,3 +101,11 @@ def test_lbfgs_is_a_schedule_stage_like_any_engine():
     with pytest.raises(AdptychoError, match="object only"):
         reconstruct(scan, engine="lbfgs:3", probe=probe, object_shape=shape, padding_px=0,
                     refine=("object", "probe"), verbose=0)
+
+
+def test_engines_without_per_pattern_weights_refuse_them_in_one_line():
+    with pytest.raises(TypeError):
+        Engine()  # fit is abstract: an engine that forgets it cannot be made
+    for name in ("adam", "lbfgs"):
+        with pytest.raises(AdptychoError, match=f"the {name} engine takes no per-pattern"):
+            get_engine(name)().fit(None, None, 1, sample_weight=np.ones(4))

@@ -86,8 +86,7 @@ class AdamEngine(Engine):
             verbose: int = 0, first_epoch: int = 0) -> History:
         from adptycho.io.scan_data import ScanData
 
-        if sample_weight is not None:
-            raise NotImplementedError("the adam engine takes no per-pattern weights")
+        self.refuse_sample_weight(sample_weight)
         scan = data if isinstance(data, ScanData) else ScanData(
             np.asarray(data, np.float32), model.get_positions())
         training = np.arange(scan.num_patterns) if self.training is None else self.training

@@ -20,6 +20,7 @@ A new engine is one module with an ``Engine`` subclass plus one line in ``ENGINE
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Optional, Sequence
 
@@ -109,7 +110,7 @@ def patterns_of(data, model=None) -> np.ndarray:
     return patterns
 
 
-class Engine:
+class Engine(abc.ABC):
     """Base of the reconstruction engines (see the module docstring).
 
     Class attributes:
@@ -134,6 +135,7 @@ class Engine:
                 f"the {name or cls.name} engine refines {', '.join(cls.groups)} only (with the "
                 f"object); got refine={tuple(refine)} (use the adam engine for the others)")
 
+    @abc.abstractmethod
     def fit(self, model, data, epochs: int, *, callbacks=None, sample_weight=None,
             verbose: int = 0, first_epoch: int = 0) -> History:
         """Run ``epochs`` epochs on ``model``; returns the ``History`` of these epochs.
@@ -148,7 +150,13 @@ class Engine:
             first_epoch: the number of this fit's first epoch in a schedule (callbacks and
                 ``History.epoch`` count from it; the Adam engine counts within its stage).
         """
-        raise NotImplementedError
+
+    @classmethod
+    def refuse_sample_weight(cls, sample_weight) -> None:
+        """One-line ``AdptychoError`` when an engine without per-pattern weights gets some."""
+        if sample_weight is not None:
+            raise AdptychoError(f"the {cls.name} engine takes no per-pattern weights "
+                                "(sample_weight applies to the PIE engines)")
 
 
 def epoch_callbacks(callbacks, model, offset: int = 0):

@@ -43,8 +43,7 @@ class LBFGSEngine(Engine):
             verbose: int = 0, first_epoch: int = 0) -> History:
         from adptycho.training.lbfgs import lbfgs_fit
 
-        if sample_weight is not None:
-            raise NotImplementedError("the lbfgs engine takes no per-pattern weights")
+        self.refuse_sample_weight(sample_weight)
         patterns = patterns_of(data, model)
         indices = np.arange(model.num_patterns)
         before = model.evaluate(indices, patterns, batch_size=self.batch_size, verbose=0,

@@ -160,8 +160,7 @@ class PtychoGANEngine(Engine):
 
     def fit(self, model, data, epochs: int, *, callbacks=None, sample_weight=None,
             verbose: int = 0, first_epoch: int = 0) -> History:
-        if sample_weight is not None:
-            raise NotImplementedError("the ptychogan engine takes no per-pattern weights")
+        self.refuse_sample_weight(sample_weight)
         self.generator_object(model)
         patterns = np.asarray(patterns_of(data, model), np.float32)
         if not np.isfinite(patterns).all():
