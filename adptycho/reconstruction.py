@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Optional
 
 import keras
@@ -48,7 +49,9 @@ def auto_schedule(scan: ScanData, *, epochs, refine, object, optimizer, parametr
     such as a strategy or a validation split): ``AUTO_PIE_EPOCHS`` sequential ePIE epochs form
     the object and probe quickly from any start, then Adam with the noise model refines every
     group (positions and distance too) until a loss plateau, or for ``epochs`` epochs. The probe
-    is searched (``probe_search``) when none is given or stored, in far field. Anything else:
+    is searched (``probe_search``) when none is given or stored, in far field; with refined
+    positions (far field, per-pattern offsets) a coarse stage (``coarse_positions``) finds
+    large position errors first at half resolution. Anything else:
     Adam alone, for ``epochs`` (default 50).
 
     Returns:
@@ -60,6 +63,37 @@ def auto_schedule(scan: ScanData, *, epochs, refine, object, optimizer, parametr
         return [Stage("adam", DEFAULT_EPOCHS if epochs is None else epochs)], False
     search = probe is None and scan.probe is None and scan.geometry != NEARFIELD
     return [Stage("epie", AUTO_PIE_EPOCHS), Stage("adam", epochs)], search
+
+
+def _pie_probe_search(scan: ScanData, stages, *, probe, object, parametrisation) -> bool:
+    """Whether a named schedule with a PIE stage (``--engine epie``, ``epie:30,adam``) searches
+    the probe from the data first, as the default schedule does: a pixel object (complex
+    parametrisation), no probe given or stored, far field. The PIE engines converge from the
+    searched probe where they stall from the unfocused mean-pattern guess (issue 18, item 3)."""
+    return (any(stage.engine in PIE_ENGINES for stage in stages) and object == "pixels"
+            and parametrisation == "complex" and probe is None and scan.probe is None
+            and scan.geometry != NEARFIELD)
+
+
+def _coarse_positions(scan: ScanData, probe, *, probe_modes, seed, position_model, verbose):
+    """The default schedule's coarse-to-fine position stage (``adptycho.coarse_positions``):
+    ePIE with position correction on the central half of the far-field patterns, when the
+    positions are refined as per-pattern offsets and the detector is large enough; else None."""
+    from adptycho import coarse_positions as coarse
+
+    if position_model != "offsets" or not coarse.applies(scan):
+        return None
+    known = probe if probe is not None else scan.probe
+
+    def fit(small, small_probe, epochs):
+        return reconstruct(small, probe=small_probe, engine=f"epie:{epochs}",
+                           refine=("object", "probe", "positions"), probe_modes=probe_modes,
+                           seed=seed, verbose=0)
+
+    result = coarse.coarse_positions(scan, fit, probe=known)
+    if verbose:
+        print(f"adptycho: {result.summary()}", flush=True)
+    return result
 
 
 def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str = "amplitude",
@@ -257,7 +291,8 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
                                 DEFAULT_EPOCHS if epochs is None else epochs)
         if len(stages) > 1 and stages[-1].epochs is None:
             stages[-1] = Stage(stages[-1].engine, epochs)
-        search = False
+        search = _pie_probe_search(scan, stages, probe=probe, object=object,
+                                   parametrisation=parametrisation)
     names = [stage.engine for stage in stages]
     uses_pie = any(name in PIE_ENGINES for name in names)
     if pie_options and not uses_pie:
@@ -294,12 +329,19 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
                          subpixel=subpixel, position_model=position_model, object=object,
                          probe_support=probe_support, probe_power=probe_power,
                          latent_options=latent_options)
+    coarse = None
+    if adaptive and stages[0].engine in PIE_ENGINES and "positions" in refine:
+        coarse = _coarse_positions(scan, probe, probe_modes=probe_modes, seed=seed,
+                                   position_model=position_model, verbose=verbose)
+    # the probe search sees the positions the coarse stage found
+    search_scan = scan if coarse is None else dataclasses.replace(
+        scan, positions_px=coarse.positions_px)
     search_result = None
     if search:
         from adptycho.probe_search import search_probe
 
         search_result = search_probe(
-            scan, lambda guess: build_model(scan, probe=guess, **model_options)[0],
+            search_scan, lambda guess: build_model(search_scan, probe=guess, **model_options)[0],
             modes=probe_modes, seed=seed)
         probe = search_result.probe
         if verbose:
@@ -307,6 +349,8 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
         orientation = _orientation_warning(scan, model_options, probe, verbose)
     with scope():
         model, grid = build_model(scan, probe=probe, **model_options)
+        if coarse is not None:
+            model.position_corrections.assign(coarse.corrections_px.astype(np.float32))
     latent = object != "pixels"
     if latent and "object" not in (learning_rates or {}):
         learning_rates = {**(learning_rates or {}), "object": LATENT_LEARNING_RATE}
@@ -389,6 +433,8 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
     settings["config"] = config.to_dict()  # the options as given: ReconstructConfig.from_dict
     if stop_reason:
         settings["stop_reason"] = stop_reason
+    if coarse is not None:
+        settings.update(coarse.attributes())
     if search_result is not None:
         settings.update(search_result.attributes())
         settings["orientation_check"] = orientation

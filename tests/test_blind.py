@@ -221,3 +221,27 @@ def test_default_reconstruct_warns_about_flipped_positions():
     with pytest.warns(UserWarning, match="fit better as 'transpose'"):
         result = reconstruct(flipped, epochs=1, verbose=0)
     assert result.settings["orientation_check"]["best"] in ("transpose", "anti-transpose")
+
+
+def test_named_pie_schedules_search_the_probe_like_the_default():
+    """``--engine epie`` (or a schedule with a PIE stage) searches an unknown far-field probe
+    from the data, as the default schedule does; a given or stored probe, a near-field scan, an
+    Adam-only schedule or a latent object keep the mean-pattern path."""
+    import dataclasses
+
+    from adptycho.reconstruction import _pie_probe_search
+    from adptycho.training.schedule import parse_schedule
+    from adptycho.engines import available_engines
+
+    scan, _, probe = _scan(3.0, grid=3)
+    stages = lambda spec: parse_schedule(spec, available_engines(), 10)  # noqa: E731
+    kw = dict(probe=None, object="pixels", parametrisation="complex")
+    assert _pie_probe_search(scan, stages("epie"), **kw)
+    assert _pie_probe_search(scan, stages("rpie:5,adam:5"), **kw)
+    assert not _pie_probe_search(scan, stages("adam"), **kw)
+    assert not _pie_probe_search(scan, stages("epie"), **{**kw, "probe": probe})
+    assert not _pie_probe_search(dataclasses.replace(scan, probe=probe), stages("epie"), **kw)
+    assert not _pie_probe_search(scan, stages("epie"), **{**kw, "parametrisation": "phase"})
+    near = dataclasses.replace(scan, geometry="nearfield", wavelength_m=1e-10,
+                               pixel_size_m=(1e-6, 1e-6), propagation_distance_m=0.5)
+    assert not _pie_probe_search(near, stages("epie"), **kw)

@@ -152,8 +152,8 @@ def _adptycho(case, workdir, timeout, engine=None):
         c = C.CASES_BY_NAME[case]
         source = os.path.join(C.case_dir(case), "scan.cxi")
         flags = ["--nearfield"] if c.geometry == "nearfield" else []
-        # the only per-case flag; the PIE engines cannot refine positions
-        refine = c.refine if engine is None else "probe"
+        # the only per-case flag (the PIE engines refine positions too)
+        refine = c.refine
     out = os.path.join(workdir, "rec.h5")
     if os.path.exists(out):
         os.remove(out)
