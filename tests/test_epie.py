@@ -335,3 +335,25 @@ def test_cli_reconstruct_epie_and_errors(tmp_path, capsys):
     with h5py.File(relaxed, "r") as f:
         assert f["residual_history"].shape == (2,)
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_probe_power_cap_bounds_a_runaway_probe(scan_70):
+    """A probe 50x brighter than the data allow is scaled down to ``probe_power_cap`` times the
+    largest pattern's counts after the first probe epoch; with the cap off it stays far above;
+    a detector mask switches the cap off; a negative cap is refused."""
+    scan, obj, probe = scan_70
+    largest = float(np.max(scan.patterns.sum(axis=(1, 2))))
+    bright = probe * np.sqrt(50.0 * largest / np.sum(np.abs(probe) ** 2))
+
+    def power_after(mask=None, **options):
+        model = PtychoModel(PixelObject(obj.shape), bright, scan.positions_px, mask=mask)
+        # a tiny probe step: ePIE itself leaves the probe's power where it is
+        PIETrainer(model, pie_settings("epie", probe_step=1e-3, **options)).fit(scan.patterns, 2)
+        return float(np.sum(np.abs(model.get_probe()) ** 2)) / largest
+
+    assert power_after() <= 4.0 * (1 + 1e-4)
+    assert power_after(probe_power_cap=2.0) <= 2.0 * (1 + 1e-4)
+    assert power_after(probe_power_cap=0.0) > 10.0
+    assert power_after(mask=np.ones(probe.shape, bool)) > 10.0
+    with pytest.raises(AdptychoError, match="probe_power_cap"):
+        pie_settings("epie", probe_power_cap=-1.0)

@@ -22,7 +22,8 @@ from adptycho.errors import AdptychoError
 
 NAME = "reconstruct"
 PIE_OPTIONS = {"alpha": "object_step", "beta": "probe_step", "rpie_alpha": "regularisation",
-               "momentum": "momentum", "fourier_relaxation": "fourier_relaxation"}
+               "momentum": "momentum", "fourier_relaxation": "fourier_relaxation",
+               "probe_power_cap": "probe_power_cap"}
 
 
 def _add_model_options(p):
@@ -63,6 +64,9 @@ def _add_engine_options(p):
                    help="PIE engines: Poisson noise bound of the Fourier constraint in units of "
                         "its expected value (default 0 = exact projection; 1 = stop fitting a "
                         "pattern at its expected counting-noise misfit)")
+    p.add_argument("--probe-power-cap", type=float,
+                   help="PIE engines: largest probe power sum |P|^2 in units of the largest "
+                        "pattern's total counts (default 4; 0 = none; off with a detector mask)")
     for group in ("object", "probe", "positions", "distance"):
         p.add_argument(f"--lr-{group}", type=positive_float, help=f"adam step of the {group}")
     p.add_argument("--decay", type=positive_float,

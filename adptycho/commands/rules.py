@@ -188,7 +188,8 @@ def reconstruct_rules(ptychogan_options) -> dict:
     for group in ("probe", "positions", "distance"):
         flag = f"--lr-{group}"
         rules[f"lr_{group}"] = first(gan(flag), adam_only(flag), refined(flag, group))
-    for dest in ("alpha", "beta", "rpie_alpha", "momentum", "fourier_relaxation"):
+    for dest in ("alpha", "beta", "rpie_alpha", "momentum", "fourier_relaxation",
+                 "probe_power_cap"):
         flag = "--" + dest.replace("_", "-")
         rules[dest] = first(gan(flag), pie_only(flag))
     for dest in ("validation_fraction", "early_stopping", "strategy", "cpu_replicas"):

@@ -124,6 +124,7 @@ class PIETrainer:
         self.settings = settings or PIESettings()
         self.jit_compile = bool(jit_compile)
         self._velocity = None
+        self._power_cap = None  # photons; set by prepare (PIESettings.probe_power_cap)
         self._position_velocity = None
         self._search_fn = None
         self._epoch_fns = {}
@@ -308,6 +309,9 @@ class PIETrainer:
             raise DataError("patterns contain non-finite values")
         amplitudes = np.sqrt(np.maximum(patterns, 0.0)).astype(np.float32)
         mask = self.model.detector_mask
+        cap = self.settings.probe_power_cap
+        self._power_cap = (cap * float(np.max(np.sum(np.maximum(patterns, 0.0), axis=(1, 2))))
+                           if cap > 0 and mask is None else None)
         mask = np.ones(self.model.detector_shape, np.float32) if mask is None else mask.numpy()
         if self.model.near_field is None:
             amplitudes = ifftshift_patterns(amplitudes)
@@ -425,6 +429,10 @@ class PIETrainer:
                 probe = probe + s.momentum * v_probe
             self._velocity = (v_obj, v_probe)
             previous = (obj, probe)
+        if update_probe and self._power_cap is not None:
+            power = float(tf.reduce_sum(tf.abs(probe) ** 2).numpy())
+            if power > self._power_cap:  # PIESettings.probe_power_cap
+                probe = probe * tf.cast(np.sqrt(self._power_cap / power), probe.dtype)
         self._write_state(obj, probe, update_probe)
         if s.momentum > 0 or self.model.object_representation.parametrisation != "complex":
             obj, probe = self._read_state()  # projected on the parametrisation

@@ -58,6 +58,16 @@ class PIESettings:
             64 (2012)); it frees positions trapped more than ~1 px from the truth, where the
             gradient step's linearisation fails. 0 = no search.
         position_search_interval: epochs between searches (>= 1).
+        probe_power_cap: c >= 0: after every epoch that updates the probe, a probe whose power
+            ``sum |P|^2`` exceeds ``c`` times the largest pattern's total counts is scaled down to
+            that bound (0 = no cap; off for scans with a detector mask, whose measured counts
+            miss the masked part of the beam). For a transmission object the exit wave's power
+            is ``sum |P|^2 |O|^2``, so ``c = 4`` allows an average intensity transmission down
+            to 1/4. Without it, at low dose (1e3-1e4 photons per pattern) the object-probe scale
+            runs away in sequential ePIE: the probe power grew 600x (1e4) and 3e8x (1e3) over
+            50 epochs while the object shrank, and the data residual with them (robustness
+            cases ``ff_lowdose_1e4``, ``ff_sparse_dose1e3``); PtyLab's ``probePowerCorrection``
+            pins the power to the largest pattern's counts instead.
     """
 
     engine: str = "epie"
@@ -76,6 +86,7 @@ class PIESettings:
     position_momentum: float = 0.8
     position_search_radius: int = 3
     position_search_interval: int = 10
+    probe_power_cap: float = 4.0
 
     def __post_init__(self):
         if self.engine not in PIE_ENGINES:
@@ -99,6 +110,9 @@ class PIESettings:
             raise AdptychoError("position_correction must be True or False, got "
                                 f"{self.position_correction!r}")
         object.__setattr__(self, "position_correction", bool(self.position_correction))
+        if not (np.isfinite(self.probe_power_cap) and self.probe_power_cap >= 0):
+            raise AdptychoError(f"probe_power_cap must be a finite number >= 0, got "
+                                f"{self.probe_power_cap}")
         if not (np.isfinite(self.position_step) and 0.0 < self.position_step <= 2.0):
             raise AdptychoError(f"position_step must be in (0, 2], got {self.position_step}")
         for name, low in (("position_start_epoch", 0), ("position_search_radius", 0),
