@@ -295,29 +295,14 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     Returns:
         ``Calibration``.
     """
-    if refine_distance is None:
-        refine_distance = scan.geometry == NEARFIELD
-    if refine_distance and scan.geometry != NEARFIELD and scan.detector_distance_m is None:
-        raise AdptychoError("far-field distance calibration needs the scan's detector distance "
-                            "(detector_distance_m)")
     if focus_search is not None and distance_search is None:
         distance_search = focus_search
     if focus_search_epochs is not None:
         distance_search_epochs = focus_search_epochs
-    if isinstance(probe_power, str):
-        if probe_power != "auto":
-            raise AdptychoError(f"probe_power must be a number or 'auto', got {probe_power!r}")
-        probe_power = float(np.max(scan.pattern_counts()))
-    cone = _is_cone_beam(scan)
-    if distance_search is None:
-        # cone beam: z1 changes the magnification, a strong signal a profile search finds; for
-        # parallel-beam near field the profile is nearly flat and gradient descent does better
-        distance_search = bool(refine_distance and cone)
+    refine_distance, distance_search, probe_power = _checked_options(
+        scan, refine_distance, distance_search, probe_power)
     search_table = None
     if distance_search:
-        if scan.geometry != NEARFIELD:
-            raise AdptychoError("the distance search is for near-field scans; in far field the "
-                                "distance is refined by gradient descent")
         z, search_table = search_distance(scan, distance_search_factors,
                                           epochs=distance_search_epochs, batch_size=batch_size,
                                           loss=loss, seed=seed, probe=probe)
@@ -334,14 +319,43 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
                          verbose=verbose, checkpoint_dir=checkpoint_dir,
                          position_model=position_model, probe_support=probe_support,
                          probe_power=probe_power, callbacks=callbacks)
-    origin = np.asarray(result.object_origin_px, np.float64)
-    distance = result.distance_m if result.distance_m is not None else scan.detector_distance_m
     settings = dict(result.settings)
     settings.update({"calibration_refine": refine, "position_model": position_model})
     if search_table is not None:
         settings["distance_search"] = [[z, v] for z, v in search_table]
-        if cone:
+        if _is_cone_beam(scan):
             settings["focus_search"] = settings["distance_search"]
+    return _calibration_of(result, scan, settings)
+
+
+def _checked_options(scan: ScanData, refine_distance, distance_search, probe_power):
+    """``(refine_distance, distance_search, probe_power)`` of ``calibrate`` resolved for
+    ``scan`` (defaults, ``probe_power="auto"``); one-line errors for what cannot run."""
+    if refine_distance is None:
+        refine_distance = scan.geometry == NEARFIELD
+    if refine_distance and scan.geometry != NEARFIELD and scan.detector_distance_m is None:
+        raise AdptychoError("far-field distance calibration needs the scan's detector distance "
+                            "(detector_distance_m)")
+    if isinstance(probe_power, str):
+        if probe_power != "auto":
+            raise AdptychoError(f"probe_power must be a number or 'auto', got {probe_power!r}")
+        probe_power = float(np.max(scan.pattern_counts()))
+    if distance_search is None:
+        # cone beam: z1 changes the magnification, a strong signal a profile search finds; for
+        # parallel-beam near field the profile is nearly flat and gradient descent does better
+        distance_search = bool(refine_distance and _is_cone_beam(scan))
+    if distance_search and scan.geometry != NEARFIELD:
+        raise AdptychoError("the distance search is for near-field scans; in far field the "
+                            "distance is refined by gradient descent")
+    return refine_distance, distance_search, probe_power
+
+
+def _calibration_of(result, scan: ScanData, settings: dict) -> Calibration:
+    """The ``Calibration`` of the reconstruction ``result`` of ``scan``: positions on the
+    scan's frame (the object grid's origin removed), the probe centred (far field: its phase
+    ramp removed first), the refined distances."""
+    origin = np.asarray(result.object_origin_px, np.float64)
+    distance = result.distance_m if result.distance_m is not None else scan.detector_distance_m
     probe = result.probe
     if scan.geometry != NEARFIELD:
         probe = remove_probe_phase_ramp(probe)

@@ -304,55 +304,27 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
     Returns:
         ``OversamplingResult``.
     """
-    if int(repeats) < 1:
-        raise AdptychoError(f"repeats must be at least 1, got {repeats}")
-    if int(epochs) < 1:
-        raise AdptychoError(f"epochs must be at least 1, got {epochs}")
-    if engine not in PIE_ENGINES:
-        raise AdptychoError(f"unknown engine {engine!r} for oversampling; choose from "
-                            f"{', '.join(PIE_ENGINES)}")
-    repeats = int(repeats)
+    repeats, epochs = _checked_counts(repeats, epochs, engine)
     weights = _repeat_weights(weight, weight_schedule, repeats)
     probe = _probe_of(scan, initial_object, probe)
     if object_origin_px is None:
         object_origin_px = getattr(initial_object, "object_origin_px", (0.0, 0.0))
     current = as_object_array(initial_object)
     initial = current.copy()
-    near = _near_field(scan)
     corners = np.asarray(scan.positions_px, np.float64) + np.asarray(object_origin_px, np.float64)
     step = scan_step_px(corners) if step_px is None else step_px
-    positions, measured = dense_positions(corners, factor, step, current.shape,
-                                          scan.detector_shape)
-    # one model on the dense scan (simulation and the engine) and one on the measured
-    # positions (fidelity to the data), reused by every repeat
-    dense = PtychoModel(PixelObject(current.shape, initial=current), probe, positions,
-                        near_field=near, mask=scan.mask, subpixel=True)
-    data_model = PtychoModel(PixelObject(current.shape, initial=current), probe, corners,
-                             near_field=near, mask=scan.mask, subpixel=True)
-    data_model.compile(refine=("object",), jit_compile=False)
+    dense, data_model, positions, measured = _models(scan, current, probe, corners, factor,
+                                                     step)
     pie_options = dict(batch_size=batch_size, object_step=object_step,
                        regularisation=regularisation, fourier_relaxation=float(fourier_relaxation),
                        refine=("object", "probe") if refine_probe else ("object",),
                        relaxation_weight=measured.astype(np.float32))
-    objects, residuals, measured_res, errors = [], [], [], []
-    for r in range(repeats):
-        start = current if warm_start else np.ones_like(current)
-        current, history = _repeat(dense, data_model, scan, current, start, engine, epochs,
-                                   oversampling_weights(measured, weights[r]),
-                                   dict(pie_options, seed=seed + r), callbacks=callbacks,
-                                   first_epoch=r * int(epochs))
-        objects.append(current)
-        residuals.append(history["residual"])
-        measured_res.append(_measured_residual(data_model, scan))
-        if error_fn is not None:
-            errors.append(float(error_fn(current)))
-        if verbose:
-            extra = f", error {errors[-1]:.5g}" if errors else ""
-            print(f"oversample repeat {r + 1}/{repeats}: w = {weights[r]:g}, "
-                  f"{len(positions)} patterns ({int(measured.sum())} measured), measured "
-                  f"residual {measured_res[-1]:.5g}{extra}", flush=True)
+    objects, residuals, measured_res, errors = _run_repeats(
+        dense, data_model, scan, current, weights, measured, pie_options, engine=engine,
+        epochs=epochs, warm_start=warm_start, seed=seed, error_fn=error_fn, callbacks=callbacks,
+        verbose=verbose)
     settings = {"factor": int(factor), "weights": weights, "repeats": repeats,
-                "epochs": int(epochs), "engine": engine, "batch_size": int(batch_size),
+                "epochs": epochs, "engine": engine, "batch_size": int(batch_size),
                 "object_step": float(object_step), "regularisation": regularisation,
                 "step_px": np.asarray(step, np.float64).tolist(), "warm_start": bool(warm_start),
                 "refine_probe": bool(refine_probe),
@@ -360,7 +332,59 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
                 "num_measured": int(scan.num_patterns), "num_patterns": int(len(positions))}
     return OversamplingResult(
         object=objects[-1], objects=np.stack(objects), initial_object=initial,
-        positions_px=positions, measured=measured, weights=np.asarray(weights, np.float64),
+        positions_px=positions, measured=measured,
+        weights=np.asarray(weights, np.float64),
         residual_history=np.asarray(residuals, np.float64),
         measured_residual=np.asarray(measured_res, np.float64),
         error_history=np.asarray(errors, np.float64), settings=settings)
+
+
+def _run_repeats(dense, data_model, scan: ScanData, current, weights, measured, pie_options,
+                 *, engine, epochs, warm_start, seed, error_fn, callbacks, verbose):
+    """The repeats of Algorithm 1 (one per weight in ``weights``), each from the object of
+    the one before. Returns ``(objects, residual histories, measured residuals, errors)``."""
+    objects, residuals, measured_res, errors = [], [], [], []
+    for r, w in enumerate(weights):
+        start = current if warm_start else np.ones_like(current)
+        current, history = _repeat(dense, data_model, scan, current, start, engine, epochs,
+                                   oversampling_weights(measured, w),
+                                   dict(pie_options, seed=seed + r), callbacks=callbacks,
+                                   first_epoch=r * epochs)
+        objects.append(current)
+        residuals.append(history["residual"])
+        measured_res.append(_measured_residual(data_model, scan))
+        if error_fn is not None:
+            errors.append(float(error_fn(current)))
+        if verbose:
+            extra = f", error {errors[-1]:.5g}" if errors else ""
+            print(f"oversample repeat {r + 1}/{len(weights)}: w = {w:g}, "
+                  f"{dense.num_patterns} patterns ({int(measured.sum())} measured), measured "
+                  f"residual {measured_res[-1]:.5g}{extra}", flush=True)
+    return objects, residuals, measured_res, errors
+
+
+def _checked_counts(repeats, epochs, engine: str):
+    """``(repeats, epochs)`` as ints; one-line errors for counts below 1 or a non-PIE engine."""
+    if int(repeats) < 1:
+        raise AdptychoError(f"repeats must be at least 1, got {repeats}")
+    if int(epochs) < 1:
+        raise AdptychoError(f"epochs must be at least 1, got {epochs}")
+    if engine not in PIE_ENGINES:
+        raise AdptychoError(f"unknown engine {engine!r} for oversampling; choose from "
+                            f"{', '.join(PIE_ENGINES)}")
+    return int(repeats), int(epochs)
+
+
+def _models(scan: ScanData, current, probe, corners, factor: int, step):
+    """The two models every repeat reuses: ``dense`` on the dense scan (simulation and the
+    engine) and ``data_model`` on the measured positions (fidelity to the data, compiled for
+    ``evaluate``); the (N, 2) dense positions and their (N,) bool flags ``measured``."""
+    positions, measured = dense_positions(corners, factor, step, current.shape,
+                                          scan.detector_shape)
+    near = _near_field(scan)
+    dense = PtychoModel(PixelObject(current.shape, initial=current), probe, positions,
+                        near_field=near, mask=scan.mask, subpixel=True)
+    data_model = PtychoModel(PixelObject(current.shape, initial=current), probe, corners,
+                             near_field=near, mask=scan.mask, subpixel=True)
+    data_model.compile(refine=("object",), jit_compile=False)
+    return dense, data_model, positions, measured
