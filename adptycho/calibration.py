@@ -29,10 +29,12 @@ from typing import Optional
 import h5py
 import numpy as np
 
+from adptycho.config import config_keywords
 from adptycho.errors import AdptychoError, DataError
 from adptycho.io.atomic import atomic_path, open_hdf5
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.reconstruction import reconstruct
+from adptycho.workflow_config import CalibrationConfig
 
 __all__ = ["Calibration", "calibrate", "apply_calibration", "rescale_focus_distance",
            "search_focus_distance", "search_distance", "with_distance", "remove_probe_phase_ramp", "centre_probe"]
@@ -254,15 +256,9 @@ def search_focus_distance(scan: ScanData, factors=None, epochs: int = 20, batch_
     return search_distance(scan, factors, epochs, batch_size, loss, seed)
 
 
-def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
-              refine_positions: bool = True, refine_distance: Optional[bool] = None,
-              position_model: str = "offsets", loss: str = "amplitude", probe=None,
-              probe_modes: int = 1, learning_rates: Optional[dict] = None,
-              start_epochs: Optional[dict] = None, seed: int = 0, verbose: int = 0,
-              checkpoint_dir=None, distance_search: Optional[bool] = None,
-              distance_search_epochs: int = 20, distance_search_factors=None,
-              focus_search: Optional[bool] = None, focus_search_epochs: Optional[int] = None,
-              probe_support=None, probe_power=None, callbacks=None) -> Calibration:
+@config_keywords(CalibrationConfig)  # the signature lists the config fields
+def calibrate(scan: ScanData, config: Optional[CalibrationConfig] = None, *, probe=None,
+              probe_support=None, callbacks=None, **options) -> Calibration:
     """Staged joint refinement of probe, positions and distance on a bright scan.
 
     Schedule (epochs from 0): object from 0, probe from 1, positions from ``epochs // 4``,
@@ -271,10 +267,14 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     located by a profile search (``search_distance``), then refined by gradient descent with the
     rest.
 
-    Arguments not listed below are those of ``reconstruct``.
+    The options form a ``workflow_config.CalibrationConfig`` (``calibrate(scan, config)``,
+    ``calibrate(scan, epochs=30)`` and ``calibrate(scan, config, seed=3)`` are the same call),
+    saved verbatim as ``settings["config"]``. Options not listed below are those of
+    ``reconstruct``; ``probe``, ``probe_support`` and ``callbacks`` are run-time arguments.
 
     Args:
         scan: the high-SNR calibration scan.
+        refine_positions: refine the scan positions.
         refine_distance: refine the distance (default: in near field). In far field the
             sample-detector distance only sets the object pixel size lambda z / (N dx), i.e. a
             global scale of the positions in pixels; it needs ``scan.detector_distance_m`` and a
@@ -295,32 +295,35 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     Returns:
         ``Calibration``.
     """
-    if focus_search is not None and distance_search is None:
-        distance_search = focus_search
-    if focus_search_epochs is not None:
-        distance_search_epochs = focus_search_epochs
+    config = CalibrationConfig.build(config, **options)  # TypeError: unknown, AdptychoError: bad
+    c = config
+    distance_search = c.focus_search if c.distance_search is None else c.distance_search
+    search_epochs = (c.distance_search_epochs if c.focus_search_epochs is None
+                     else c.focus_search_epochs)
     refine_distance, distance_search, probe_power = _checked_options(
-        scan, refine_distance, distance_search, probe_power)
+        scan, c.refine_distance, distance_search, c.probe_power)
     search_table = None
     if distance_search:
-        z, search_table = search_distance(scan, distance_search_factors,
-                                          epochs=distance_search_epochs, batch_size=batch_size,
-                                          loss=loss, seed=seed, probe=probe)
+        z, search_table = search_distance(scan, c.distance_search_factors, epochs=search_epochs,
+                                          batch_size=c.batch_size, loss=c.loss, seed=c.seed,
+                                          probe=probe)
         scan = with_distance(scan, z)
-    refine = ["object", "probe"] + (["positions"] if refine_positions else []) + \
+    refine = ["object", "probe"] + (["positions"] if c.refine_positions else []) + \
         (["distance"] if refine_distance else [])
-    starts = {"object": 0, "probe": 1, "positions": max(1, epochs // 4),
-              "distance": max(1, epochs // 2)}
-    starts.update(start_epochs or {})
-    result = reconstruct(scan, engine="adam", epochs=epochs, batch_size=batch_size,
-                         refine=tuple(refine),
-                         loss=loss, probe=probe, probe_modes=probe_modes,
-                         learning_rates=learning_rates, start_epochs=starts, seed=seed,
-                         verbose=verbose, checkpoint_dir=checkpoint_dir,
-                         position_model=position_model, probe_support=probe_support,
-                         probe_power=probe_power, callbacks=callbacks)
+    starts = {"object": 0, "probe": 1, "positions": max(1, c.epochs // 4),
+              "distance": max(1, c.epochs // 2)}
+    starts.update(c.start_epochs or {})
+    result = reconstruct(scan, engine="adam", epochs=c.epochs, batch_size=c.batch_size,
+                         refine=tuple(refine), loss=c.loss, probe=probe,
+                         probe_modes=c.probe_modes, learning_rates=c.learning_rates,
+                         start_epochs=starts, seed=c.seed, verbose=c.verbose,
+                         checkpoint_dir=c.checkpoint_dir, position_model=c.position_model,
+                         probe_support=probe_support, probe_power=probe_power,
+                         callbacks=callbacks)
     settings = dict(result.settings)
-    settings.update({"calibration_refine": refine, "position_model": position_model})
+    settings["reconstruct_config"] = settings.pop("config")
+    settings.update({"calibration_refine": refine, "position_model": c.position_model,
+                     "config": config.to_dict()})
     if search_table is not None:
         settings["distance_search"] = [[z, v] for z, v in search_table]
         if _is_cone_beam(scan):
