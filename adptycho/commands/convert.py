@@ -22,8 +22,9 @@ NAME = "convert"
 TARGETS = ("adptycho", "cxi", "nexus", "ptychodus")
 
 
-def _add_parsers(sub) -> None:
-    """Register ``convert`` and ``reconstruct --init`` on the ``adptycho`` subparsers."""
+def add_parser(sub) -> dict:
+    """Register ``convert``, and ``--init`` on ``reconstruct`` (registered before it); returns
+    the rules of the options of ``convert``."""
     p = sub.add_parser("convert", help="convert a scan or reconstruction between formats "
                                        "(CXI, NeXus, Ptychodus, PtychoShelves, ptypy)")
     p.add_argument("input", help="scan or reconstruction file (format detected from contents)")
@@ -35,6 +36,7 @@ def _add_parsers(sub) -> None:
             "--init", help="start from this reconstruction (any format `adptycho convert` reads): "
                            "its object (and grid), probe and, where it has one per pattern, "
                            "positions")
+    return {"input": APPLIES, "to": APPLIES, "out": APPLIES}
 
 
 def apply_init(args, scan, probe):
@@ -81,12 +83,6 @@ def _init(args):
     if args.calibration:
         return "--init and --calibration both set the probe and positions: give one"
     return None
-
-
-def add_parser(sub) -> dict:
-    """``convert``, and ``--init`` on ``reconstruct`` (registered before it)."""
-    _add_parsers(sub)
-    return {"input": APPLIES, "to": APPLIES, "out": APPLIES}
 
 
 RECONSTRUCT_RULES = {"init": _init}
