@@ -29,10 +29,12 @@ from typing import Optional
 import h5py
 import numpy as np
 
+from adptycho.config import config_keywords
 from adptycho.errors import AdptychoError, DataError
 from adptycho.io.atomic import atomic_path, open_hdf5
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.reconstruction import reconstruct
+from adptycho.workflow_config import CalibrationConfig
 
 __all__ = ["Calibration", "calibrate", "apply_calibration", "rescale_focus_distance",
            "search_focus_distance", "search_distance", "with_distance", "remove_probe_phase_ramp", "centre_probe"]
@@ -254,15 +256,9 @@ def search_focus_distance(scan: ScanData, factors=None, epochs: int = 20, batch_
     return search_distance(scan, factors, epochs, batch_size, loss, seed)
 
 
-def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
-              refine_positions: bool = True, refine_distance: Optional[bool] = None,
-              position_model: str = "offsets", loss: str = "amplitude", probe=None,
-              probe_modes: int = 1, learning_rates: Optional[dict] = None,
-              start_epochs: Optional[dict] = None, seed: int = 0, verbose: int = 0,
-              checkpoint_dir=None, distance_search: Optional[bool] = None,
-              distance_search_epochs: int = 20, distance_search_factors=None,
-              focus_search: Optional[bool] = None, focus_search_epochs: Optional[int] = None,
-              probe_support=None, probe_power=None, callbacks=None) -> Calibration:
+@config_keywords(CalibrationConfig)  # the signature lists the config fields
+def calibrate(scan: ScanData, config: Optional[CalibrationConfig] = None, *, probe=None,
+              probe_support=None, callbacks=None, **options) -> Calibration:
     """Staged joint refinement of probe, positions and distance on a bright scan.
 
     Schedule (epochs from 0): object from 0, probe from 1, positions from ``epochs // 4``,
@@ -271,10 +267,14 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     located by a profile search (``search_distance``), then refined by gradient descent with the
     rest.
 
-    Arguments not listed below are those of ``reconstruct``.
+    The options form a ``workflow_config.CalibrationConfig`` (``calibrate(scan, config)``,
+    ``calibrate(scan, epochs=30)`` and ``calibrate(scan, config, seed=3)`` are the same call),
+    saved verbatim as ``settings["config"]``. Options not listed below are those of
+    ``reconstruct``; ``probe``, ``probe_support`` and ``callbacks`` are run-time arguments.
 
     Args:
         scan: the high-SNR calibration scan.
+        refine_positions: refine the scan positions.
         refine_distance: refine the distance (default: in near field). In far field the
             sample-detector distance only sets the object pixel size lambda z / (N dx), i.e. a
             global scale of the positions in pixels; it needs ``scan.detector_distance_m`` and a
@@ -295,53 +295,70 @@ def calibrate(scan: ScanData, *, epochs: int = 60, batch_size: int = 16,
     Returns:
         ``Calibration``.
     """
+    config = CalibrationConfig.build(config, **options)  # TypeError: unknown, AdptychoError: bad
+    c = config
+    distance_search = c.focus_search if c.distance_search is None else c.distance_search
+    search_epochs = (c.distance_search_epochs if c.focus_search_epochs is None
+                     else c.focus_search_epochs)
+    refine_distance, distance_search, probe_power = _checked_options(
+        scan, c.refine_distance, distance_search, c.probe_power)
+    search_table = None
+    if distance_search:
+        z, search_table = search_distance(scan, c.distance_search_factors, epochs=search_epochs,
+                                          batch_size=c.batch_size, loss=c.loss, seed=c.seed,
+                                          probe=probe)
+        scan = with_distance(scan, z)
+    refine = ["object", "probe"] + (["positions"] if c.refine_positions else []) + \
+        (["distance"] if refine_distance else [])
+    starts = {"object": 0, "probe": 1, "positions": max(1, c.epochs // 4),
+              "distance": max(1, c.epochs // 2)}
+    starts.update(c.start_epochs or {})
+    result = reconstruct(scan, engine="adam", epochs=c.epochs, batch_size=c.batch_size,
+                         refine=tuple(refine), loss=c.loss, probe=probe,
+                         probe_modes=c.probe_modes, learning_rates=c.learning_rates,
+                         start_epochs=starts, seed=c.seed, verbose=c.verbose,
+                         checkpoint_dir=c.checkpoint_dir, position_model=c.position_model,
+                         probe_support=probe_support, probe_power=probe_power,
+                         callbacks=callbacks)
+    settings = dict(result.settings)
+    settings["reconstruct_config"] = settings.pop("config")
+    settings.update({"calibration_refine": refine, "position_model": c.position_model,
+                     "config": config.to_dict()})
+    if search_table is not None:
+        settings["distance_search"] = [[z, v] for z, v in search_table]
+        if _is_cone_beam(scan):
+            settings["focus_search"] = settings["distance_search"]
+    return _calibration_of(result, scan, settings)
+
+
+def _checked_options(scan: ScanData, refine_distance, distance_search, probe_power):
+    """``(refine_distance, distance_search, probe_power)`` of ``calibrate`` resolved for
+    ``scan`` (defaults, ``probe_power="auto"``); one-line errors for what cannot run."""
     if refine_distance is None:
         refine_distance = scan.geometry == NEARFIELD
     if refine_distance and scan.geometry != NEARFIELD and scan.detector_distance_m is None:
         raise AdptychoError("far-field distance calibration needs the scan's detector distance "
                             "(detector_distance_m)")
-    if focus_search is not None and distance_search is None:
-        distance_search = focus_search
-    if focus_search_epochs is not None:
-        distance_search_epochs = focus_search_epochs
     if isinstance(probe_power, str):
         if probe_power != "auto":
             raise AdptychoError(f"probe_power must be a number or 'auto', got {probe_power!r}")
         probe_power = float(np.max(scan.pattern_counts()))
-    cone = _is_cone_beam(scan)
     if distance_search is None:
         # cone beam: z1 changes the magnification, a strong signal a profile search finds; for
         # parallel-beam near field the profile is nearly flat and gradient descent does better
-        distance_search = bool(refine_distance and cone)
-    search_table = None
-    if distance_search:
-        if scan.geometry != NEARFIELD:
-            raise AdptychoError("the distance search is for near-field scans; in far field the "
-                                "distance is refined by gradient descent")
-        z, search_table = search_distance(scan, distance_search_factors,
-                                          epochs=distance_search_epochs, batch_size=batch_size,
-                                          loss=loss, seed=seed, probe=probe)
-        scan = with_distance(scan, z)
-    refine = ["object", "probe"] + (["positions"] if refine_positions else []) + \
-        (["distance"] if refine_distance else [])
-    starts = {"object": 0, "probe": 1, "positions": max(1, epochs // 4),
-              "distance": max(1, epochs // 2)}
-    starts.update(start_epochs or {})
-    result = reconstruct(scan, engine="adam", epochs=epochs, batch_size=batch_size,
-                         refine=tuple(refine),
-                         loss=loss, probe=probe, probe_modes=probe_modes,
-                         learning_rates=learning_rates, start_epochs=starts, seed=seed,
-                         verbose=verbose, checkpoint_dir=checkpoint_dir,
-                         position_model=position_model, probe_support=probe_support,
-                         probe_power=probe_power, callbacks=callbacks)
+        distance_search = bool(refine_distance and _is_cone_beam(scan))
+    if distance_search and scan.geometry != NEARFIELD:
+        raise AdptychoError("the distance search is for near-field scans; in far field the "
+                            "distance is refined by gradient descent")
+    return refine_distance, distance_search, probe_power
+
+
+def _calibration_of(result, scan: ScanData, settings: dict) -> Calibration:
+    """The ``Calibration`` of the reconstruction ``result`` of ``scan``: positions on the
+    scan's frame (the object grid's origin removed), the probe centred (far field: its phase
+    ramp removed first), the refined distances."""
     origin = np.asarray(result.object_origin_px, np.float64)
     distance = result.distance_m if result.distance_m is not None else scan.detector_distance_m
-    settings = dict(result.settings)
-    settings.update({"calibration_refine": refine, "position_model": position_model})
-    if search_table is not None:
-        settings["distance_search"] = [[z, v] for z, v in search_table]
-        if cone:
-            settings["focus_search"] = settings["distance_search"]
     probe = result.probe
     if scan.geometry != NEARFIELD:
         probe = remove_probe_phase_ramp(probe)

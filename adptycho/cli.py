@@ -3,7 +3,7 @@
 Every command that writes a result takes ``--out``; bad input ends the command with a one-line
 ``adptycho: error: ...`` message and exit status 2, and nothing is written half-way (files are
 written to a temporary name and renamed). Inputs, outputs, contradictory options and options the
-chosen mode would ignore are checked before a command starts (``adptycho.cli_checks``). An
+chosen mode would ignore are checked before a command starts (``adptycho.commands.checks``). An
 internal error (a bug) is not disguised as bad input: its traceback is printed and the exit
 status is 1. ``docs/errors.md`` lists the bad inputs and their messages.
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     from adptycho.runtime import configure
 
     configure()  # the command opts into the process settings (quiet TF start-up, allocator)
-    from adptycho.cli_checks import check_arguments
+    from adptycho.commands.checks import check_arguments
 
     parser = build_parser()
     args = parser.parse_args(argv)

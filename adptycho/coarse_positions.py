@@ -28,6 +28,7 @@ import numpy as np
 from adptycho.io.scan_data import NEARFIELD, ScanData
 
 __all__ = ["CoarsePositionResult", "coarse_scan", "coarse_probe", "coarse_positions", "applies",
+           "coarse_stage",
            "COARSE_FACTOR", "COARSE_EPOCHS", "MIN_COARSE_PIXELS"]
 
 COARSE_FACTOR = 2  # 4 (16 x 16 patterns of a 64 x 64 detector) lost the positions in tests
@@ -148,3 +149,35 @@ def coarse_positions(scan: ScanData, fit: Callable[[ScanData, Optional[np.ndarra
     return CoarsePositionResult(positions_px=nominal + corrections, nominal_positions_px=nominal,
                                 factor=int(factor), epochs=int(epochs),
                                 coarse_shape=tuple(small.patterns.shape[1:]))
+
+
+def coarse_stage(scan: ScanData, probe, config, schedule, reconstruct: Callable):
+    """The default schedule's coarse-to-fine position stage, or None where it does not apply.
+
+    It runs when the adaptive schedule (``engine="auto"``) starts with a PIE stage, the positions
+    are refined as per-pattern offsets and ``applies(scan)``: ``reconstruct`` (the caller's,
+    passed in to keep this module below the workflow) with ``COARSE_EPOCHS`` sequential ePIE
+    epochs refining object, probe and positions on ``coarse_scan(scan)``, the probe searched
+    from the data unless ``probe`` (or the scan's) is known.
+
+    Args:
+        scan: the ``ScanData``; probe: the caller's probe or None.
+        config: the ``ReconstructConfig``; schedule: the planned ``Schedule``.
+        reconstruct: ``adptycho.reconstruction.reconstruct``.
+    """
+    from adptycho.engines import PIE_ENGINES
+
+    if not (schedule.adaptive and schedule.stages[0].engine in PIE_ENGINES
+            and "positions" in config.refine and config.position_model == "offsets"
+            and applies(scan)):
+        return None
+
+    def fit(small, small_probe, epochs):
+        return reconstruct(small, probe=small_probe, engine=f"epie:{epochs}",
+                           refine=("object", "probe", "positions"),
+                           probe_modes=config.probe_modes, seed=config.seed, verbose=0)
+
+    result = coarse_positions(scan, fit, probe=probe if probe is not None else scan.probe)
+    if config.verbose:
+        print(f"adptycho: {result.summary()}", flush=True)
+    return result

@@ -22,14 +22,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Optional, Tuple, Union
+from typing import ClassVar, Optional, Tuple, Union
 
 import numpy as np
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["ReconstructConfig", "RUNTIME_ARGUMENTS", "LOSS_NAMES", "PARAMETER_GROUPS",
-           "split_runtime_options", "with_config_keywords"]
+__all__ = ["ConfigBase", "ReconstructConfig", "RUNTIME_ARGUMENTS", "LOSS_NAMES", "PARAMETER_GROUPS",
+           "split_runtime_options", "config_keywords", "with_config_keywords"]
 
 # the vocabularies (adptycho.losses.LOSSES, model.PARAMETER_GROUPS, ...: a test checks they
 # agree; repeated here so that building a config imports no TensorFlow)
@@ -101,13 +101,125 @@ def _check_start(group, value):
         _fail(f"start_epochs[{group!r}] must be an integer >= 0, got {value!r}")
 
 
+class ConfigBase:
+    """What every options dataclass of a workflow shares (``ReconstructConfig``,
+    ``workflow_config.CalibrationConfig``, ...): building from keywords, and saving as plain
+    values (``to_dict``, written verbatim into the result's settings) and back."""
+
+    function: ClassVar[str] = "reconstruct"  # the workflow whose options these are
+
+    @classmethod
+    def field_names(cls) -> tuple:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def build(cls, config=None, **options):
+        """``config`` (default: all defaults) with ``options`` replacing its fields.
+
+        Raises:
+            TypeError: an option that is not a field (as for an unknown keyword argument).
+            AdptychoError: an invalid value.
+        """
+        unknown = sorted(set(options) - set(cls.field_names()))
+        if unknown:
+            raise TypeError(f"{cls.function}() got an unexpected keyword argument {unknown[0]!r}")
+        if config is None:
+            return cls(**options)
+        if not isinstance(config, cls):
+            raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+        return dataclasses.replace(config, **options) if options else config
+
+    def to_dict(self) -> dict:
+        """The fields as JSON-ready values (tuples as lists)."""
+        def plain(value):
+            if isinstance(value, dict):
+                return {str(k): plain(v) for k, v in value.items()}
+            if isinstance(value, (tuple, list, np.ndarray)):
+                return [plain(v) for v in value]
+            if isinstance(value, np.generic):
+                return value.item()
+            return value
+
+        return {name: plain(getattr(self, name)) for name in self.field_names()}
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """The config of ``to_dict()`` (or of a result's ``settings["config"]``); fields a
+        newer version added keep their defaults, unknown names are refused."""
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            _fail(f"unknown {cls.function} options {unknown} in the saved config")
+        return cls(**values)
+
+
 @dataclasses.dataclass(frozen=True)
-class ReconstructConfig:
+class ReconstructConfig(ConfigBase):
     """Every option of ``reconstruct`` (``adptycho.reconstruction``), with its default.
 
-    The meaning of each field is documented in ``reconstruct``; the validation here refuses
-    values no engine can use (``AdptychoError`` naming the field). Sequences are stored as
-    tuples, ``checkpoint_dir`` as a string.
+    The validation here refuses values no engine can use (``AdptychoError`` naming the field).
+    Sequences are stored as tuples, ``checkpoint_dir`` as a string.
+
+    Attributes:
+        engine: ``auto`` (default: ``training.planning.auto_schedule``), an engine name
+            (``adam``, ``epie``, ``rpie``, ``mpie``, ...: the registry ``adptycho.engines``;
+            PIE engines refine object and probe only) or a schedule of stages run in order on
+            the same model, ``"epie:30,adam:200"`` (``training.schedule``; Keras callbacks and
+            ``checkpoint_dir`` apply to the Adam stage).
+        epochs: passes over the data of the last (Adam) stage. None: until a loss plateau for
+            the adaptive default, 50 for a single named engine.
+        batch_size: patterns per Adam step (default 32, shuffled every epoch); for a PIE engine
+            the patterns per vectorised update (default 1: sequential, which converges where a
+            batch can diverge).
+        refine: parameter groups to fit: ``object``, ``probe``, ``positions``, ``distance``.
+        loss: ``amplitude`` (default), ``poisson`` or ``poisson-gaussian``: the noise model of
+            the Adam stage.
+        readout_noise: camera readout noise in photons (``poisson-gaussian``); a per-pixel map
+            is an argument of ``reconstruct``.
+        learning_rates: per-group Adam step sizes (see ``PtychoModel.compile``; after a PIE
+            stage the default object and probe step is ``training.planning.AUTO_LEARNING_RATE``;
+            a latent object's ``LATENT_LEARNING_RATE``).
+        start_epochs: per-group first epoch; default: object 0, probe 1, positions and distance
+            after a fifth of the epochs (the object forms first); all 0 after a PIE stage.
+        decay_rate: learning-rate decay per epoch (default 0.97, Seifert et al.; 1 for the
+            adaptive schedule, which halves the steps on a plateau instead).
+        object: ``pixels``, a shipped IRMAE (``irmae-mnist``, ``irmae-mnist-3``), a shipped
+            StyleGAN2 generator, or a directory with IRMAE weights (a ``LatentObject``: only its
+            latent vector is fitted; the result's ``object`` is the resized decoder output on
+            the grid and ``extra_histories["latent"]`` the latent).
+        parametrisation: pixel parametrisation (``complex``, ``amplitude-phase``, ``amplitude``,
+            ``phase``).
+        probe_modes, object_shape, padding_px: see ``reconstruction.build_model``.
+        seed: seeds Python, NumPy, TensorFlow and Keras (shuffling order) for this call only, so
+            runs are repeatable; the caller's generator states are restored on return
+            (``adptycho.runtime.restores_global_rngs``).
+        verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        checkpoint_dir: if given, the fit state is saved there after every epoch
+            (``adptycho.training.checkpoint.FitCheckpoint``): a fit interrupted at any moment
+            (even by SIGKILL) and restarted with the same arguments continues from the last
+            completed epoch and ends with the result of an uninterrupted fit. The histories of
+            the result cover all epochs.
+        jit_compile: XLA-compile the training step (``"auto"``: see ``PtychoModel.compile``; on
+            CPU, far-field steps run as XLA pieces joined by TensorFlow FFT ops).
+        subpixel: ``"auto"``, True or False: Fourier sub-pixel shifts (``PtychoModel``).
+        position_model: ``offsets`` or ``affine`` (global affine stage model plus offsets).
+        optimizer: ``adam`` or ``lbfgs`` (full-batch L-BFGS of ``adptycho.training.lbfgs``,
+            ``epochs`` iterations; object only, meant for latent objects).
+        probe_power: fixed total probe power in photons per exposure (``PtychoModel``).
+        latent_options: ``LatentObject`` keyword arguments (see ``build_model``).
+        pie_options: PIE engines only: ``object_step`` (alpha), ``probe_step`` (beta),
+            ``regularisation`` (rPIE a), ``momentum`` (mPIE eta), ``fourier_relaxation``
+            (Poisson noise bound, ``PIESettings``); ``batch_size`` is the number of patterns
+            per vectorised update (1 = sequential ePIE), ``start_epochs["probe"]`` the first
+            epoch of probe updates.
+        validation_fraction: hold out this fraction of the patterns (random, from ``seed``):
+            they never enter a training batch; their loss and residual are evaluated after every
+            epoch (``extra_histories["validation_loss"]``, ``["validation_residual"]``).
+        early_stopping_patience: stop when the validation loss (the training loss without
+            validation patterns) has not improved for this many epochs, and keep the best
+            epoch's parameters.
+        strategy: ``None``, ``"mirrored"`` or ``"multiworker"`` (``training.distribute``; a
+            ready ``tf.distribute.Strategy`` is an argument of ``reconstruct``): data-parallel
+            fit, patterns sharded across the replicas, gradients all-reduced. Adam engine only.
     """
 
     engine: str = "auto"
@@ -231,50 +343,6 @@ class ReconstructConfig:
              _optional_count("early_stopping_patience", self.early_stopping_patience))
         _choice("strategy", self.strategy, STRATEGY_NAMES)
 
-    # -- building and saving ----------------------------------------------------------------
-    @classmethod
-    def field_names(cls) -> tuple:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def build(cls, config: Optional["ReconstructConfig"] = None, **options) -> "ReconstructConfig":
-        """``config`` (default: all defaults) with ``options`` replacing its fields.
-
-        Raises:
-            TypeError: an option that is not a field (as for an unknown keyword argument).
-            AdptychoError: an invalid value.
-        """
-        unknown = sorted(set(options) - set(cls.field_names()))
-        if unknown:
-            raise TypeError(f"reconstruct() got an unexpected keyword argument {unknown[0]!r}")
-        if config is None:
-            return cls(**options)
-        if not isinstance(config, cls):
-            raise TypeError(f"config must be a ReconstructConfig, got {type(config).__name__}")
-        return dataclasses.replace(config, **options) if options else config
-
-    def to_dict(self) -> dict:
-        """The fields as JSON-ready values (tuples as lists)."""
-        def plain(value):
-            if isinstance(value, dict):
-                return {str(k): plain(v) for k, v in value.items()}
-            if isinstance(value, (tuple, list, np.ndarray)):
-                return [plain(v) for v in value]
-            if isinstance(value, np.generic):
-                return value.item()
-            return value
-
-        return {name: plain(getattr(self, name)) for name in self.field_names()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ReconstructConfig":
-        """The config of ``to_dict()`` (or of a result's ``settings["config"]``); fields a
-        newer version added keep their defaults, unknown names are refused."""
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            _fail(f"unknown reconstruct options {unknown} in the saved config")
-        return cls(**values)
-
 
 def split_runtime_options(options: dict):
     """Separate the run-time objects a keyword call may pass for two options: a per-pixel
@@ -291,17 +359,22 @@ def split_runtime_options(options: dict):
     return options, noise_map, strategy
 
 
-def with_config_keywords(function):
-    """Give ``function(scan, config=None, *, ..., **options)`` the signature that lists every
-    config field as a keyword-only parameter with its default instead of ``**options`` (what
-    ``help()``, ``inspect.signature`` and editors show; ``signature.bind`` then refuses an
-    unknown keyword as the call does)."""
+def config_keywords(config_class):
+    """A decorator that gives ``function(..., config=None, *, ..., **options)`` the signature
+    that lists every field of ``config_class`` as a keyword-only parameter with its default
+    instead of ``**options`` (what ``help()``, ``inspect.signature`` and editors show;
+    ``signature.bind`` then refuses an unknown keyword as the call does)."""
     import inspect
 
-    signature = inspect.signature(function)
-    parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
-    parameters += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                                     annotation=f.type)
-                   for f in dataclasses.fields(ReconstructConfig)]
-    function.__signature__ = signature.replace(parameters=parameters)
-    return function
+    def decorate(function):
+        signature = inspect.signature(function)
+        parameters = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+        parameters += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                         default=f.default, annotation=f.type)
+                       for f in dataclasses.fields(config_class)]
+        function.__signature__ = signature.replace(parameters=parameters)
+        return function
+    return decorate
+
+
+with_config_keywords = config_keywords(ReconstructConfig)  # reconstruct(scan, config, ...)

@@ -31,19 +31,35 @@ from adptycho.accel import REFERENCE, ExecutionPlan
 from adptycho.accel import plan as accel_plan
 from adptycho.accel.forward import chained_losses, forward_intensities, forward_losses
 from adptycho.accel.windows import materialise
+from adptycho.components.fit_helpers import (GroupSchedule, RelativeResidual, ReleaseFreedMemory,
+                                             update_step_metrics, weighted_losses)
 from adptycho.components.groups import (DEFAULT_LEARNING_RATES, PARAMETER_GROUPS,
-                                        build_optimizers, checked_refine, epoch_learning_rates)
-from adptycho.components.fit_helpers import GroupSchedule, RelativeResidual, ReleaseFreedMemory
-from adptycho.components.guard import NaNGuard, guarded_update
+                                        GroupOptimizers, checked_refine)
+from adptycho.components.guard import NaNGuard, parameter_update
+from adptycho.components.noise import NoiseModel
 from adptycho.components.probe import ProbeModes, checked_probe
 from adptycho.components.scan_geometry import NearFieldGeometry, ScanGeometry
-from adptycho.errors import AdptychoError, GeometryError
-from adptycho.losses import get_loss, sum_of_pattern_values
+from adptycho.errors import AdptychoError
+from adptycho.losses import sum_of_pattern_values
 from adptycho.objects.base import ObjectRepresentation
 from adptycho.training.distribute import global_batch_mean, replica_step_logs
 
 __all__ = ["PtychoModel", "NearFieldGeometry", "NaNGuard", "PARAMETER_GROUPS",
            "DEFAULT_LEARNING_RATES"]
+
+
+def _delegate(component_class, component: str, method: str):
+    """A model method that calls ``self.<component>.<method>``, documented by the component."""
+    def call(self, *args, **kwargs):
+        return getattr(getattr(self, component), method)(*args, **kwargs)
+    call.__name__ = method
+    call.__doc__ = getattr(component_class, method).__doc__
+    return call
+
+
+def _state(component: str, name: str, doc: str = None):
+    """A read-only model property for ``self.<component>.<name>``."""
+    return property(lambda self: getattr(getattr(self, component), name), doc=doc)
 
 
 class PtychoModel(keras.Model):
@@ -90,7 +106,7 @@ class PtychoModel(keras.Model):
         self.num_modes = int(probe.shape[0])
         self.object_representation = object_representation
         self.object_shape = object_representation.object_shape
-        self._check_noise_model(mask, loss, readout_noise)
+        self.noise = NoiseModel(self.detector_shape, mask, loss, readout_noise)
         self.subpixel = subpixel
         self.copropagate = bool(copropagate)
         # set by compile: parallel-beam near field with the distance and object / probe refined
@@ -111,67 +127,53 @@ class PtychoModel(keras.Model):
                                      trainable=False)
         self.step_size_factor = weight(shape=(), name="step_size_factor", initializer="ones",
                                        trainable=False)
+        # (a dict attribute: Keras tracks its variables, so the weights keep their order)
         self.groups = {"object": list(object_representation.trainable_weights),
                        "probe": self.probe_modes.variables,
                        "positions": self.scan.position_variables,
                        "distance": [self.scan.log_distance_scale]}
-        self.active_groups = self.refine = ("object",)
-        self.group_optimizers = {}
-        self.learning_rates = dict(DEFAULT_LEARNING_RATES)
-        self.start_epochs = {g: 0 for g in PARAMETER_GROUPS}
-        self.decay_rate = 0.97
+        self.optimization = GroupOptimizers(self.groups)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.residual_tracker = RelativeResidual()
         self._subpixel_now = self.scan.subpixel_needed(subpixel, False)
         self.execution_plan = REFERENCE  # chosen by compile (accel.plan)
         self.built = True
 
-    def _check_noise_model(self, mask, loss, readout_noise):
-        if mask is not None:
-            mask = np.asarray(mask, bool)
-            if mask.shape != self.detector_shape:
-                raise GeometryError(f"mask shape {mask.shape} does not match the probe/detector "
-                                    f"shape {self.detector_shape}")
-        self._mask = None if mask is None else tf.constant(mask, tf.float32)
-        self.loss_name = loss
-        self._loss_fn = get_loss(loss)
-        if loss == "poisson-gaussian":
-            noise = np.asarray(readout_noise, np.float32)
-            if noise.ndim not in (0, 2) or (noise.ndim == 2 and noise.shape != self.detector_shape):
-                raise AdptychoError(
-                    f"readout_noise must be a scalar or a {self.detector_shape} array")
-            if not np.all(noise > 0):
-                raise AdptychoError("readout_noise must be positive for the poisson-gaussian loss")
-        self.readout_noise = np.asarray(readout_noise, np.float32)
+    # -- the components' state and methods under the model's established names ------------
+    probe_real, probe_imag = _state("probe_modes", "real"), _state("probe_modes", "imag")
+    probe_scale, probe_power = _state("probe_modes", "scale"), _state("probe_modes", "power")
+    position_corrections = _state("scan", "corrections")
+    position_affine = _state("scan", "affine")
+    log_distance_scale = _state("scan", "log_distance_scale")
+    near_field = _state("scan", "near_field")
+    farfield_distance_m = _state("scan", "farfield_distance_m")
+    position_model = _state("scan", "position_model")
+    detector_mask = _state("noise", "mask", "(H, W) float32 valid-pixel mask (1 = valid), or None.")
+    loss_name, readout_noise = _state("noise", "loss_name"), _state("noise", "readout_noise")
+    group_optimizers = _state("optimization", "optimizers")
+    refine, active_groups = _state("optimization", "refine"), _state("optimization", "active")
+    learning_rates = _state("optimization", "learning_rates")
+    start_epochs = _state("optimization", "start_epochs")
+    decay_rate = _state("optimization", "decay_rate")
 
-    # -- the components' state under its established names ----------------------------------
-    probe_real = property(lambda self: self.probe_modes.real)
-    probe_imag = property(lambda self: self.probe_modes.imag)
-    probe_scale = property(lambda self: self.probe_modes.scale)
-    probe_power = property(lambda self: self.probe_modes.power)
-    position_corrections = property(lambda self: self.scan.corrections)
-    position_affine = property(lambda self: self.scan.affine)
-    log_distance_scale = property(lambda self: self.scan.log_distance_scale)
-    near_field = property(lambda self: self.scan.near_field)
-    farfield_distance_m = property(lambda self: self.scan.farfield_distance_m)
-    position_model = property(lambda self: self.scan.position_model)
-    detector_mask = property(lambda self: self._mask,
-                             doc="(H, W) float32 valid-pixel mask (1 = valid), or None.")
+    stored_probe_tensor = _delegate(ProbeModes, "probe_modes", "stored")
+    assign_probe = _delegate(ProbeModes, "probe_modes", "assign")
+    orthogonalise_probe = _delegate(ProbeModes, "probe_modes", "orthogonalise")
+    positions_tensor = _delegate(ScanGeometry, "scan", "positions")
+    affine_matrix = _delegate(ScanGeometry, "scan", "affine_matrix")
+    focus_distance_tensor = _delegate(ScanGeometry, "scan", "focus_distance")
+    cone_beam_geometry = _delegate(ScanGeometry, "scan", "cone_beam_geometry")
+    distance_tensor = _delegate(ScanGeometry, "scan", "distance")
+    get_distance = _delegate(ScanGeometry, "scan", "refined_distance_m")
+    get_focus_distance = _delegate(ScanGeometry, "scan", "refined_focus_distance_m")
+    pattern_losses = _delegate(NoiseModel, "noise", "pattern_losses")
 
-    # -- parameters as physical quantities ----------------------------------------------
+    # -- object and probe as the model uses them ------------------------------------------
     def probe_tensor(self) -> tf.Tensor:
         """(M, H, W) complex64 probe in photon units (times the support, if any; co-propagated
         by z0 - z while a parallel-beam near-field distance is refined, see ``copropagate``)."""
         probe = self.probe_modes.stored()
         return self.scan.copropagate(probe, materialise) if self._copropagating_probe else probe
-
-    def stored_probe_tensor(self) -> tf.Tensor:
-        """(M, H, W) complex64 stored probe in photon units (never co-propagated)."""
-        return self.probe_modes.stored()
-
-    def assign_probe(self, probe) -> None:
-        """Set the stored probe modes to the (M, H, W) complex ``probe`` in photon units."""
-        self.probe_modes.assign(probe)
 
     def object_tensor(self) -> tf.Tensor:
         """(Y, X) complex64 stored object (the representation's, never co-propagated)."""
@@ -195,27 +197,6 @@ class PtychoModel(keras.Model):
             return parts
         obj = self.scan.copropagate(tf.complex(*parts), materialise)
         return tf.math.real(obj), tf.math.imag(obj)
-
-    def positions_tensor(self, indices=None) -> tf.Tensor:
-        """(B, 2) float32 refined positions, clipped inside the object (``ScanGeometry``)."""
-        return self.scan.positions(indices)
-
-    def affine_matrix(self) -> np.ndarray:
-        """(2, 2) fitted affine map of the nominal positions about their centroid ((y, x))."""
-        return self.scan.affine_matrix()
-
-    def focus_distance_tensor(self) -> tf.Tensor:
-        """Scalar float32 cone-beam focus-to-sample distance z1 in metres."""
-        return self.scan.focus_distance()
-
-    def cone_beam_geometry(self):
-        """Cone-beam near field: ``(magnification, effective object pixel in metres, effective
-        distance in metres)`` (``components.scan_geometry.ScanGeometry.cone_beam_geometry``)."""
-        return self.scan.cone_beam_geometry()
-
-    def distance_tensor(self) -> tf.Tensor:
-        """Scalar float32 (effective) propagation distance in metres (see ``ScanGeometry``)."""
-        return self.scan.distance()
 
     def transfer_function(self):
         """(H, W) complex64 band-limited angular-spectrum transfer function, or None (far field)."""
@@ -257,14 +238,10 @@ class PtychoModel(keras.Model):
         def losses(chain_indices, chain_measured):
             return forward_losses(object_parts, probe, self.positions_tensor(chain_indices),
                                   chain_measured, self.loss_name, transfer,
-                                  subpixel=self._subpixel_now, mask=self._mask,
+                                  subpixel=self._subpixel_now, mask=self.detector_mask,
                                   readout_noise=self.readout_noise, plan=plan)
 
         return chained_losses(plan, losses, indices, measured)
-
-    def pattern_losses(self, measured, predicted):
-        """(B,) per-pattern noise-model loss."""
-        return self._loss_fn(measured, predicted, self._mask, self.readout_noise)
 
     # -- training -----------------------------------------------------------------------
     def compile(self, refine=("object",), learning_rates=None, start_epochs=None,
@@ -289,17 +266,9 @@ class PtychoModel(keras.Model):
                 (A/B timing, tests); ``jit_compile="auto"`` then follows ``execution_plan.xla``.
         """
         refine = checked_refine(refine, self.scan.has_distance, decay_rate)
-        self.refine = refine
-        coupling = bool(self.copropagate and "distance" in refine
-                        and self.near_field is not None and not self.near_field.cone_beam)
-        # only what is refined co-propagates (a known, frozen object or probe stays as given)
-        self._copropagating = coupling and "object" in refine
-        self._copropagating_probe = coupling and "probe" in refine
-        self.learning_rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
-        self.start_epochs = {**{g: 0 for g in PARAMETER_GROUPS}, **(start_epochs or {})}
-        self.decay_rate = float(decay_rate)
-        self.group_optimizers = build_optimizers(self.groups, refine, self.learning_rates)
-        self.active_groups = tuple(g for g in refine if self.start_epochs[g] <= 0)
+        self._copropagating, self._copropagating_probe = self.scan.copropagation(
+            self.copropagate, refine)
+        self.optimization.configure(refine, learning_rates, start_epochs, decay_rate)
         self.update_subpixel()
         if execution_plan is None:
             execution_plan, jit_compile = accel_plan.choose_plan(
@@ -310,10 +279,6 @@ class PtychoModel(keras.Model):
         super().compile(optimizer=self.group_optimizers[refine[0]], jit_compile=jit_compile,
                         **kwargs)
 
-    def orthogonalise_probe(self) -> None:
-        """Make the probe modes orthogonal and sort them by power (``ProbeModes.orthogonalise``)."""
-        self.probe_modes.orthogonalise()
-
     def set_epoch(self, epoch: int) -> None:
         """Activate the groups whose start epoch has come and decay their learning rates.
 
@@ -321,37 +286,20 @@ class PtychoModel(keras.Model):
         """
         if "probe" in self.active_groups and self.num_modes > 1:
             self.orthogonalise_probe()
-        active = tuple(g for g in self.refine if epoch >= self.start_epochs[g])
-        if active != self.active_groups:
-            self.active_groups = active
+        if self.optimization.activate(epoch):
             self.update_subpixel()
             self.train_function = None
             self.make_train_function(force=True)
             self.recompiled_at = epoch
-        rates = epoch_learning_rates(self.learning_rates, self.decay_rate, self.start_epochs,
-                                     active, epoch, float(self.step_size_factor.numpy()))
-        for group, rate in rates.items():
-            self.group_optimizers[group].learning_rate = rate
+        self.optimization.set_learning_rates(epoch, float(self.step_size_factor.numpy()))
 
     def apply_group_gradients(self, active, gradients) -> None:
         """One Adam update per active group, then the position and probe-power constraints."""
-        start = 0
-        for group in active:
-            n = len(self.groups[group])
-            self.group_optimizers[group].apply(gradients[start:start + n], self.groups[group])
-            start += n
+        self.optimization.apply(active, gradients)
         if "positions" in active:
             self.scan.project_corrections("distance" in self.active_groups)
         if "probe" in active:
             self.probe_modes.constrain_power()
-
-    def _update_parameters(self, active, gradients, losses):
-        """The Adam step of the ``active`` groups, under the NaN guard unless ``nan_guard`` is
-        off; ``(finite, ok)`` scalar bools (``components.guard.guarded_update``)."""
-        if not self.nan_guard:
-            self.apply_group_gradients(active, gradients)
-            return tf.constant(True), tf.constant(True)
-        return guarded_update(self, active, gradients, losses)
 
     def train_step(self, data):
         """One Adam step of the active groups, with the NaN guard (``components.guard``: a
@@ -364,36 +312,20 @@ class PtychoModel(keras.Model):
             for v in variables:
                 tape.watch(v.value)
             losses, residuals, counts = self.batch_losses(indices, measured, self.execution_plan)
-            if sample_weight is not None:
-                losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+            losses = weighted_losses(losses, sample_weight)
             loss = global_batch_mean(losses)
         gradients = tape.gradient(loss, [v.value for v in variables])
-        numerator = sum_of_pattern_values(residuals)
-        denominator = sum_of_pattern_values(counts)
-        update = functools.partial(self._update_parameters, active)
-        if self.execution_plan.pieces:
-            # the element-wise Adam / guard passes as one XLA cluster, as in a whole-XLA step
-            update = tf.function(update, jit_compile=True)
-        _, ok = update(gradients, losses)
-        if not self.nan_guard:
-            self.loss_tracker.update_state(losses)
-            self.residual_tracker.update_state(numerator, denominator)
-            return replica_step_logs(self._logs())
-        weight = tf.cast(ok, tf.float32)
-        self.loss_tracker.update_state(tf.where(ok, losses, tf.zeros_like(losses)),
-                                       sample_weight=tf.broadcast_to(weight, tf.shape(losses)))
-        self.residual_tracker.update_state(tf.where(ok, numerator, 0.0),
-                                           tf.where(ok, denominator, 0.0))
+        ok = parameter_update(self, active)(gradients, losses)
+        update_step_metrics(self.loss_tracker, self.residual_tracker, losses,
+                            sum_of_pattern_values(residuals), sum_of_pattern_values(counts), ok)
         return replica_step_logs(self._logs())
 
     def test_step(self, data):
         indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         losses, residuals, counts = self.batch_losses(indices, measured, self.execution_plan)
-        if sample_weight is not None:
-            losses = losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-        self.loss_tracker.update_state(losses)
-        self.residual_tracker.update_state(sum_of_pattern_values(residuals),
-                                           sum_of_pattern_values(counts))
+        update_step_metrics(self.loss_tracker, self.residual_tracker,
+                            weighted_losses(losses, sample_weight),
+                            sum_of_pattern_values(residuals), sum_of_pattern_values(counts))
         return replica_step_logs(self._logs())
 
     def predict_step(self, data):
@@ -439,16 +371,3 @@ class PtychoModel(keras.Model):
     def get_positions(self) -> np.ndarray:
         """(N, 2) float64 refined top-left corners (y, x) in object pixels."""
         return self.positions_tensor().numpy().astype(np.float64)
-
-    def get_focus_distance(self) -> Optional[float]:
-        """Refined cone-beam focus-to-sample distance z1 in metres, else None."""
-        if self.near_field is None or not self.near_field.cone_beam:
-            return None
-        return float(self.focus_distance_tensor().numpy())
-
-    def get_distance(self) -> Optional[float]:
-        """Refined propagation distance in metres (near field), the sample-detector distance
-        (far field with ``farfield_distance_m``), else None."""
-        if not self.scan.has_distance:
-            return None
-        return float(self.distance_tensor().numpy())

@@ -1,4 +1,10 @@
-"""One-call reconstruction: ``reconstruct(scan, ...)`` -> ``ReconstructionResult``."""
+"""One-call reconstruction: ``reconstruct(scan, ...)`` -> ``ReconstructionResult``.
+
+``reconstruct`` is a pipeline of named steps: the schedule (``training.planning``), the initial
+probe (searched from the data when none is given), the model (``build_model``), its compilation
+and the fit plan, the stages through the engine registry (``_run_stages``), and the result with
+its settings.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import numpy as np
 
 from adptycho.config import ReconstructConfig, split_runtime_options, with_config_keywords
 from adptycho.runtime import restores_global_rngs
-from adptycho.errors import AdptychoError, GeometryError
+from adptycho.errors import GeometryError
 from adptycho.geometry.grids import object_grid
 from adptycho.initial import add_probe_modes, probe_guess, scale_probe_to_counts
 from adptycho.io.results import ReconstructionResult
@@ -21,9 +27,11 @@ from adptycho.nn.irmae import SHIPPED_MODELS
 from adptycho.nn.stylegan2 import SHIPPED_STYLEGAN2, is_stylegan2_model
 from adptycho.objects.pixels import PixelObject
 from adptycho.training.data import split_validation, steps_per_execution_for
-from adptycho.engines import PIE_ENGINES, FitPlan, available_engines, get_engine
-from adptycho.training.schedule import (MAX_ADAPTIVE_EPOCHS, PlateauSchedule, Stage,
-                                        format_schedule, parse_schedule)
+from adptycho.coarse_positions import coarse_stage
+from adptycho.engines import FitPlan, available_engines, get_engine
+from adptycho.training.planning import (AUTO_PLATEAU, Schedule, auto_schedule,  # noqa: F401
+                                        plan_schedule)
+from adptycho.training.schedule import PlateauSchedule, Stage
 from adptycho.training.fingerprint import fit_fingerprint
 
 __all__ = ["reconstruct", "build_model", "auto_schedule", "ENGINES", "OBJECTS"]
@@ -31,69 +39,35 @@ __all__ = ["reconstruct", "build_model", "auto_schedule", "ENGINES", "OBJECTS"]
 ENGINES = available_engines()  # the registry: adptycho.engines.ENGINES
 OBJECTS = ("pixels",) + SHIPPED_MODELS  # or a directory with IRMAE weights (LatentObject)
 OBJECTS += SHIPPED_STYLEGAN2  # StyleGAN2 generator objects (GeneratorObject; PtychoGAN)
-OPTIMIZERS = ("adam", "lbfgs")
-LATENT_LEARNING_RATE = 0.1
-DEFAULT_EPOCHS = 50  # a named engine (or the default's adam-only fallback) without epochs
-AUTO_PIE_EPOCHS = 50  # sequential ePIE epochs of the adaptive default before Adam
-AUTO_LEARNING_RATE = 0.01  # object / probe Adam step after a PIE stage (it only polishes)
-# PlateauSchedule of the adaptive Adam stage: halve the steps after 5 epochs without a 0.1%
-# improvement of the loss, stop at the 4th plateau
-AUTO_PLATEAU = {"patience": 5, "min_delta": 1e-3, "max_reductions": 4}
 
 
-def auto_schedule(scan: ScanData, *, epochs, refine, object, optimizer, parametrisation, probe,
-                  adam_only: bool):
-    """The stages of ``engine="auto"`` and whether the probe is searched from the data.
-
-    Pixel objects (complex parametrisation, Adam optimizer, object refined, no Adam-only option
-    such as a strategy or a validation split): ``AUTO_PIE_EPOCHS`` sequential ePIE epochs form
-    the object and probe quickly from any start, then Adam with the noise model refines every
-    group (positions and distance too) until a loss plateau, or for ``epochs`` epochs. The probe
-    is searched (``probe_search``) when none is given or stored, in far field; with refined
-    positions (far field, per-pattern offsets) a coarse stage (``coarse_positions``) finds
-    large position errors first at half resolution. Anything else:
-    Adam alone, for ``epochs`` (default 50).
-
-    Returns:
-        ``(stages, search_probe)``.
-    """
-    pie_first = (object == "pixels" and optimizer == "adam" and parametrisation == "complex"
-                 and "object" in refine and not adam_only)
-    if not pie_first:
-        return [Stage("adam", DEFAULT_EPOCHS if epochs is None else epochs)], False
-    search = probe is None and scan.probe is None and scan.geometry != NEARFIELD
-    return [Stage("epie", AUTO_PIE_EPOCHS), Stage("adam", epochs)], search
-
-
-def _pie_probe_search(scan: ScanData, stages, *, probe, object, parametrisation) -> bool:
-    """Whether a named schedule with a PIE stage (``--engine epie``, ``epie:30,adam``) searches
-    the probe from the data first, as the default schedule does: a pixel object (complex
-    parametrisation), no probe given or stored, far field. The PIE engines converge from the
-    searched probe where they stall from the unfocused mean-pattern guess (issue 18, item 3)."""
-    return (any(stage.engine in PIE_ENGINES for stage in stages) and object == "pixels"
-            and parametrisation == "complex" and probe is None and scan.probe is None
-            and scan.geometry != NEARFIELD)
-
-
-def _coarse_positions(scan: ScanData, probe, *, probe_modes, seed, position_model, verbose):
-    """The default schedule's coarse-to-fine position stage (``adptycho.coarse_positions``):
-    ePIE with position correction on the central half of the far-field patterns, when the
-    positions are refined as per-pattern offsets and the detector is large enough; else None."""
-    from adptycho import coarse_positions as coarse
-
-    if position_model != "offsets" or not coarse.applies(scan):
+def _near_field_geometry(scan: ScanData) -> Optional[NearFieldGeometry]:
+    """The scan's ``NearFieldGeometry`` (cone beam when z1, z2 and a square detector pixel are
+    known), or None in far field."""
+    if scan.geometry != NEARFIELD:
         return None
-    known = probe if probe is not None else scan.probe
+    cone = scan.focus_distance_m is not None and scan.detector_distance_m is not None \
+        and scan.detector_pixel_size_m is not None \
+        and abs(scan.detector_pixel_size_m[0] - scan.detector_pixel_size_m[1]) < 1e-15
+    return NearFieldGeometry(
+        scan.wavelength_m, scan.pixel_size_m, scan.propagation_distance_m,
+        focus_distance_m=scan.focus_distance_m if cone else None,
+        detector_distance_m=scan.detector_distance_m if cone else None,
+        detector_pixel_size_m=scan.detector_pixel_size_m[0] if cone else None)
 
-    def fit(small, small_probe, epochs):
-        return reconstruct(small, probe=small_probe, engine=f"epie:{epochs}",
-                           refine=("object", "probe", "positions"), probe_modes=probe_modes,
-                           seed=seed, verbose=0)
 
-    result = coarse.coarse_positions(scan, fit, probe=known)
-    if verbose:
-        print(f"adptycho: {result.summary()}", flush=True)
-    return result
+def _object_representation(object: str, shape, parametrisation, initial_object,
+                           latent_options):
+    """The ``ObjectRepresentation`` named ``object`` covering the (Y, X) grid ``shape``."""
+    if object == "pixels":
+        return PixelObject(shape, parametrisation, initial=initial_object)
+    if is_stylegan2_model(object):
+        from adptycho.objects.generator import GeneratorObject
+
+        return GeneratorObject.from_pretrained(shape, object, **(latent_options or {}))
+    from adptycho.objects.latent import LatentObject
+
+    return LatentObject.from_pretrained(shape, object, **(latent_options or {}))
 
 
 def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str = "amplitude",
@@ -142,29 +116,10 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
     if initial_object is not None and np.shape(initial_object) != tuple(grid.shape):
         raise GeometryError(
             f"initial object shape {np.shape(initial_object)} does not match the grid {grid.shape}")
-    near = None
-    if scan.geometry == NEARFIELD:
-        cone = scan.focus_distance_m is not None and scan.detector_distance_m is not None \
-            and scan.detector_pixel_size_m is not None \
-            and abs(scan.detector_pixel_size_m[0] - scan.detector_pixel_size_m[1]) < 1e-15
-        near = NearFieldGeometry(
-            scan.wavelength_m, scan.pixel_size_m, scan.propagation_distance_m,
-            focus_distance_m=scan.focus_distance_m if cone else None,
-            detector_distance_m=scan.detector_distance_m if cone else None,
-            detector_pixel_size_m=scan.detector_pixel_size_m[0] if cone else None)
-    if object == "pixels":
-        representation = PixelObject(grid.shape, parametrisation, initial=initial_object)
-    elif is_stylegan2_model(object):
-        from adptycho.objects.generator import GeneratorObject
-
-        representation = GeneratorObject.from_pretrained(grid.shape, object,
-                                                         **(latent_options or {}))
-    else:
-        from adptycho.objects.latent import LatentObject
-
-        representation = LatentObject.from_pretrained(grid.shape, object, **(latent_options or {}))
+    representation = _object_representation(object, grid.shape, parametrisation,
+                                            initial_object, latent_options)
     model = PtychoModel(representation, probe,
-                        grid.corners(scan.positions_px), near_field=near, mask=scan.mask,
+                        grid.corners(scan.positions_px), near_field=_near_field_geometry(scan), mask=scan.mask,
                         loss=loss, readout_noise=readout_noise, subpixel=subpixel,
                         position_model=position_model,
                         probe_support=probe_support, probe_power=probe_power,
@@ -180,287 +135,223 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
                 **options) -> ReconstructionResult:
     """Reconstruct object (and probe, positions, distance) from a scan.
 
-    The default (``engine="auto"``) is the schedule described in ``auto_schedule``: for a
-    pixel object, a probe found from the data when none is given (far field:
-    ``adptycho.probe_search``), ``AUTO_PIE_EPOCHS`` sequential ePIE epochs (object and probe),
-    then Adam on every refined group with the noise model until the loss reaches a plateau
-    (``training.schedule.PlateauSchedule``, at most ``MAX_ADAPTIVE_EPOCHS``); the result's
-    ``settings["stop_reason"]`` says why it stopped.
+    The default (``engine="auto"``) is the schedule described in
+    ``training.planning.auto_schedule``: for a pixel object, a probe found from the data when
+    none is given (far field: ``adptycho.probe_search``), sequential ePIE epochs (object and
+    probe), then Adam on every refined group with the noise model until the loss reaches a
+    plateau (``training.schedule.PlateauSchedule``); the result's ``settings["stop_reason"]``
+    says why it stopped. ``engine="epie:30,adam:200"`` runs those stages in order on the same
+    model (one history, ``extra_histories["stage_history"]`` numbers the stage of each epoch).
 
-    The options form a ``ReconstructConfig`` (``adptycho.config``: defaults, validation):
-    ``reconstruct(scan, config)``, ``reconstruct(scan, epochs=20)`` (keywords build the config
-    from the defaults) and ``reconstruct(scan, config, seed=3)`` (keywords override its
-    fields) are the same call; an unknown keyword is a ``TypeError``, a bad value an
-    ``AdptychoError``. The config is saved verbatim as ``settings["config"]`` next to the
-    resolved values (``settings["engine"]`` is the schedule that ran, ...).
+    The options form a ``ReconstructConfig`` (``adptycho.config``: every option with its
+    default, meaning and validation): ``reconstruct(scan, config)``,
+    ``reconstruct(scan, epochs=20)`` (keywords build the config from the defaults) and
+    ``reconstruct(scan, config, seed=3)`` (keywords override its fields) are the same call; an
+    unknown keyword is a ``TypeError``, a bad value an ``AdptychoError``. The config is saved
+    verbatim as ``settings["config"]`` next to the resolved values (``settings["engine"]`` is
+    the schedule that ran, ...). Streamed scans (``load_cxi(..., stream=True)``) are read in
+    prefetched batches by the Adam engine (PIE engines and L-BFGS load them).
 
     Args:
         scan: ``ScanData``.
-        config: a ``ReconstructConfig`` (default: all defaults); the options below are its
-            fields, except the run-time objects ``probe``, ``initial_object``,
-            ``probe_support``, ``callbacks``, a per-pixel ``readout_noise`` map and a
-            ``tf.distribute.Strategy`` passed as ``strategy``.
-        epochs: passes over the data of the last (Adam) stage. None: until a loss plateau for
-            the adaptive default, 50 for a single named engine.
-        batch_size: patterns per Adam step (default 32, shuffled every epoch); for a PIE engine
-            the patterns per vectorised update (default 1: sequential, which converges where a
-            batch can diverge).
-        refine: parameter groups to fit: ``object``, ``probe``, ``positions``, ``distance``.
-        loss: ``amplitude`` (default), ``poisson`` or ``poisson-gaussian``: the noise model of
-            the Adam stage.
-        learning_rates: per-group Adam step sizes (see ``PtychoModel.compile``; after a PIE
-            stage the default object and probe step is ``AUTO_LEARNING_RATE``).
-        start_epochs: per-group first epoch; default: object 0, probe 1, positions and distance
-            after a fifth of the epochs (the object forms first); all 0 after a PIE stage.
-        decay_rate: learning-rate decay per epoch (default 0.97, Seifert et al.; 1 for the
-            adaptive schedule, which halves the steps on a plateau instead).
-        engine: ``auto`` (default), an engine name (``adam``, ``epie``, ``rpie``, ``mpie``;
-            PIE engines: ``adptycho.training.epie``, object and probe only) or a schedule of
-            stages run in order on the same model, ``"epie:30,adam:200"``
-            (``training.schedule``; Keras callbacks and ``checkpoint_dir`` apply to the Adam
-            stage).
-        object: ``pixels``, a shipped IRMAE (``irmae-mnist``, ``irmae-mnist-3``) or a directory
-            with IRMAE weights (a ``LatentObject``: only its latent vector is fitted, Adam
-            learning rate ``LATENT_LEARNING_RATE`` unless given; the result's ``object`` is the
-            resized decoder output on the grid and ``extra_histories["latent"]`` the latent).
-        parametrisation: pixel parametrisation (``complex``, ``amplitude-phase``, ``amplitude``,
-            ``phase``).
-        probe, probe_modes, readout_noise, object_shape, padding_px, initial_object: see
-            ``build_model``.
-        seed: seeds Python, NumPy, TensorFlow and Keras (shuffling order) for this call only, so
-            runs are repeatable; the caller's generator states are restored on return
-            (``adptycho.runtime.restores_global_rngs``).
-        verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+        config: a ``ReconstructConfig`` (default: all defaults).
+        probe: (H, W) or (M, H, W) initial probe (see ``build_model``).
+        initial_object: optional (Y, X) complex starting object.
+        probe_support: optional (H, W) mask that multiplies the probe (``PtychoModel``).
         callbacks: extra Keras callbacks (early stopping, checkpoints, ...).
-        checkpoint_dir: if given, the fit state is saved there after every epoch
-            (``adptycho.training.checkpoint.FitCheckpoint``): a fit interrupted at any moment
-            (even by SIGKILL) and restarted with the same arguments continues from the last
-            completed epoch and ends with the result of an uninterrupted fit. The histories of
-            the result cover all epochs.
-        jit_compile: XLA-compile the training step (``"auto"``: see ``PtychoModel.compile``; on
-            CPU, far-field steps run as XLA pieces joined by TensorFlow FFT ops).
-        position_model: ``offsets`` or ``affine`` (global affine stage model plus offsets).
-        probe_support, probe_power: probe constraints (see ``build_model``).
-        optimizer: ``adam`` or ``lbfgs`` (full-batch L-BFGS of ``adptycho.training.lbfgs``,
-            ``epochs`` iterations; object only, meant for latent objects).
-        latent_options: ``LatentObject`` keyword arguments (see ``build_model``).
-        pie_options: PIE engines only: ``object_step`` (alpha), ``probe_step`` (beta),
-            ``regularisation`` (rPIE a), ``momentum`` (mPIE eta), ``fourier_relaxation``
-            (Poisson noise bound, ``PIESettings``); ``batch_size`` is the number
-            of patterns per vectorised update (1 = sequential ePIE), ``start_epochs["probe"]``
-            the first epoch of probe updates.
-        validation_fraction: hold out this fraction of the patterns (random, from ``seed``):
-            they never enter a training batch; their loss and residual are evaluated after every
-            epoch (``extra_histories["validation_loss"]``, ``["validation_residual"]``).
-        early_stopping_patience: stop when the validation loss (the training loss without
-            validation patterns) has not improved for this many epochs, and keep the best
-            epoch's parameters.
-        strategy: ``None``, ``"mirrored"``, ``"multiworker"`` or a ``tf.distribute.Strategy``
-            (``adptycho.training.distribute``): data-parallel fit, patterns sharded across the
-            replicas, gradients all-reduced. Adam engine only.
-
-    Streamed scans (``load_cxi(..., stream=True)``) are read in prefetched batches: the patterns
-    are never all in memory (the Adam engine; PIE engines and L-BFGS load them).
+        **options: ``ReconstructConfig`` fields; also a per-pixel ``readout_noise`` map and a
+            ``tf.distribute.Strategy`` passed as ``strategy``.
 
     Returns:
         ``ReconstructionResult``.
     """
     options, readout_map, strategy_object = split_runtime_options(options)
     config = ReconstructConfig.build(config, **options)  # TypeError: unknown, AdptychoError: bad
-    c = config
-    engine, epochs, batch_size, refine, loss = c.engine, c.epochs, c.batch_size, c.refine, c.loss
-    learning_rates, start_epochs, decay_rate = c.learning_rates, c.start_epochs, c.decay_rate
-    object, parametrisation, probe_modes = c.object, c.parametrisation, c.probe_modes
-    readout_noise = c.readout_noise if readout_map is None else readout_map
-    object_shape, padding_px, seed, verbose = c.object_shape, c.padding_px, c.seed, c.verbose
-    checkpoint_dir, jit_compile, subpixel = c.checkpoint_dir, c.jit_compile, c.subpixel
-    position_model, optimizer, probe_power = c.position_model, c.optimizer, c.probe_power
-    latent_options, pie_options = c.latent_options, c.pie_options
-    validation_fraction, early_stopping_patience = c.validation_fraction, c.early_stopping_patience
-    strategy = c.strategy if strategy_object is None else strategy_object
+    readout_noise = config.readout_noise if readout_map is None else readout_map
+    strategy = config.strategy if strategy_object is None else strategy_object
     # options only the adam engine has; a streamed scan is never loaded whole (PIE loads it)
-    adam_only = (strategy not in (None, "none") or validation_fraction > 0
-                 or early_stopping_patience is not None or scan.streamed)
-    adaptive = engine == "auto"
-    if adaptive:
-        stages, search = auto_schedule(scan, epochs=epochs, refine=refine, object=object,
-                                       optimizer=optimizer, parametrisation=parametrisation,
-                                       probe=probe, adam_only=adam_only)
-    else:
-        stages = parse_schedule(engine, available_engines(),
-                                DEFAULT_EPOCHS if epochs is None else epochs)
-        if len(stages) > 1 and stages[-1].epochs is None:
-            stages[-1] = Stage(stages[-1].engine, epochs)
-        search = _pie_probe_search(scan, stages, probe=probe, object=object,
-                                   parametrisation=parametrisation)
-    names = [stage.engine for stage in stages]
-    uses_pie = any(name in PIE_ENGINES for name in names)
-    if pie_options and not uses_pie:
-        raise AdptychoError(f"pie_options apply to the PIE engines ({', '.join(PIE_ENGINES)}); "
-                            f"the schedule {format_schedule(stages)!r} has none")
-    if optimizer == "lbfgs" and uses_pie:
-        raise AdptychoError("the lbfgs optimizer replaces adam; it does not combine with PIE stages")
-    if "adam" in names and (names.count("adam") > 1 or names[-1] != "adam"):
-        raise AdptychoError(f"a schedule has at most one adam stage, and it comes last (got "
-                            f"{engine!r})")
-    adam_stage = "adam" in names and optimizer != "lbfgs"
-    if adam_only and (any(name != "adam" for name in names) or optimizer == "lbfgs"):
-        raise AdptychoError("strategy, validation_fraction and early stopping need the adam "
-                            f"engine and optimizer (got engine={engine!r}, optimizer={optimizer!r})")
-    if checkpoint_dir is not None and not adam_stage:
-        raise AdptychoError(f"checkpoints apply to the adam engine, not {engine}")
-    after_pie = uses_pie and adam_stage
-    if after_pie:
-        learning_rates = {"object": AUTO_LEARNING_RATE, "probe": AUTO_LEARNING_RATE,
-                          **(learning_rates or {})}
-    if decay_rate is None:
-        decay_rate = 1.0 if adaptive and after_pie else 0.97
-    from adptycho.training.distribute import is_chief, make_strategy
+    adam_only = (strategy not in (None, "none") or config.validation_fraction > 0
+                 or config.early_stopping_patience is not None or scan.streamed)
+    schedule = plan_schedule(scan, config, probe, adam_only)
+    from adptycho.training.distribute import make_strategy
 
     strategy = make_strategy(strategy)
-    keras.utils.set_random_seed(seed)
-
-    def scope():
-        return strategy.scope() if strategy is not None else contextlib.nullcontext()
-
-    model_options = dict(probe_modes=probe_modes, loss=loss, readout_noise=readout_noise,
-                         object_shape=object_shape, padding_px=padding_px,
-                         parametrisation=parametrisation, initial_object=initial_object,
-                         subpixel=subpixel, position_model=position_model, object=object,
-                         probe_support=probe_support, probe_power=probe_power,
-                         latent_options=latent_options)
-    coarse = None
-    if adaptive and stages[0].engine in PIE_ENGINES and "positions" in refine:
-        coarse = _coarse_positions(scan, probe, probe_modes=probe_modes, seed=seed,
-                                   position_model=position_model, verbose=verbose)
+    keras.utils.set_random_seed(config.seed)
+    model_options = _model_options(config, readout_noise, initial_object, probe_support)
+    coarse = coarse_stage(scan, probe, config, schedule, reconstruct)
     # the probe search sees the positions the coarse stage found
     search_scan = scan if coarse is None else dataclasses.replace(
         scan, positions_px=coarse.positions_px)
-    search_result = None
-    if search:
-        from adptycho.probe_search import search_probe
-
-        search_result = search_probe(
-            search_scan, lambda guess: build_model(search_scan, probe=guess, **model_options)[0],
-            modes=probe_modes, seed=seed)
-        probe = search_result.probe
-        if verbose:
-            print(f"adptycho: {search_result.summary()}", flush=True)
-        orientation = _orientation_warning(scan, model_options, probe, verbose)
-    with scope():
+    probe, search_settings = _initial_probe(search_scan, probe, model_options, schedule, config)
+    with _scope(strategy):
         model, grid = build_model(scan, probe=probe, **model_options)
         if coarse is not None:
             model.position_corrections.assign(coarse.corrections_px.astype(np.float32))
-    latent = object != "pixels"
-    if latent and "object" not in (learning_rates or {}):
-        learning_rates = {**(learning_rates or {}), "object": LATENT_LEARNING_RATE}
-    adam_epochs = next((st.epochs for st in stages if st.engine == "adam"), None)
-    plateau = adam_stage and adam_epochs is None
-    if plateau:
-        adam_epochs = MAX_ADAPTIVE_EPOCHS
-    span = adam_epochs or max(st.epochs or 1 for st in stages)
-    later = max(1, span // 5)
-    if after_pie:
-        starts = {"object": 0, "probe": 0, "positions": 0, "distance": 0}
-    else:
-        starts = {"object": 0, "probe": 1 if span > 1 else 0, "positions": later,
-                  "distance": later}
-    starts.update(start_epochs or {})
-    adam_batch = 32 if batch_size is None else batch_size
-    training, validation = split_validation(scan.num_patterns, validation_fraction, seed)
+    plan = _compile(model, scan, config, schedule, strategy, grid, model_options)
+    logs, stage_index, stop_reason = _run_stages(model, scan, schedule, plan, config, callbacks)
+    settings = _settings(config, schedule, plan, scan, model, model_options, len(stage_index))
+    settings.update(search_settings)
+    settings.update({} if coarse is None else coarse.attributes())
+    if stop_reason:
+        settings["stop_reason"] = stop_reason
+    return _result(model, scan, grid, logs, stage_index, schedule, plan, settings)
+
+
+def _scope(strategy):
+    """The distribution strategy's scope, or a null context without one."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def _model_options(config: ReconstructConfig, readout_noise, initial_object,
+                   probe_support) -> dict:
+    """The ``build_model`` keywords of a reconstruction (everything but the probe)."""
+    c = config
+    return dict(probe_modes=c.probe_modes, loss=c.loss, readout_noise=readout_noise,
+                object_shape=c.object_shape, padding_px=c.padding_px,
+                parametrisation=c.parametrisation, initial_object=initial_object,
+                subpixel=c.subpixel, position_model=c.position_model, object=c.object,
+                probe_support=probe_support, probe_power=c.probe_power,
+                latent_options=c.latent_options)
+
+
+def _initial_probe(scan: ScanData, probe, model_options: dict, schedule: Schedule,
+                   config: ReconstructConfig):
+    """The probe the model starts from: ``probe`` (None: ``build_model``'s default), or, when
+    the schedule searches it, the probe found from the data (``probe_search``), checked for
+    the scan's orientation. Returns ``(probe, settings of the search)``."""
+    if not schedule.search_probe:
+        return probe, {}
+    from adptycho.probe_search import search_probe
+
+    result = search_probe(
+        scan, lambda guess: build_model(scan, probe=guess, **model_options)[0],
+        modes=config.probe_modes, seed=config.seed)
+    if config.verbose:
+        print(f"adptycho: {result.summary()}", flush=True)
+    orientation = _orientation_warning(scan, model_options, result.probe, config.verbose)
+    return result.probe, {**result.attributes(), "orientation_check": orientation}
+
+
+def _compile(model, scan: ScanData, config: ReconstructConfig, schedule: Schedule, strategy,
+             grid, model_options: dict) -> FitPlan:
+    """Compile ``model`` for the Adam stage (groups, step sizes, start epochs) and return the
+    ``FitPlan`` every stage's engine is built from (batches, validation split, checkpoint
+    fingerprint)."""
+    c = config
+    adam_batch = 32 if c.batch_size is None else c.batch_size
+    training, validation = split_validation(scan.num_patterns, c.validation_fraction, c.seed)
     batch = min(adam_batch, len(training))
     steps = int(np.ceil(len(training) / batch))
+    jit_compile = c.jit_compile
     if jit_compile == "auto" and strategy is not None:
         jit_compile = False  # all-reduce inside the step: no XLA under tf.distribute
-    with scope():
+    with _scope(strategy):
         # One compiled call per epoch (up to 64 steps) removes the per-step Python overhead; the
         # count divides the epoch so a call never spans two epochs.
-        model.compile(refine=refine, learning_rates=learning_rates, start_epochs=starts,
-                      decay_rate=decay_rate, jit_compile=jit_compile,
+        model.compile(refine=c.refine, learning_rates=schedule.learning_rates,
+                      start_epochs=schedule.start_epochs, decay_rate=schedule.decay_rate,
+                      jit_compile=jit_compile,
                       steps_per_execution=(steps_per_execution_for(steps) if strategy is None
                                            else 1))
-    # keyed on the model's state before any stage (a resumed fit redoes the deterministic
-    # probe search and PIE stages, then continues the adam stage from its checkpoint)
-    fingerprint = None if checkpoint_dir is None else fit_fingerprint(
-        scan, model, {
-            "refine": list(refine), "loss": loss, "seed": seed,
-            "batch_size": batch, "object": str(object),
-            "parametrisation": parametrisation, "probe_modes": probe_modes,
-            "validation": validation, "position_model": position_model,
-            "decay_rate": decay_rate, "start_epochs": starts,
-            "learning_rates": learning_rates or {}, "grid": grid,
-            "readout_noise": readout_noise, "probe_power": probe_power,
-            "probe_support": probe_support, "subpixel": subpixel,
-            "jit_compile": jit_compile, "latent_options": latent_options,
-            "early_stopping_patience": early_stopping_patience,
-            # the adam stage's epochs may grow: a finished fit continues for more epochs
-            "schedule": format_schedule([Stage(st.engine, None if st.engine == "adam"
-                                               else st.epochs) for st in stages]),
-            "pie_options": pie_options or {},
-            "plateau": dict(AUTO_PLATEAU) if plateau else None})
-    plan = FitPlan(refine=tuple(refine), start_epochs=starts, user_start_epochs=start_epochs,
-                   batch_size=batch_size, adam_batch_size=batch, seed=seed, training=training,
-                   validation=validation, steps=steps, after_pie=after_pie,
-                   adam_stage=adam_stage, pie_options=pie_options, strategy=strategy,
-                   checkpoint_dir=checkpoint_dir, fingerprint=fingerprint,
-                   early_stopping_patience=early_stopping_patience)
-    logs, stage_index, stop_reason = _run_stages(
-        model, scan, stages, plan, optimizer=optimizer, callbacks=callbacks,
-        adam_epochs=adam_epochs, plateau=plateau, validation=validation,
-        early_stopping_patience=early_stopping_patience, verbose=verbose)
-    engine = format_schedule(stages) if adaptive or len(stages) > 1 else stages[0].engine
-    epochs = len(stage_index)
+    plan = FitPlan(refine=tuple(c.refine), start_epochs=schedule.start_epochs,
+                   user_start_epochs=c.start_epochs, batch_size=c.batch_size,
+                   adam_batch_size=batch, seed=c.seed, training=training, validation=validation,
+                   steps=steps, after_pie=schedule.after_pie, adam_stage=schedule.adam_stage,
+                   pie_options=c.pie_options, strategy=strategy,
+                   checkpoint_dir=c.checkpoint_dir,
+                   early_stopping_patience=c.early_stopping_patience)
+    if c.checkpoint_dir is not None:
+        plan.fingerprint = _fingerprint(model, scan, config, schedule, plan, grid,
+                                        model_options, jit_compile)
+    return plan
+
+
+def _fingerprint(model, scan: ScanData, config: ReconstructConfig, schedule: Schedule,
+                 plan: FitPlan, grid, model_options: dict, jit_compile) -> dict:
+    """The checkpoint fingerprint: keyed on the model's state before any stage (a resumed fit
+    redoes the deterministic probe search and PIE stages, then continues the adam stage from
+    its checkpoint) and on every option that changes the fit."""
+    c = config
+    return fit_fingerprint(scan, model, {
+        "refine": list(c.refine), "loss": c.loss, "seed": c.seed,
+        "batch_size": plan.adam_batch_size, "object": str(c.object),
+        "parametrisation": c.parametrisation, "probe_modes": c.probe_modes,
+        "validation": plan.validation, "position_model": c.position_model,
+        "decay_rate": schedule.decay_rate, "start_epochs": schedule.start_epochs,
+        "learning_rates": schedule.learning_rates or {}, "grid": grid,
+        "readout_noise": model_options["readout_noise"], "probe_power": c.probe_power,
+        "probe_support": model_options["probe_support"], "subpixel": c.subpixel,
+        "jit_compile": jit_compile, "latent_options": c.latent_options,
+        "early_stopping_patience": c.early_stopping_patience,
+        # the adam stage's epochs may grow: a finished fit continues for more epochs
+        "schedule": schedule.fingerprint_schedule(),
+        "pie_options": c.pie_options or {},
+        "plateau": dict(AUTO_PLATEAU) if schedule.plateau else None})
+
+
+def _settings(config: ReconstructConfig, schedule: Schedule, plan: FitPlan, scan: ScanData,
+              model, model_options: dict, epochs: int) -> dict:
+    """The result's ``settings``: the resolved values of the fit, and the config verbatim."""
+    from adptycho.training.distribute import is_chief
+
+    c, strategy = config, plan.strategy
+    readout_noise = model_options["readout_noise"]
     settings = {
-        "engine": engine, "object": object, "parametrisation": parametrisation,
-        "epochs": epochs, "batch_size": adam_batch if adam_stage else (batch_size or 1),
-        "refine": list(refine), "loss": loss,
-        "learning_rates": {**DEFAULT_LEARNING_RATES, **(learning_rates or {})},
-        "start_epochs": starts, "decay_rate": decay_rate, "probe_modes": probe_modes,
-        "readout_noise": np.asarray(readout_noise).tolist() if np.ndim(readout_noise) == 0 else "per-pixel",
-        "seed": seed, "padding_px": padding_px, "geometry": scan.geometry,
+        "engine": schedule.name, "object": c.object, "parametrisation": c.parametrisation,
+        "epochs": epochs,
+        "batch_size": plan.adam_batch_size if schedule.adam_stage else (c.batch_size or 1),
+        "refine": list(c.refine), "loss": c.loss,
+        "learning_rates": {**DEFAULT_LEARNING_RATES, **(schedule.learning_rates or {})},
+        "start_epochs": schedule.start_epochs, "decay_rate": schedule.decay_rate,
+        "probe_modes": c.probe_modes,
+        "readout_noise": (np.asarray(readout_noise).tolist() if np.ndim(readout_noise) == 0
+                          else "per-pixel"),
+        "seed": c.seed, "padding_px": c.padding_px, "geometry": scan.geometry,
         "num_patterns": scan.num_patterns, "detector_shape": list(scan.detector_shape),
-        "position_model": position_model, "affine": model.affine_matrix().tolist(),
-        "optimizer": optimizer,
-        "probe_support": probe_support is not None, "probe_power": probe_power,
-        "validation_fraction": validation_fraction, "validation_patterns": len(validation),
+        "position_model": c.position_model, "affine": model.affine_matrix().tolist(),
+        "optimizer": c.optimizer,
+        "probe_support": model_options["probe_support"] is not None,
+        "probe_power": c.probe_power,
+        "validation_fraction": c.validation_fraction,
+        "validation_patterns": len(plan.validation),
         "strategy": None if strategy is None else type(strategy).__name__,
         "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
         "chief": is_chief(strategy),
     }
-    if uses_pie:
-        settings["pie_options"] = dict(pie_options or {})
-    settings["adaptive"] = bool(adaptive)
+    if schedule.uses_pie:
+        settings["pie_options"] = dict(c.pie_options or {})
+    settings["adaptive"] = bool(schedule.adaptive)
     settings["config"] = config.to_dict()  # the options as given: ReconstructConfig.from_dict
-    if stop_reason:
-        settings["stop_reason"] = stop_reason
-    if coarse is not None:
-        settings.update(coarse.attributes())
-    if search_result is not None:
-        settings.update(search_result.attributes())
-        settings["orientation_check"] = orientation
-    pixel_size_m = _refined_pixel_size(scan, model)
+    if c.object != "pixels":
+        settings["latent_options"] = {k: v for k, v in (c.latent_options or {}).items()
+                                      if k != "initial_latent"}
+    return settings
+
+
+def _result(model, scan: ScanData, grid, logs: dict, stage_index: list, schedule: Schedule,
+            plan: FitPlan, settings: dict) -> ReconstructionResult:
+    """The ``ReconstructionResult`` of the fitted ``model``: object, probe, positions, the
+    refined distances and pixel size, the histories of all stages."""
     extra = {f"{k.replace('val_', 'validation_')}_history": np.asarray(v)
              for k, v in logs.items() if k not in ("loss", "residual")}
-    if len(validation):
-        extra["validation_indices"] = validation
-    if len(stages) > 1:
+    if len(plan.validation):
+        extra["validation_indices"] = plan.validation
+    if len(schedule.stages) > 1:
         extra["stage_history"] = np.asarray(stage_index, np.int32)
-    if latent:
+    if settings["object"] != "pixels":
         extra["latent"] = model.object_representation.latent_numpy()
-        settings["latent_options"] = {k: v for k, v in (latent_options or {}).items()
-                                      if k != "initial_latent"}
     return ReconstructionResult(
         object=model.get_object(), probe=model.get_probe(), positions_px=model.get_positions(),
         nominal_positions_px=grid.corners(scan.positions_px),
         loss_history=np.asarray(logs.get("loss", []), np.float64),
         residual_history=np.asarray(logs.get("residual", []), np.float64),
         distance_m=model.get_distance(), focus_distance_m=model.get_focus_distance(),
-        pixel_size_m=pixel_size_m, geometry=scan.geometry,
+        pixel_size_m=_refined_pixel_size(scan, model), geometry=scan.geometry,
         object_origin_px=grid.origin_px, settings=settings, extra_histories=extra)
 
 
-def _run_stages(model, scan: ScanData, stages, plan, *, optimizer, callbacks, adam_epochs,
-                plateau, validation, early_stopping_patience, verbose):
+def _run_stages(model, scan: ScanData, schedule: Schedule, plan: FitPlan,
+                config: ReconstructConfig, callbacks):
     """Run the schedule's stages in order on ``model`` through the engine registry.
 
     Returns ``(logs, stage_index, stop_reason)``: the merged per-epoch logs of all stages, the
@@ -468,34 +359,42 @@ def _run_stages(model, scan: ScanData, stages, plan, *, optimizer, callbacks, ad
     logs = {}
     stage_index = []
     stop_reason = None
-    for number, stage in enumerate(stages):
+    for number, stage in enumerate(schedule.stages):
         # the lbfgs optimizer replaces the adam stage
-        name = "lbfgs" if stage.engine == "adam" and optimizer == "lbfgs" else stage.engine
+        name = "lbfgs" if stage.engine == "adam" and config.optimizer == "lbfgs" else stage.engine
         stage_callbacks = list(callbacks or [])
-        adam = name == "adam"
-        if adam:
-            stage = Stage("adam", adam_epochs)
-            plateau_callback = PlateauSchedule(
-                monitor="val_loss" if len(validation) else "loss",
-                **AUTO_PLATEAU) if plateau else None
-            stage_callbacks += [plateau_callback] if plateau else []
-        engine_ = get_engine(name).from_plan(plan, stage)
-        stage_logs = engine_.fit(model, scan, stage.epochs, callbacks=stage_callbacks,
-                                 verbose=verbose, first_epoch=len(stage_index)).history
-        if adam:
-            done = len(stage_logs.get("loss", []))
-            if plateau:
-                stop_reason = plateau_callback.stop_reason or (
-                    f"the epoch cap ({adam_epochs}) was reached" if done >= adam_epochs
-                    else "early stopping")
-            elif early_stopping_patience is not None and done < adam_epochs:
-                stop_reason = "early stopping (validation loss)"
-            if verbose and stop_reason:
-                print(f"adptycho: adam stopped after {done} epochs: {stop_reason}", flush=True)
+        plateau = None
+        if name == "adam":
+            stage = Stage("adam", schedule.adam_epochs)
+            if schedule.plateau:
+                plateau = PlateauSchedule(monitor="val_loss" if len(plan.validation) else "loss",
+                                          **AUTO_PLATEAU)
+                stage_callbacks.append(plateau)
+        engine = get_engine(name).from_plan(plan, stage)
+        stage_logs = engine.fit(model, scan, stage.epochs, callbacks=stage_callbacks,
+                                verbose=config.verbose, first_epoch=len(stage_index)).history
+        if name == "adam":
+            stop_reason = _adam_stop_reason(len(stage_logs.get("loss", [])), schedule, plateau,
+                                            config)
         for key, values in stage_logs.items():
             logs.setdefault(key, []).extend(values)
         stage_index += [number] * len(stage_logs.get("loss", []))
     return logs, stage_index, stop_reason
+
+
+def _adam_stop_reason(done: int, schedule: Schedule, plateau, config: ReconstructConfig):
+    """Why the adam stage stopped after ``done`` epochs (None: it ran its epochs); printed
+    when ``verbose``."""
+    stop_reason = None
+    if plateau is not None:
+        stop_reason = plateau.stop_reason or (
+            f"the epoch cap ({schedule.adam_epochs}) was reached"
+            if done >= schedule.adam_epochs else "early stopping")
+    elif config.early_stopping_patience is not None and done < schedule.adam_epochs:
+        stop_reason = "early stopping (validation loss)"
+    if config.verbose and stop_reason:
+        print(f"adptycho: adam stopped after {done} epochs: {stop_reason}", flush=True)
+    return stop_reason
 
 
 def _refined_pixel_size(scan: ScanData, model):

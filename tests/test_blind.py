@@ -229,7 +229,7 @@ def test_named_pie_schedules_search_the_probe_like_the_default():
     Adam-only schedule or a latent object keep the mean-pattern path."""
     import dataclasses
 
-    from adptycho.reconstruction import _pie_probe_search
+    from adptycho.training.planning import _pie_probe_search
     from adptycho.training.schedule import parse_schedule
     from adptycho.engines import available_engines
 

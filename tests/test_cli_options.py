@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from adptycho.cli import build_parser, main
-from adptycho.cli_checks import check_arguments, explicit_options, ignored_options
+from adptycho.commands.checks import check_arguments, explicit_options, ignored_options
 from adptycho.commands.options import APPLIES
 from adptycho.commands.ptychogan import ONLY as PTYCHOGAN_ONLY
 from adptycho.commands.train_stylegan2 import TRAINING as STYLEGAN2_TRAINING
@@ -246,8 +246,8 @@ _NOT_IN_CONFIG = {"input": "load", "out": "save", "png": "figure", "no_png": "fi
                   "stream": "load", "checkpoint_dir": "run: config.checkpoint_dir",
                   "no_checkpoint": "run: config.checkpoint_dir",
                   "keep_checkpoint": "run: after the save", "cpu_replicas": "run: the strategy",
-                  "init": "run: initial object and grid (cli_convert.apply_init)",
-                  "tensorboard": "run: callbacks (cli_tensorboard)",
+                  "init": "run: initial object and grid (commands.convert.apply_init)",
+                  "tensorboard": "run: callbacks (commands.tensorboard)",
                   "ptychogan": "commands.ptychogan", **{d: "commands.ptychogan"
                                                          for d in PTYCHOGAN_ONLY}}
 # (dest, a value other than the default, options the value needs)

@@ -202,3 +202,32 @@ def test_cli_reconstruct_ptychogan(tmp_path):
     assert result.settings["engine"] == "ptychogan" and result.settings["loss"] == "poisson"
     assert result.loss_history.shape == (3,)
     assert main(["reconstruct", str(cxi), "--out", str(tmp_path / "x.h5"), "--ptychogan"]) == 2
+
+
+def test_ptychogan_stage_in_an_engine_schedule(tmp_path):
+    """``engine="ptychogan:2,adam:2"``: the PtychoGAN stage runs through the registry on the
+    same generator model, then Adam continues from its latent, with one history (loss and
+    residual every epoch). A PtychoGAN stage after Adam is refused with one line."""
+    from adptycho.nn.stylegan2 import save_stylegan2
+    from adptycho.reconstruction import reconstruct
+    from adptycho.simulate import simulate
+
+    model_dir = tmp_path / "sg"
+    save_stylegan2(model_dir, _generator(), StyleGAN2Discriminator(16, channel_base=64,
+                                                                   channel_max=8), {"steps": 0})
+    probe = (20.0 * circular_aperture((16, 16), 10, edge_px=1.0)).astype(np.complex64)
+    truth = np.exp(1j * np.random.default_rng(2).uniform(0, 1, (48, 48))).astype(np.complex64)
+    scan = simulate(truth, probe, raster_scan((4, 4), 8.0) + 4.0)
+    options = dict(object=str(model_dir), refine=("object",), loss="poisson", probe=probe,
+                   padding_px=0, verbose=0)
+    result = reconstruct(scan, engine="ptychogan:2,adam:2", **options)
+    assert result.settings["engine"] == "ptychogan:2,adam:2"
+    assert list(result.extra_histories["stage_history"]) == [0, 0, 1, 1]
+    assert result.loss_history.shape == (4,) and np.isfinite(result.loss_history).all()
+    assert result.residual_history.shape == (4,) and np.all(result.residual_history > 0)
+    assert result.extra_histories["data_history"].shape == (2,)  # the PtychoGAN stage's terms
+    start = np.asarray(GeneratorObject((48, 48), _generator()).latent.numpy())
+    assert not np.allclose(result.extra_histories["latent"], start)
+    with pytest.raises(AdptychoError, match="at most one adam stage, and it comes last") as error:
+        reconstruct(scan, engine="adam:2,ptychogan:2", **options)
+    assert "\n" not in str(error.value)

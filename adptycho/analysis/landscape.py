@@ -102,7 +102,7 @@ def object_losses(model, patterns, real, imag, loss: Optional[str] = None,
                                     model.probe_tensor(), tiled, model.transfer_function(),
                                     subpixel=subpixel)
     measured = tf.tile(tf.convert_to_tensor(patterns, tf.float32), (g, 1, 1))
-    per_pattern = loss_fn(measured, predicted, model._mask, noise)
+    per_pattern = loss_fn(measured, predicted, model.detector_mask, noise)
     return tf.reduce_mean(tf.reshape(per_pattern, (g, n)), axis=1).numpy().astype(np.float64)
 
 

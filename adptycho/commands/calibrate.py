@@ -59,7 +59,7 @@ def add_parser(sub) -> dict:
 
 def run(args):
     from adptycho.calibration import calibrate
-    from adptycho.cli_tensorboard import tensorboard_callbacks
+    from adptycho.commands.tensorboard import tensorboard_callbacks
 
     scan = load_scan(args)
     print(f"adptycho: {scan.describe()}")

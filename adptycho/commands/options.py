@@ -4,7 +4,7 @@ Each shared group (geometry, loss, seed, fitting length, probe constraints) is d
 and added to every command that takes it. Next to each option is its *rule*: a function
 ``rule(args) -> message or None`` that says why the option, given explicitly on the command
 line, would have no effect in the mode the other options chose (``None``: it applies).
-``adptycho.cli_checks`` refuses such an option with ``adptycho: error: MESSAGE`` (exit status 2);
+``adptycho.commands.checks`` refuses such an option with ``adptycho: error: MESSAGE`` (exit status 2);
 ``APPLIES`` marks an option that always takes effect. A rule looks at the parsed arguments only
 (a few at a small file an option names: a model's ``config.json``, a reconstruction's header). Every command module lists a rule for every
 option of its parser in ``RULES`` (``tests/test_cli_options.py`` walks the parsers to check it).

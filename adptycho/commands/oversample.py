@@ -109,7 +109,7 @@ def _save(args, scan, initial, result, with_errors):
 
 
 def run(args):
-    from adptycho.cli_tensorboard import tensorboard_callbacks
+    from adptycho.commands.tensorboard import tensorboard_callbacks
     from adptycho.io import load_reconstruction
     from adptycho.training.oversampling import oversample
 

@@ -192,8 +192,8 @@ def _report(args, result, elapsed):
 
 
 def run(args):
-    from adptycho import cli_convert
-    from adptycho.cli_tensorboard import tensorboard_callbacks
+    from adptycho.commands import convert
+    from adptycho.commands.tensorboard import tensorboard_callbacks
 
     callbacks = tensorboard_callbacks(args)  # refuses --tensorboard where it would log nothing
     if args.ptychogan:
@@ -205,7 +205,7 @@ def run(args):
 
     strategy = _strategy(args)  # first: multi-worker collectives must start before other ops
     scan, probe = _load(args)
-    scan, probe, initial_object = cli_convert.apply_init(args, scan, probe)
+    scan, probe, initial_object = convert.apply_init(args, scan, probe)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and not args.no_checkpoint and has_adam_stage(args):
         checkpoint_dir = args.out + ".checkpoint"

@@ -29,7 +29,7 @@ def add_parser(sub) -> dict:
 
 
 def run(args):
-    from adptycho.cli_tensorboard import tensorboard_callbacks
+    from adptycho.commands.tensorboard import tensorboard_callbacks
     from adptycho.nn.training import train_irmae
 
     if args.linear_layers < 0:

@@ -1,5 +1,5 @@
-"""``adptycho uncertainty``: registration of ``adptycho.cli_uncertainty`` (its parser and run)
-with the applicability rules of its options."""
+"""``adptycho uncertainty``: registration of ``adptycho.commands.uncertainty_cli`` (its parser
+and run) with the applicability rules of its options."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def _readout_noise(args):
 
 
 def add_parser(sub) -> dict:
-    from adptycho import cli_uncertainty
+    from adptycho.commands import uncertainty_cli
 
-    cli_uncertainty.add_parser(sub)
+    uncertainty_cli.add_parser(sub)
     rules = {dest: APPLIES for dest in ("input", "reconstruction", "out", "method",
                                         "noise_model", "truth", "png", "no_png", "seed")}
     rules.update({"covariance": _fisher_only("--covariance"), "probes": _fisher_only("--probes"),
@@ -53,6 +53,6 @@ def add_parser(sub) -> dict:
 
 
 def run(args):
-    from adptycho import cli_uncertainty
+    from adptycho.commands import uncertainty_cli
 
-    cli_uncertainty.run(args)
+    uncertainty_cli.run(args)

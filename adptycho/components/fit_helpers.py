@@ -1,12 +1,13 @@
-"""The per-epoch machinery of ``PtychoModel.fit``: the group schedule, the relative residual
-metric and the release of freed memory."""
+"""The per-step and per-epoch machinery of ``PtychoModel.fit``: the step's metrics (loss and
+relative residual, weighted losses), the group schedule and the release of freed memory."""
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-__all__ = ["RelativeResidual", "GroupSchedule", "ReleaseFreedMemory"]
+__all__ = ["RelativeResidual", "GroupSchedule", "ReleaseFreedMemory", "weighted_losses",
+           "update_step_metrics"]
 
 
 class RelativeResidual(keras.metrics.Metric):
@@ -31,6 +32,26 @@ class RelativeResidual(keras.metrics.Metric):
     def reset_state(self):
         self.numerator.assign(0.0)
         self.denominator.assign(0.0)
+
+
+def weighted_losses(losses, sample_weight):
+    """(B,) float32 ``losses`` times the (B,) per-pattern ``sample_weight`` (None: unchanged)."""
+    if sample_weight is None:
+        return losses
+    return losses * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+
+
+def update_step_metrics(loss_tracker, residual_tracker, losses, numerator, denominator,
+                        ok=None) -> None:
+    """Add a step's (B,) ``losses`` to the mean ``loss_tracker`` and its residual sums (scalars)
+    to the ``RelativeResidual``; a step the NaN guard rolled back (``ok`` False) adds nothing."""
+    if ok is None:
+        loss_tracker.update_state(losses)
+        residual_tracker.update_state(numerator, denominator)
+        return
+    weight = tf.broadcast_to(tf.cast(ok, tf.float32), tf.shape(losses))
+    loss_tracker.update_state(tf.where(ok, losses, tf.zeros_like(losses)), sample_weight=weight)
+    residual_tracker.update_state(tf.where(ok, numerator, 0.0), tf.where(ok, denominator, 0.0))
 
 
 class GroupSchedule(keras.callbacks.Callback):

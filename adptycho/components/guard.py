@@ -18,7 +18,7 @@ import tensorflow as tf
 from adptycho.errors import AdptychoError
 from adptycho.training.distribute import all_replicas_true
 
-__all__ = ["guarded_update", "NaNGuard"]
+__all__ = ["guarded_update", "parameter_update", "NaNGuard"]
 
 
 def guarded_update(model, active, gradients, losses):
@@ -59,6 +59,23 @@ def guarded_update(model, active, gradients, losses):
     model.step_size_factor.assign(model.step_size_factor * factor)
     model.rollback_count.assign_add(1.0 - tf.cast(ok, tf.float32))
     return finite, ok
+
+
+def parameter_update(model, active):
+    """``update(gradients, losses) -> ok`` of a training step: ``apply_group_gradients`` of the
+    ``active`` groups under the NaN guard (``ok``: scalar bool, the step was kept), or without
+    it when ``model.nan_guard`` is off (``ok`` None: only to measure what the guard costs).
+    On the XLA-pieces execution plan the element-wise Adam / guard passes run as one XLA
+    cluster, as in a whole-XLA step."""
+    def update(gradients, losses):
+        if not model.nan_guard:
+            model.apply_group_gradients(active, gradients)
+            return None
+        return guarded_update(model, active, gradients, losses)[1]
+
+    if model.execution_plan.pieces:
+        update = tf.function(update, jit_compile=True)
+    return update
 
 
 class NaNGuard(keras.callbacks.Callback):

@@ -167,6 +167,25 @@ class ScanGeometry:
             return self.cone_beam_geometry()[2]
         return self.near_field.distance_m * scale
 
+    def refined_distance_m(self) -> Optional[float]:
+        """Refined propagation distance in metres (near field), the sample-detector distance
+        (far field with ``farfield_distance_m``), else None."""
+        return float(self.distance().numpy()) if self.has_distance else None
+
+    def refined_focus_distance_m(self) -> Optional[float]:
+        """Refined cone-beam focus-to-sample distance z1 in metres, else None."""
+        if self.near_field is None or not self.near_field.cone_beam:
+            return None
+        return float(self.focus_distance().numpy())
+
+    def copropagation(self, copropagate: bool, refine) -> tuple:
+        """``(object, probe)``: whether the model's object / probe are the stored ones
+        co-propagated by z0 - z. Parallel-beam near field with the distance refined (and
+        ``copropagate``), for what is refined too (a known, frozen object or probe stays)."""
+        coupling = bool(copropagate and "distance" in refine and self.near_field is not None
+                        and not self.near_field.cone_beam)
+        return coupling and "object" in refine, coupling and "probe" in refine
+
     def transfer_function(self, materialise=None):
         """(H, W) complex64 band-limited angular-spectrum transfer function, or None (far
         field); ``materialise`` see ``physics.propagators.angular_spectrum_transfer``."""

@@ -6,7 +6,8 @@ is a ``GeneratorObject``::
     L = data / mean counts + tv_weight * TV(phase) + discriminator_weight * log(1 - D(G(w)))
 
 (module docstring of ``training.ptychogan``). One epoch is one Adam step of the latent and of
-the released synthesis blocks (``release``); the block release schedule itself is a workflow
+the released synthesis blocks (``release``), logged as ``loss``, the relative amplitude
+``residual`` of its batch and the three terms; the block release schedule itself is a workflow
 (``training.ptychogan.ptychogan_fit``) that calls ``release`` and ``fit`` per stage.
 """
 
@@ -21,11 +22,12 @@ import tensorflow as tf
 
 from adptycho.engines.base import Engine, FitPlan, History, epoch_callbacks, patterns_of
 from adptycho.errors import AdptychoError
+from adptycho.losses import amplitude_residual_sums
 
 __all__ = ["PtychoGANEngine", "DISCRIMINATOR_LOSSES"]
 
 DISCRIMINATOR_LOSSES = ("saturating", "non-saturating")
-_TERMS = ("loss", "data", "tv", "discriminator")
+_TERMS = ("loss", "residual", "data", "tv", "discriminator")
 
 
 def _total_variation(values):
@@ -148,11 +150,14 @@ class PtychoGANEngine(Engine):
                 else:
                     prior = tf.constant(0.0)
                 loss = data + tv_w * tv + d_w * prior
+            numerator, denominator = amplitude_residual_sums(measured, predicted,
+                                                             model.detector_mask)
+            residual = numerator / tf.maximum(denominator, 1e-30)
             grads = tape.gradient(loss, [v.value for v in variables])
             latent_opt.apply(grads[:1], variables[:1])
             gen_grads = [g * mask[block_index[i]] for i, g in enumerate(grads[1:])]
             gen_opt.apply(gen_grads, gen_vars)
-            return loss, data, tv, prior
+            return loss, residual, data, tv, prior
 
         if not self.run_eagerly:
             step = tf.function(step, jit_compile=self.jit_compile)

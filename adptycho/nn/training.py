@@ -126,14 +126,7 @@ def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layer
         raise AdptychoError(f"batch_size must be at least 1, got {batch_size}")
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    train_raw, _ = load_mnist(data, "train", digit)
-    val_raw, val_labels = load_mnist(data, "test", digit)
-    if max_train is not None:
-        train_raw = train_raw[:max_train]
-    if len(train_raw) == 0 or len(val_raw) == 0:
-        raise AdptychoError("no training or validation digits left after filtering")
-    train = to_32(train_raw)
-    validation = to_32(val_raw)
+    train, validation, val_labels = _digits(data, digit, max_train)
     model = IRMAE(latent_dim, linear_layers)
     steps = int(np.ceil(len(train) / batch_size))
     schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, steps, 0.9,
@@ -159,14 +152,34 @@ def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layer
                   val_labels, title=f"final ({epochs} epochs)")
     train_bce = _last_logged_loss(os.path.join(out_dir, "history.csv"),
                                   history.history.get("loss", []))
-    metrics = {"final training BCE (last epoch mean)": float(train_bce),
-               "validation BCE (MNIST t10k" + (f", digit {digit})" if digit is not None else ")"):
-                   float(val_bce),
-               "validation MSE": float(val_mse),
-               "training images": int(len(train)), "validation images": int(len(validation)),
-               "linear layers": linear_layers, "latent size": latent_dim,
-               "batch size": batch_size, "Adam learning rate": f"{learning_rate} x 0.9^epoch",
-               "seed": seed}
+    _write_irmae_card(out_dir, data, digit, command, epochs, {
+        "final training BCE (last epoch mean)": float(train_bce),
+        "validation BCE (MNIST t10k" + (f", digit {digit})" if digit is not None else ")"):
+            float(val_bce),
+        "validation MSE": float(val_mse),
+        "training images": int(len(train)), "validation images": int(len(validation)),
+        "linear layers": linear_layers, "latent size": latent_dim,
+        "batch size": batch_size, "Adam learning rate": f"{learning_rate} x 0.9^epoch",
+        "seed": seed})
+    return {"train_bce": float(train_bce), "val_bce": float(val_bce), "val_mse": float(val_mse),
+            "seconds": seconds, "epochs_run": len(history.history.get("loss", []))}
+
+
+def _digits(data, digit: Optional[int], max_train: Optional[int]) -> tuple:
+    """``(train, validation, validation labels)``: MNIST training and t10k digits (one digit
+    only when given; the first ``max_train`` training digits) as 32x32 float32 images."""
+    train_raw, _ = load_mnist(data, "train", digit)
+    val_raw, val_labels = load_mnist(data, "test", digit)
+    if max_train is not None:
+        train_raw = train_raw[:max_train]
+    if len(train_raw) == 0 or len(val_raw) == 0:
+        raise AdptychoError("no training or validation digits left after filtering")
+    return to_32(train_raw), to_32(val_raw), val_labels
+
+
+def _write_irmae_card(out_dir, data, digit: Optional[int], command: Optional[str], epochs: int,
+                      metrics: dict) -> None:
+    """The model card of a trained IRMAE (``write_card``): data, command, metrics."""
     if command is None:
         command = " ".join(shlex.quote(a) for a in ["adptycho"] + sys.argv[1:])
     what = "all digits" if digit is None else f"digit {digit} only"
@@ -177,5 +190,3 @@ def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layer
                notes=("Architecture: adptycho.nn.irmae (Seifert, Shao & Mosk 2024, Fig. 2). "
                       "`mean_latent.npy` is the mean training latent h-bar (Eq. 2), used to "
                       "initialise latent reconstructions."))
-    return {"train_bce": float(train_bce), "val_bce": float(val_bce), "val_mse": float(val_mse),
-            "seconds": seconds, "epochs_run": len(history.history.get("loss", []))}

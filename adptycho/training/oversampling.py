@@ -28,16 +28,18 @@ range; we use ``alpha_measured = min(1, w)``, ``alpha_simulated = min(1, 1 / w)`
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from adptycho.errors import AdptychoError, GeometryError
 from adptycho.io.scan_data import NEARFIELD, ScanData
-from adptycho.engines import PIE_ENGINES, get_engine
+from adptycho.config import config_keywords
+from adptycho.engines import get_engine
 from adptycho.model import NearFieldGeometry, PtychoModel
 from adptycho.objects.pixels import PixelObject
+from adptycho.workflow_config import OversamplingConfig
 
 __all__ = ["OversamplingResult", "dense_positions", "mixed_dataset", "oversample",
            "oversampling_weights", "as_object_array", "scan_step_px"]
@@ -255,16 +257,16 @@ def _repeat(dense, data_model, scan: ScanData, current, start, engine: str, epoc
     return current, history.history
 
 
-def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
-               weight: float = 20.0, repeats: int = 1,
-               weight_schedule: Optional[Sequence[float] | Callable[[int], float]] = None,
-               epochs: int = 100, engine: str = "epie", batch_size: int = 1,
-               object_step: float = 1.0, regularisation: Optional[float] = None,
-               step_px=None, object_origin_px=None, warm_start: bool = False,
-               refine_probe: bool = False, fourier_relaxation: float = 0.0, seed: int = 0,
-               error_fn: Optional[Callable[[np.ndarray], float]] = None,
-               callbacks=None, verbose: int = 0) -> OversamplingResult:
+@config_keywords(OversamplingConfig)  # the signature lists the config fields
+def oversample(scan: ScanData, initial_object, probe=None,
+               config: Optional[OversamplingConfig] = None, *,
+               error_fn: Optional[Callable[[np.ndarray], float]] = None, callbacks=None,
+               **options) -> OversamplingResult:
     """Oversampling reconstruction (Barutcu et al., Algorithm 1, repeated).
+
+    The options form a ``workflow_config.OversamplingConfig`` (``oversample(scan, initial,
+    probe, config)`` or keywords, as ``reconstruct``), saved verbatim as
+    ``settings["config"]``; a weight schedule given as a function is a run-time argument.
 
     Args:
         scan: the measured (sparse) scan.
@@ -273,28 +275,10 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
             grid is the object grid.
         probe: (H, W) or (K, H, W) probe in photon units; default: the result's probe (for a
             ``ReconstructionResult`` / ``PtychoModel``), else ``scan.probe``.
-        factor: Y, scan density factor per axis (N = Y^2 M patterns).
-        weight: w: measured patterns step 1, simulated 1/w (see the module docstring for w < 1).
-        repeats: how many simulate-and-ePIE rounds.
-        weight_schedule: a sequence of ``repeats`` weights, or ``f(repeat) -> w``; overrides
-            ``weight``.
-        epochs: ePIE epochs per repeat.
-        engine: ``epie`` (the paper), ``rpie`` or ``mpie``.
-        batch_size: ePIE patterns per update (1 = sequential, the paper's algorithm).
-        object_step: global ePIE alpha multiplying the per-pattern weights.
-        regularisation: rPIE ``a`` (default: the engine's).
-        step_px: measured scan step (default: median nearest-neighbour distance).
-        object_origin_px: offset from ``scan.positions_px`` to the object grid (default: the
-            result's ``object_origin_px`` or 0).
-        warm_start: start each ePIE from the object it simulated from instead of the empty
-            (all-ones) object of Algorithm 1.
-        refine_probe: also update the probe (the paper keeps it known).
-        fourier_relaxation: rho >= 0, Poisson noise bound of the Fourier constraint for the
-            MEASURED patterns (``PIESettings.fourier_relaxation``; the simulated patterns are
-            noise-free and always projected exactly). 0 = the paper's ePIE; 1 = the measured
-            patterns pull the object only while their amplitude misfit exceeds the expected
-            Poisson deviation (our addition for noisy counts; the paper's ePIE fits the noise).
-        seed: pattern order.
+        config: an ``OversamplingConfig`` (default: all defaults); the options are its fields
+            (documented there).
+        weight_schedule: a sequence of ``repeats`` weights (a config field), or
+            ``f(repeat) -> w``; overrides ``weight``.
         error_fn: optional ``f(object) -> float`` (e.g. MSE against a ground truth), recorded
             after each repeat.
         callbacks: Keras callbacks (e.g. ``training.tensorboard.TensorBoardLogger``); they get
@@ -304,43 +288,56 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
     Returns:
         ``OversamplingResult``.
     """
-    if int(repeats) < 1:
-        raise AdptychoError(f"repeats must be at least 1, got {repeats}")
-    if int(epochs) < 1:
-        raise AdptychoError(f"epochs must be at least 1, got {epochs}")
-    if engine not in PIE_ENGINES:
-        raise AdptychoError(f"unknown engine {engine!r} for oversampling; choose from "
-                            f"{', '.join(PIE_ENGINES)}")
-    repeats = int(repeats)
-    weights = _repeat_weights(weight, weight_schedule, repeats)
+    schedule_fn = options.pop("weight_schedule") if callable(
+        options.get("weight_schedule")) else None
+    config = OversamplingConfig.build(config, **options)  # TypeError: unknown, AdptychoError: bad
+    c = config
+    weights = _repeat_weights(c.weight, schedule_fn or c.weight_schedule, c.repeats)
     probe = _probe_of(scan, initial_object, probe)
-    if object_origin_px is None:
-        object_origin_px = getattr(initial_object, "object_origin_px", (0.0, 0.0))
+    origin = c.object_origin_px
+    if origin is None:
+        origin = getattr(initial_object, "object_origin_px", (0.0, 0.0))
     current = as_object_array(initial_object)
     initial = current.copy()
-    near = _near_field(scan)
-    corners = np.asarray(scan.positions_px, np.float64) + np.asarray(object_origin_px, np.float64)
-    step = scan_step_px(corners) if step_px is None else step_px
-    positions, measured = dense_positions(corners, factor, step, current.shape,
-                                          scan.detector_shape)
-    # one model on the dense scan (simulation and the engine) and one on the measured
-    # positions (fidelity to the data), reused by every repeat
-    dense = PtychoModel(PixelObject(current.shape, initial=current), probe, positions,
-                        near_field=near, mask=scan.mask, subpixel=True)
-    data_model = PtychoModel(PixelObject(current.shape, initial=current), probe, corners,
-                             near_field=near, mask=scan.mask, subpixel=True)
-    data_model.compile(refine=("object",), jit_compile=False)
-    pie_options = dict(batch_size=batch_size, object_step=object_step,
-                       regularisation=regularisation, fourier_relaxation=float(fourier_relaxation),
-                       refine=("object", "probe") if refine_probe else ("object",),
+    corners = np.asarray(scan.positions_px, np.float64) + np.asarray(origin, np.float64)
+    step = scan_step_px(corners) if c.step_px is None else c.step_px
+    dense, data_model, positions, measured = _models(scan, current, probe, corners, c.factor,
+                                                     step)
+    pie_options = dict(batch_size=c.batch_size, object_step=c.object_step,
+                       regularisation=c.regularisation,
+                       fourier_relaxation=c.fourier_relaxation,
+                       refine=("object", "probe") if c.refine_probe else ("object",),
                        relaxation_weight=measured.astype(np.float32))
+    objects, residuals, measured_res, errors = _run_repeats(
+        dense, data_model, scan, current, weights, measured, pie_options, engine=c.engine,
+        epochs=c.epochs, warm_start=c.warm_start, seed=c.seed, error_fn=error_fn,
+        callbacks=callbacks, verbose=c.verbose)
+    settings = {"factor": c.factor, "weights": weights, "repeats": c.repeats,
+                "epochs": c.epochs, "engine": c.engine, "batch_size": c.batch_size,
+                "object_step": c.object_step, "regularisation": c.regularisation,
+                "step_px": np.asarray(step, np.float64).tolist(), "warm_start": c.warm_start,
+                "refine_probe": c.refine_probe, "fourier_relaxation": c.fourier_relaxation,
+                "seed": c.seed, "num_measured": int(scan.num_patterns),
+                "num_patterns": int(len(positions)), "config": config.to_dict()}
+    return OversamplingResult(
+        object=objects[-1], objects=np.stack(objects), initial_object=initial,
+        positions_px=positions, measured=measured, weights=np.asarray(weights, np.float64),
+        residual_history=np.asarray(residuals, np.float64),
+        measured_residual=np.asarray(measured_res, np.float64),
+        error_history=np.asarray(errors, np.float64), settings=settings)
+
+
+def _run_repeats(dense, data_model, scan: ScanData, current, weights, measured, pie_options,
+                 *, engine, epochs, warm_start, seed, error_fn, callbacks, verbose):
+    """The repeats of Algorithm 1 (one per weight in ``weights``), each from the object of
+    the one before. Returns ``(objects, residual histories, measured residuals, errors)``."""
     objects, residuals, measured_res, errors = [], [], [], []
-    for r in range(repeats):
+    for r, w in enumerate(weights):
         start = current if warm_start else np.ones_like(current)
         current, history = _repeat(dense, data_model, scan, current, start, engine, epochs,
-                                   oversampling_weights(measured, weights[r]),
+                                   oversampling_weights(measured, w),
                                    dict(pie_options, seed=seed + r), callbacks=callbacks,
-                                   first_epoch=r * int(epochs))
+                                   first_epoch=r * epochs)
         objects.append(current)
         residuals.append(history["residual"])
         measured_res.append(_measured_residual(data_model, scan))
@@ -348,19 +345,22 @@ def oversample(scan: ScanData, initial_object, probe=None, *, factor: int = 3,
             errors.append(float(error_fn(current)))
         if verbose:
             extra = f", error {errors[-1]:.5g}" if errors else ""
-            print(f"oversample repeat {r + 1}/{repeats}: w = {weights[r]:g}, "
-                  f"{len(positions)} patterns ({int(measured.sum())} measured), measured "
+            print(f"oversample repeat {r + 1}/{len(weights)}: w = {w:g}, "
+                  f"{dense.num_patterns} patterns ({int(measured.sum())} measured), measured "
                   f"residual {measured_res[-1]:.5g}{extra}", flush=True)
-    settings = {"factor": int(factor), "weights": weights, "repeats": repeats,
-                "epochs": int(epochs), "engine": engine, "batch_size": int(batch_size),
-                "object_step": float(object_step), "regularisation": regularisation,
-                "step_px": np.asarray(step, np.float64).tolist(), "warm_start": bool(warm_start),
-                "refine_probe": bool(refine_probe),
-                "fourier_relaxation": float(fourier_relaxation), "seed": int(seed),
-                "num_measured": int(scan.num_patterns), "num_patterns": int(len(positions))}
-    return OversamplingResult(
-        object=objects[-1], objects=np.stack(objects), initial_object=initial,
-        positions_px=positions, measured=measured, weights=np.asarray(weights, np.float64),
-        residual_history=np.asarray(residuals, np.float64),
-        measured_residual=np.asarray(measured_res, np.float64),
-        error_history=np.asarray(errors, np.float64), settings=settings)
+    return objects, residuals, measured_res, errors
+
+
+def _models(scan: ScanData, current, probe, corners, factor: int, step):
+    """The two models every repeat reuses: ``dense`` on the dense scan (simulation and the
+    engine) and ``data_model`` on the measured positions (fidelity to the data, compiled for
+    ``evaluate``); the (N, 2) dense positions and their (N,) bool flags ``measured``."""
+    positions, measured = dense_positions(corners, factor, step, current.shape,
+                                          scan.detector_shape)
+    near = _near_field(scan)
+    dense = PtychoModel(PixelObject(current.shape, initial=current), probe, positions,
+                        near_field=near, mask=scan.mask, subpixel=True)
+    data_model = PtychoModel(PixelObject(current.shape, initial=current), probe, corners,
+                             near_field=near, mask=scan.mask, subpixel=True)
+    data_model.compile(refine=("object",), jit_compile=False)
+    return dense, data_model, positions, measured

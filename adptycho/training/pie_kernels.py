@@ -193,6 +193,25 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
     residual = (amplitudes - model_amplitude) * mask
     error_num = tf.reduce_sum(tf.square(residual) * valid[:, None, None])
     error_den = tf.reduce_sum(tf.square(amplitudes) * mask * valid[:, None, None])
+    dpsi = _exit_wave_change(detector, amplitudes, model_intensity, mask, relaxation, transfer,
+                             norm)
+    shifts = _position_shifts(obj, lit, corners, dpsi) if estimate_shift else None
+    step_weights = tf.cast(weights * valid, tf.complex64)[:, None, None]
+    new_obj = _object_update(obj, flat_index, lit, dpsi, step_weights, valid, object_step,
+                             regularisation)
+    if update_probe:  # with the old object patches
+        probe = _probe_update(probe, patches, dpsi, step_weights, valid, fractions, probe_step,
+                              regularisation)
+    loss_sum = tf.reduce_sum(tf.square(residual), axis=[-2, -1])
+    result = (new_obj, probe, error_num, error_den, tf.reduce_sum(loss_sum * valid))
+    return result + (shifts,) if estimate_shift else result
+
+
+def _exit_wave_change(detector, amplitudes, model_intensity, mask, relaxation, transfer, norm):
+    """(B, M, H, W) complex64 ``dpsi``: the exit-wave change of the (relaxed) modulus projection
+    of the (B, M, H, W) detector waves onto the measured (B, H, W) amplitudes (module
+    docstring of ``training.epie``)."""
+    model_amplitude = tf.sqrt(model_intensity)
     target = amplitudes
     if relaxation is not None:
         # project the modelled amplitudes onto the Poisson noise ball around the data
@@ -206,23 +225,23 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
     ratio = mask * (target / tf.maximum(model_amplitude, 1e-12) - 1.0)
     change = detector * tf.cast(ratio, tf.complex64)[:, None]
     if transfer is None:
-        dpsi = tf.signal.ifft2d(change) / norm
-    else:
-        dpsi = tf.signal.ifft2d(tf.signal.fft2d(change) * tf.math.conj(transfer))
+        return tf.signal.ifft2d(change) / norm
+    return tf.signal.ifft2d(tf.signal.fft2d(change) * tf.math.conj(transfer))
 
-    shifts = _position_shifts(obj, lit, corners, dpsi) if estimate_shift else None
-    step_weights = tf.cast(weights * valid, tf.complex64)[:, None, None]
-    # -- object -------------------------------------------------------------------------
+
+def _object_update(obj, flat_index, lit, dpsi, step_weights, valid, object_step,
+                   regularisation):
+    """(Y, X) complex64 object after the rPIE object step of a batch (``flat_index``: (B, H, W)
+    int32 flat object indices of the windows; ``lit``: the probe on them)."""
+    flat_obj = tf.reshape(obj, [-1])
     probe_power = tf.reduce_sum(tf.math.real(lit * tf.math.conj(lit)), axis=1)  # (B or 1, H, W)
     numerator = tf.reduce_sum(tf.math.conj(lit) * dpsi, axis=1) * step_weights
     index = tf.reshape(flat_index, [-1, 1])
     step = tf.cast(object_step, tf.complex64)
-    if corners.shape[0] == 1:
+    if flat_index.shape[0] == 1:
         # sequential fast path: S = |P|^2 on the window, no object-sized temporaries
         denominator = ((1.0 - regularisation) * probe_power
                        + regularisation * tf.reduce_max(probe_power))
-        update = numerator / tf.cast(tf.maximum(denominator, 1e-30), tf.complex64)
-        new_flat = tf.tensor_scatter_nd_add(flat_obj, index, tf.reshape(step * update, [-1]))
     else:
         # summed illumination S(r) of the batch (real, object-sized), read back on the windows;
         # the complex numerators are scatter-added straight into the object
@@ -231,21 +250,22 @@ def _pie_batch(obj, probe, corners, amplitudes, weights, valid, transfer, mask,
         local = tf.gather(illumination, flat_index)  # (B, H, W)
         denominator = ((1.0 - regularisation) * local
                        + regularisation * tf.reduce_max(illumination))
-        update = numerator / tf.cast(tf.maximum(denominator, 1e-30), tf.complex64)
-        new_flat = tf.tensor_scatter_nd_add(flat_obj, index, tf.reshape(step * update, [-1]))
-    new_obj = tf.reshape(new_flat, tf.shape(obj))
-    # -- probe (with the old object patches) ----------------------------------------------
-    if update_probe:
-        patch_power = tf.reduce_sum(tf.math.real(patches * tf.math.conj(patches))
-                                    * valid[:, None, None], axis=0)  # (H, W)
-        probe_num = tf.math.conj(patches)[:, None] * dpsi * step_weights[:, None]  # (B, M, H, W)
-        if fractions is not None:  # back to the probe's own frame
-            probe_num = fourier_shift(probe_num, -fractions[:, None, :])
-        probe_num = tf.reduce_sum(probe_num, axis=0)  # (M, H, W)
-        probe_den = ((1.0 - regularisation) * patch_power
-                     + regularisation * tf.reduce_max(patch_power))
-        probe = probe + tf.cast(probe_step, tf.complex64) * probe_num / tf.cast(
-            tf.maximum(probe_den, 1e-30), tf.complex64)[None]
-    loss_sum = tf.reduce_sum(tf.square(residual), axis=[-2, -1])
-    result = (new_obj, probe, error_num, error_den, tf.reduce_sum(loss_sum * valid))
-    return result + (shifts,) if estimate_shift else result
+    update = numerator / tf.cast(tf.maximum(denominator, 1e-30), tf.complex64)
+    new_flat = tf.tensor_scatter_nd_add(flat_obj, index, tf.reshape(step * update, [-1]))
+    return tf.reshape(new_flat, tf.shape(obj))
+
+
+def _probe_update(probe, patches, dpsi, step_weights, valid, fractions, probe_step,
+                  regularisation):
+    """(M, H, W) complex64 probe after the rPIE probe step from the (B, H, W) object patches
+    before the object update (shifted back to the probe's frame by ``-fractions``)."""
+    patch_power = tf.reduce_sum(tf.math.real(patches * tf.math.conj(patches))
+                                * valid[:, None, None], axis=0)  # (H, W)
+    probe_num = tf.math.conj(patches)[:, None] * dpsi * step_weights[:, None]  # (B, M, H, W)
+    if fractions is not None:  # back to the probe's own frame
+        probe_num = fourier_shift(probe_num, -fractions[:, None, :])
+    probe_num = tf.reduce_sum(probe_num, axis=0)  # (M, H, W)
+    probe_den = ((1.0 - regularisation) * patch_power
+                 + regularisation * tf.reduce_max(patch_power))
+    return probe + tf.cast(probe_step, tf.complex64) * probe_num / tf.cast(
+        tf.maximum(probe_den, 1e-30), tf.complex64)[None]

@@ -1,4 +1,4 @@
-"""Live view of a fit in TensorBoard: ``TensorBoardLogger`` (a Keras callback) and ``--tensorboard`` (``adptycho.cli_tensorboard``).
+"""Live view of a fit in TensorBoard: ``TensorBoardLogger`` (a Keras callback) and ``--tensorboard`` (``adptycho.commands.tensorboard``).
 
 What it writes (one event file per run under ``log_dir``, read with ``tensorboard --logdir``):
 
