@@ -43,11 +43,13 @@ import argparse
 import csv
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 WAVELENGTH_M = 561e-9
 PIXEL_M = 13.8e-6
 DISTANCE_M = 0.02
@@ -238,8 +240,6 @@ def main(argv=None):
 
 def summarise(csv_path, out_dir, truth_region, methods, quick=False):
     """Median/min/max PSNR per method and photon level -> summary JSON and the Fig. 5 plot."""
-    from adptycho.analysis.plots import _pyplot
-
     rows = list(csv.DictReader(open(csv_path)))
     table = {}
     for row in rows:
@@ -251,11 +251,21 @@ def summarise(csv_path, out_dir, truth_region, methods, quick=False):
     suffix = "_quick" if quick else ""
     with open(os.path.join(out_dir, f"summary{suffix}.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.2, 4.4))
-    labels = {"pixels": "conventional (pixels)", "irmae-mnist": "latent, IRMAE all digits",
-              "irmae-mnist-3": "latent, IRMAE digit 3 only"}
-    for method, marker in zip(methods, "osd"):
+    plot(out_dir, table, truth_region, methods, suffix)
+    print(json.dumps(summary, indent=1))
+
+
+LABELS = {"pixels": "conventional (pixels)", "irmae-mnist": "latent, IRMAE all digits",
+          "irmae-mnist-3": "latent, IRMAE digit 3 only"}
+
+
+def plot(out_dir, table, truth_region, methods, suffix=""):
+    """``psnr_vs_photons{suffix}.png`` from ``table`` (method -> photons -> PSNR list) and
+    ``examples{suffix}.png`` from the saved seed-0 objects ``object_{method}_{photons}.npy``."""
+    from figstyle import colour_bar, figure, save
+
+    fig, ax = figure(1, 1, panel=(6.2, 4.4))
+    for method, marker in zip(methods, "osd^v"):
         points = sorted(table.get(method, {}).items())
         if not points:
             continue
@@ -264,40 +274,42 @@ def summarise(csv_path, out_dir, truth_region, methods, quick=False):
         low = np.array([np.min(v) for _, v in points])
         high = np.array([np.max(v) for _, v in points])
         ax.errorbar(p, mean, yerr=[mean - low, high - mean], marker=marker, capsize=3,
-                    label=labels.get(method, method))
+                    label=LABELS.get(method, method))
     ax.set_xscale("log")
     all_values = [v for m in table.values() for vs in m.values() for v in vs]
     if min(all_values) > 0:  # the paper's log-log axes; PSNR <= 0 dB needs a linear axis
         ax.set_yscale("log")
-    ax.set(xlabel="total photons in the illumination (per exposure)", ylabel="PSNR (dB)",
-           title="PSNR vs photons (mean, min-max of seeds); readout sigma 0.3")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, f"psnr_vs_photons{suffix}.png"), dpi=110)
-    plt.close(fig)
-    # examples: truth and seed-0 reconstructions
-    levels = sorted({float(r["photons"]) for r in rows})
-    fig, axes = plt.subplots(len(methods), len(levels) + 1,
-                             figsize=(1.6 * (len(levels) + 1), 1.7 * len(methods)))
-    axes = np.atleast_2d(axes)
+    ax.set(xlabel="total photons in the illumination per exposure", ylabel="PSNR (dB)",
+           title="PSNR vs photons: mean and min..max of the noise seeds\n"
+                 "(Poisson noise + readout sigma 0.3 photons)")
+    ax.grid(True, which="both")
+    ax.legend()
+    save(fig, os.path.join(out_dir, f"psnr_vs_photons{suffix}.png"))
+    levels = sorted({p for m in table.values() for p in m})
+    fig, axes = figure(len(methods), len(levels) + 1, panel=(1.45, 1.55), squeeze=False,
+                       title="Amplitude of the seed-0 reconstructions (96 x 96 px of 13.8 "
+                             "\u00b5m; columns: photons per exposure)")
+    image = None
     for r, method in enumerate(methods):
-        axes[r, 0].imshow(truth_region, cmap="gray", vmin=0, vmax=1)
-        axes[r, 0].set_ylabel(method, fontsize=7)
-        axes[r, 0].set_title("truth" if r == 0 else "", fontsize=7)
-        for c, level in enumerate(levels):
+        row = [("truth", truth_region)]
+        for level in levels:
             path = os.path.join(out_dir, f"object_{method}_{level:.0e}.npy")
-            if os.path.exists(path):
-                axes[r, c + 1].imshow(np.load(path), cmap="gray", vmin=0, vmax=1)
+            row.append((f"{level:.0e}", np.load(path) if os.path.exists(path) else None))
+        for c, (title, amplitude) in enumerate(row):
+            ax = axes[r, c]
+            if amplitude is not None:
+                image = ax.imshow(amplitude, cmap="gray", vmin=0, vmax=1)
             if r == 0:
-                axes[r, c + 1].set_title(f"{level:.0e}", fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, f"examples{suffix}.png"), dpi=100)
-    plt.close(fig)
-    print(json.dumps(summary, indent=1))
+                ax.set_title(title)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(LABELS.get(method, method).replace(", ", "\n"))
+    axes[-1, 0].set_xticks([0, 48, 95])
+    axes[-1, 0].set_yticks([0, 48, 95])
+    axes[-1, 0].set_xlabel("x (px)")
+    if image is not None:
+        colour_bar(axes, image, "amplitude transmission", shrink=0.6)
+    save(fig, os.path.join(out_dir, f"examples{suffix}.png"))
 
 
 if __name__ == "__main__":
