@@ -90,3 +90,26 @@ def test_plot_only_redraws_from_saved_files(tmp_path, script, folder, args, png)
     assert (out / png).stat().st_size > 5000
     if "tensorflow" not in modules_before:
         assert "tensorflow" not in sys.modules  # drawn from the files, nothing fitted
+
+
+def test_oversampling_table_figure_redraws_from_its_arrays(tmp_path, monkeypatch):
+    """The table figures of experiments/oversampling.py (and ptychogan_oversampling) are drawn
+    from the .npz they save: one colour bar labelled with the unit, the MSE unit in the title."""
+    module = _script("experiments/oversampling.py")
+    phases = np.random.default_rng(0).uniform(0, np.pi, (3, 240, 240)).astype(np.float16)
+    arrays = tmp_path / "table9.npz"
+    np.savez(arrays, phases=phases, titles=np.array(["truth", "w=20 0.38", "ePIE 6.32"]),
+             ncols=2)
+    drawn = []
+    real_save = figstyle.save
+    monkeypatch.setattr(figstyle, "save", lambda fig, path: drawn.append(fig) or
+                        real_save(fig, path))
+    module.draw_panels(str(arrays), str(tmp_path / "table9.png"))
+    assert (tmp_path / "table9.png").stat().st_size > 5000
+    (fig,) = drawn
+    assert "x1e-3" in fig._suptitle.get_text()
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles == ["truth", "w=20 0.38", "ePIE 6.32"]
+    assert [ax.get_ylabel() for ax in fig.axes if not ax.images and ax.get_ylabel()] == \
+        ["phase (rad)"]  # one colour bar, labelled
+    assert fig.axes[0].get_ylabel() == "y (px)"
