@@ -157,8 +157,9 @@ def plot(out_dir=os.path.join(HERE, "latent_landscapes")):
         ax.set(aspect="equal", xlabel="a (latent units along PCA v1)",
                ylabel="b (latent units along PCA v2)",
                title=f"{case}: {r.get('title', '')}\n{r.get('loss', '')} loss, "
-                     f"{r.get('photons', float('nan')):.0e} photons; "
+                     f"{r.get('photons', float('nan')):.0e} photons\n"
                      f"max L \u2212 min L = {np.nanmax(losses) - np.nanmin(losses):.3g}")
+        ax.title.set_fontsize(8)
         return contour
 
     fig, axes = figure(2, 2, panel=(4.0, 3.9),
