@@ -577,17 +577,19 @@ def main(argv=None):
 
 def _repeat_curve(path, t5):
     sys.path.insert(0, HERE)
-    from figstyle import figure, save
+    from figstyle import figure, save, scaled_label
 
     fig, ax = figure(1, 1, panel=(5.6, 4.6))
+    every = [e for entries in t5.values() for entry in entries.values() for e in entry["errors"]]
+    label, factor = scaled_label("phase MSE in (phase/\u03c0)\u00b2", every)
     for schedule_name, style in (("const", "-o"), ("lower", "--s")):
         for overlap, entry in t5[schedule_name].items():
-            errors = 1e3 * np.asarray(entry["errors"])
+            errors = factor * np.asarray(entry["errors"])
             ax.plot(np.arange(1, len(errors) + 1), errors, style, ms=3,
                     label=f"{overlap}% overlap, "
                           f"{'w = 20' if schedule_name == 'const' else 'w = 20 x 0.75^r'}")
     ax.set_xlabel("repeat r")
-    ax.set_ylabel("phase MSE ((phase/\u03c0)\u00b2, x1e-3)")
+    ax.set_ylabel(label)
     ax.set_yscale("log")
     ax.set_title("Table 5: error after each repeat of Algorithm 1")
     ax.grid(True, which="both")
