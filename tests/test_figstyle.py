@@ -6,6 +6,7 @@
   micrometres from a pixel size, the extent matching the pixel size).
 * The plot-only entry points redraw figures from saved results files alone (no TensorFlow
   fit): each writes a PNG into a copy of the saved files.
+* The noise study's covering scan (``--cover-digit``) illuminates the whole digit.
 """
 
 from __future__ import annotations
@@ -113,3 +114,21 @@ def test_oversampling_table_figure_redraws_from_its_arrays(tmp_path, monkeypatch
     assert [ax.get_ylabel() for ax in fig.axes if not ax.images and ax.get_ylabel()] == \
         ["phase (rad)"]  # one colour bar, labelled
     assert fig.axes[0].get_ylabel() == "y (px)"
+
+
+def test_cover_digit_scan_illuminates_the_whole_digit():
+    """noise_robustness --cover-digit (issue 23, Seifert (a)): its scan illuminates (>= 30 % of
+    the peak) at least 99 % of the digit's square; the study's default scan about half."""
+    from adptycho.analysis import illuminated_region
+
+    module = _script("experiments/noise_robustness.py")
+    fractions = []
+    for geometry in (dict(), dict(grid=module.COVER["grid"], region=module.COVER["region"],
+                                  num_positions=module.COVER["positions"])):
+        truth, probe, positions, _ = module.setup(**geometry)
+        y0, x0, h, w = geometry.get("region", module.REGION)
+        assert np.abs(truth[y0:y0 + h, x0:x0 + w]).sum() == pytest.approx(
+            np.abs(truth).sum())  # the whole digit is in its square
+        mask = illuminated_region(positions, probe, truth.shape, 0.3)
+        fractions.append(mask[y0:y0 + h, x0:x0 + w].mean())
+    assert fractions[0] < 0.6 and fractions[1] >= 0.99
