@@ -17,11 +17,15 @@ same programmed positions is reconstructed with the saved calibration (probe, po
 distance frozen) and with the uncalibrated geometry (reported positions, 5 % wrong distance,
 probe refined from the same start with the same constraints), Poisson loss, 40 epochs.
 
-Writes ``experiments/calibration_seifert/{results.json, results.csv, calibration.png}``.
+Writes ``experiments/calibration_seifert/{results.json, results.csv, calibration.h5,
+low_dose.npz, calibration.png}`` (``low_dose.npz``: the low-dose objects and the positions the
+figure is drawn from).
 
 Run::
 
     python experiments/calibration_seifert.py            # about 10 minutes on 2 cores
+    python experiments/calibration_seifert.py --reuse    # the low-dose part only
+    python experiments/calibration_seifert.py --plot-only
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import argparse
 import csv
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 WAVELENGTH_M = 561e-9
 CAMERA_PIXEL_M = 3.45e-6
@@ -72,11 +78,15 @@ def main(argv=None):
     parser.add_argument("--reuse", action="store_true",
                         help="reuse calibration.h5 from an earlier run (low-dose part only)")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "calibration_seifert"))
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw calibration.png from the saved files")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(args.out_dir)
+        return None
     os.makedirs(args.out_dir, exist_ok=True)
 
     from adptycho.analysis import illuminated_region, nrmse
-    from adptycho.analysis.plots import _pyplot
     from adptycho.calibration import Calibration, apply_calibration, calibrate
     from adptycho.geometry import circular_aperture
     from adptycho.io import ScanData
@@ -159,27 +169,73 @@ def main(argv=None):
             if key != "targets":
                 writer.writerow([key, value])
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    axes[0].semilogy(calibration.loss_history)
-    axes[0].set(title="calibration loss", xlabel="epoch")
-    axes[1].plot(true[:, 1], true[:, 0], "k.", label="true")
-    axes[1].plot((true + error)[:, 1], (true + error)[:, 0], "r+", label="start")
-    shift = np.mean(calibration.positions_px - true, axis=0)
-    axes[1].plot(calibration.positions_px[:, 1] - shift[1], calibration.positions_px[:, 0] - shift[0],
-                 "bx", label="calibrated")
-    axes[1].invert_yaxis()
-    axes[1].set(title=f"positions: {position_rms:.3f} px RMS", aspect="equal")
-    axes[1].legend(fontsize=8)
-    axes[2].imshow(np.abs(calibration.probe[0]), cmap="gray")
-    axes[2].set(title=f"probe |P| (NRMSE {probe_error:.3f})")
-    axes[3].imshow(np.angle(calibrated.object), cmap="twilight")
-    axes[3].set(title=f"low dose with calibration: NRMSE {error_cal:.3f} (vs {error_plain:.3f})")
-    for ax in axes[2:]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out_dir, "calibration.png"), dpi=90)
+    np.savez_compressed(os.path.join(args.out_dir, "low_dose.npz"),
+                        true_positions_px=true, start_positions_px=true + error,
+                        pixel_size_m=np.asarray(near.pixel_size_m, np.float64),
+                        **aligned_phases(other, {"uncalibrated": plain.object,
+                                                 "calibrated": calibrated.object}, region))
+    plot(args.out_dir)
     return results
+
+
+def aligned_phases(truth, objects, region):
+    """{"phase_truth": ..., "phase_NAME": ...}: (Y, X) float16 phases in rad, NaN outside the
+    boolean ``region``; each object is given the global phase offset that best matches the
+    truth over the region (the global phase is not determined)."""
+    reference = truth[region]
+    phases = {"phase_truth": np.where(region, np.angle(truth), np.nan).astype(np.float16)}
+    for name, obj in objects.items():
+        obj = np.asarray(obj)
+        offset = np.angle(np.vdot(obj[region], reference))
+        phases[f"phase_{name}"] = np.where(region, np.angle(obj * np.exp(1j * offset)),
+                                           np.nan).astype(np.float16)
+    return phases
+
+
+def plot(out_dir):
+    """Redraw ``calibration.png`` from ``calibration.h5``, ``low_dose.npz`` and
+    ``results.json`` (no recomputation)."""
+    import h5py
+
+    from figstyle import figure, image_panel, positions_panel, robust_limits, save
+
+    with open(os.path.join(out_dir, "results.json")) as f:
+        results = json.load(f)
+    with h5py.File(os.path.join(out_dir, "calibration.h5"), "r") as f:
+        loss = f["loss_history"][()]
+        probe = f["probe"][0]
+        calibrated_positions = f["positions_px"][()]
+    saved = np.load(os.path.join(out_dir, "low_dose.npz"))
+    true, start = saved["true_positions_px"], saved["start_positions_px"]
+    pixel = tuple(saved["pixel_size_m"])
+    fig, axes = figure(2, 3, panel=(4.0, 3.5),
+                       title="Simulated Seifert setup: calibration at 1e7 photons, then a "
+                             f"{results['low_dose_photons_per_exposure']:.0e}-photon scan")
+    ax = axes[0, 0]
+    ax.semilogy(np.arange(1, len(loss) + 1), loss)
+    ax.set(xlabel="epoch", ylabel="loss (amplitude loss)", title="calibration loss")
+    ax.grid(True, which="both")
+    shift = np.mean(calibrated_positions - true, axis=0)
+    positions_panel(axes[0, 1], [(true, "true", "k."), (start, "start", "r+"),
+                                 (calibrated_positions - shift, "calibrated", "bx")],
+                    title=f"positions: {results['position_rms_px']:.3f} px RMS "
+                          f"(start {results['position_rms_start_px']:.2f})")
+    image_panel(axes[0, 2], np.abs(probe), "amplitude (sqrt photons)",
+                f"calibrated probe |P| (NRMSE {results['probe_nrmse']:.3f})", pixel_size_m=pixel,
+                unit="mm")
+    panels = [("truth", "low-dose object, truth"),
+              ("uncalibrated", "uncalibrated: NRMSE "
+                               f"{results['low_dose_nrmse_uncalibrated']:.3f}"),
+              ("calibrated", f"with calibration: NRMSE {results['low_dose_nrmse_calibrated']:.3f}")]
+    truth = saved["phase_truth"].astype(np.float32)
+    rows, cols = np.nonzero(np.isfinite(truth))  # the illuminated region's bounding box
+    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    low, high = robust_limits(truth)  # one colour scale: the truth's
+    for ax, (name, title) in zip(axes[1], panels):
+        image_panel(ax, saved[f"phase_{name}"].astype(np.float32)[box], "phase (rad)", title,
+                    vmin=low, vmax=high, pixel_size_m=pixel, unit="mm",
+                    origin_px=(rows.min(), cols.min()))
+    save(fig, os.path.join(out_dir, "calibration.png"))
 
 
 def _rms(a):

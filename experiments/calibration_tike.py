@@ -17,7 +17,8 @@ figures after removing the global shift:
    agree with.
 
 Writes into ``--out-dir`` (default ``experiments/calibration_tike``): ``results.json``,
-``results.csv`` and ``positions.png``.
+``results.csv``, ``positions.npz`` (positions and residual histories) and ``positions.png``
+(``--plot-only`` redraws it from the two files).
 
 Run::
 
@@ -74,11 +75,15 @@ def main(argv=None):
     parser.add_argument("--loss", choices=("amplitude", "poisson"), default="amplitude")
     parser.add_argument("--probe-modes", type=int, default=1)
     parser.add_argument("--out-dir", default=os.path.join(HERE, "calibration_tike"))
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw positions.png from positions.npz and results.json")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(args.out_dir)
+        return 0
 
     import dataclasses
 
-    from adptycho.analysis.plots import _pyplot
     from adptycho.calibration import calibrate
     from adptycho.io import data_dir, load_tike_siemens_star
 
@@ -140,7 +145,9 @@ def main(argv=None):
     np.savez(os.path.join(args.out_dir, "positions.npz"), original=original, start=started,
              offsets=offsets, calibrated_from_start=runs["perturbed"].positions_px,
              calibrated_from_original=runs["original"].positions_px,
-             calibrated_from_self_consistent=runs["self-consistent"].positions_px)
+             calibrated_from_self_consistent=runs["self-consistent"].positions_px,
+             **{f"residual_history_{label}": np.asarray(runs[label].residual_history)
+                for label in ("perturbed", "original", "self-consistent")})
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     labels = ("perturbed", "original", "self-consistent")
@@ -154,35 +161,63 @@ def main(argv=None):
                              r["rms_to_reference_px"], r["rms_to_original_px"],
                              r["final_residual"], r["seconds"]])
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    refined = runs["perturbed"].positions_px
+    plot(args.out_dir)
+    return 0
+
+
+def plot(out_dir):
+    """Redraw ``positions.png`` from ``positions.npz`` and ``results.json``. Runs saved before
+    the residual histories were kept show the final residuals instead of the curves."""
+    sys.path.insert(0, HERE)
+    from figstyle import figure, positions_panel, save
+
+    with open(os.path.join(out_dir, "results.json")) as f:
+        results = json.load(f)
+    saved = np.load(os.path.join(out_dir, "positions.npz"))
+    original, started = saved["original"], saved["start"]
+    refined = saved["calibrated_from_start"]
+    self_consistent = np.asarray(saved["calibrated_from_original"], np.float64)
+    self_consistent = self_consistent - np.mean(self_consistent - original, axis=0)
+    drift = self_consistent - original
+    drift -= drift.mean(axis=0)
     shift = np.mean(refined - original, axis=0)
-    ax = axes[0]
-    ax.plot(original[:, 1], original[:, 0], "k.", ms=3, label="file positions")
-    ax.plot(started[:, 1], started[:, 0], "r+", ms=4, label="start (+2 px RMS)")
-    ax.plot(refined[:, 1] - shift[1], refined[:, 0] - shift[0], "bx", ms=3, label="calibrated")
-    ax.invert_yaxis()
-    ax.set(aspect="equal", title="tike Siemens star: scan positions (px)")
-    ax.legend(fontsize=8)
-    ax = axes[1]
+    fig, axes = figure(1, 3, panel=(4.6, 4.3),
+                       title=f"tike Siemens star: position calibration, {results['epochs']} "
+                             f"epochs, start {results['start_rms_px']:.2f} px RMS")
+    positions_panel(axes[0], [(original, "file positions", "k."),
+                              (started, "start (+2 px RMS)", "r+"),
+                              (refined - shift, "calibrated", "bx")],
+                    title="scan positions (calibrated: global shift removed)")
     scale = 20.0
+    ax = axes[1]
     ax.quiver(original[:, 1], original[:, 0], scale * drift[:, 1], -scale * drift[:, 0],
               angles="xy", scale_units="xy", scale=1, width=0.003)
     ax.invert_yaxis()
-    ax.set(aspect="equal", title=f"file -> self-consistent P* (x{scale:g}): "
-                                 f"{results['file_to_self_consistent']['rms_px']:.2f} px RMS")
+    ax.set(aspect="equal", xlabel="x (px)", ylabel="y (px)",
+           title=f"file \u2192 self-consistent P*, arrows x{scale:g}:\n"
+                 f"{results['file_to_self_consistent']['rms_px']:.2f} px RMS")
     ax = axes[2]
-    for label, colour in zip(labels, ("b", "g", "m")):
-        ax.semilogy(runs[label].residual_history, colour,
-                    label=f"{label}: {results[label]['rms_to_reference_px']:.2f} px to "
-                          f"{results[label]['reference']}")
-    ax.set(xlabel="epoch", ylabel="relative amplitude residual",
-           title=f"start {results['start_rms_px']:.2f} px RMS")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out_dir, "positions.png"), dpi=90)
-    return 0
+    labels = ("perturbed", "original", "self-consistent")
+    if all(f"residual_history_{label}" in saved for label in labels):
+        for label, colour in zip(labels, ("b", "g", "m")):
+            history = saved[f"residual_history_{label}"]
+            ax.semilogy(np.arange(1, len(history) + 1), history, colour,
+                        label=f"{label}: {results[label]['rms_to_reference_px']:.2f} px to "
+                              f"{results[label]['reference']}")
+        ax.set(xlabel="epoch", ylabel="relative amplitude residual",
+               title="residual during calibration")
+        ax.grid(True, which="both")
+    else:
+        values = [results[label]["final_residual"] for label in labels]
+        ax.bar(range(len(labels)), values, color=("b", "g", "m"))
+        ax.set_xticks(range(len(labels)),
+                      [f"{label}\n{results[label]['rms_to_reference_px']:.2f} px to\n"
+                       f"{results[label]['reference']}" for label in labels])
+        ax.set(ylabel="final relative amplitude residual",
+               title="final residual (this run kept no histories)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    save(fig, os.path.join(out_dir, "positions.png"))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ Protocol (the paper's Sec. 3.1, with our choices where it gives none):
 
 Outputs in ``--out-dir`` (default ``experiments/oversampling``): ``table1_weight.csv``,
 ``table2_factor.csv``, ``table3_overlap.csv`` (noise-free and Poisson: the paper's Tables 3
-and 4), ``table5_repeats.csv``, PNG figures of each, ``results.json`` with every number, the
+and 4), ``table5_repeats.csv``, PNG figures of each with the phase images they show in
+``table*.npz`` (``--plot-only`` redraws the figures from these files), ``results.json`` with
+every number, the
 paper's values next to ours. Every finished run is cached in ``<out-dir>/cache`` so an
 interrupted run resumes where it stopped.
 
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import sys
@@ -329,31 +332,54 @@ def _save_csv(path, header, rows):
         writer.writerows(rows)
 
 
-def _phase_panel(axes, problem, obj, title):
+MSE_NOTE = "numbers: phase MSE in (phase/\u03c0)\u00b2, x1e-3, on the 240 x 240 px field"
+
+
+def _aligned_phase(problem, obj):
     from adptycho.analysis import align
 
     truth = problem.truth[problem.field]
-    aligned = align(np.asarray(obj)[problem.field], truth, scale=False)
-    axes.imshow(np.angle(aligned), cmap="gray", vmin=-0.2, vmax=np.pi + 0.2)
-    axes.set_title(title, fontsize=7)
-    axes.axis("off")
+    return np.angle(align(np.asarray(obj)[problem.field], truth, scale=False))
 
 
 def _figure(path, panels, ncols):
-    import matplotlib
+    """Save the panels' aligned phases (``path`` with ``.npz``: ``phases`` (P, 240, 240)
+    float16 rad, ``titles``, ``ncols``) and draw the figure from that file."""
+    phases = np.stack([_aligned_phase(problem, obj) for problem, obj, _ in panels])
+    arrays = path[:-len(".png")] + ".npz"
+    np.savez_compressed(arrays, phases=phases.astype(np.float16),
+                        titles=np.array([title for _, _, title in panels]), ncols=ncols)
+    draw_panels(arrays, path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    nrows = int(np.ceil(len(panels) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols, 1.9 * nrows), squeeze=False)
+def draw_panels(arrays, path):
+    """Draw a table figure from its ``.npz`` (see ``_figure``): phase images on one colour scale
+    with one labelled colour bar; the titles' numbers are phase MSEs x 1e3 (said in the title)."""
+    sys.path.insert(0, HERE)
+    from figstyle import colour_bar, figure, save
+
+    saved = np.load(arrays)
+    phases, titles, ncols = saved["phases"].astype(np.float32), saved["titles"], int(saved["ncols"])
+    nrows = int(np.ceil(len(phases) / ncols))
+    fig, axes = figure(nrows, ncols, panel=(1.9, 2.0), squeeze=False,
+                       title=f"Phase of each reconstruction ({MSE_NOTE})")
+    image = None
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (problem, obj, title) in zip(axes.ravel(), panels):
-        _phase_panel(ax, problem, obj, title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    for ax, phase, title in zip(axes.ravel(), phases, titles):
+        ax.axis("on")
+        image = ax.imshow(phase, cmap="gray", vmin=-0.2, vmax=np.pi + 0.2)
+        ax.set_title(str(title), fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    first = axes[0, 0]
+    first.set_xticks([0, 120, 239])
+    first.set_yticks([0, 120, 239])
+    first.tick_params(labelsize=6)
+    first.set_xlabel("x (px)", fontsize=7)
+    first.set_ylabel("y (px)", fontsize=7)
+    colour_bar(axes, image, "phase (rad)", shrink=0.5)
+    save(fig, path)
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -372,7 +398,12 @@ def main(argv=None):
     add_probe_and_noise_bound_arguments(parser)
     parser.add_argument("--tables", default="1,2,3,5", help="which tables to produce")
     parser.add_argument("--cache-dir", help="cache of finished runs (default <out-dir>/cache)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw the figures of --out-dir from its saved files")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(args.out_dir)
+        return 0
     if args.quick:
         args.window, args.epochs, args.repeats, args.init_steps = 64, 20, 3, 150
         args.lambdas = "0.01,0.03"
@@ -545,24 +576,41 @@ def main(argv=None):
 
 
 def _repeat_curve(path, t5):
-    import matplotlib
+    sys.path.insert(0, HERE)
+    from figstyle import figure, save, scaled_label
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = figure(1, 1, panel=(5.6, 4.6))
+    every = [e for entries in t5.values() for entry in entries.values() for e in entry["errors"]]
+    label, factor = scaled_label("phase MSE in (phase/\u03c0)\u00b2", every)
     for schedule_name, style in (("const", "-o"), ("lower", "--s")):
         for overlap, entry in t5[schedule_name].items():
-            errors = 1e3 * np.asarray(entry["errors"])
+            errors = factor * np.asarray(entry["errors"])
             ax.plot(np.arange(1, len(errors) + 1), errors, style, ms=3,
-                    label=f"{overlap}% ({'w=20' if schedule_name == 'const' else 'w=20*0.75^r'})")
-    ax.set_xlabel("repeat")
-    ax.set_ylabel("phase MSE (x 1e-3)")
+                    label=f"{overlap}% overlap, "
+                          f"{'w = 20' if schedule_name == 'const' else 'w = 20 x 0.75^r'}")
+    ax.set_xlabel("repeat r")
+    ax.set_ylabel(label)
     ax.set_yscale("log")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set_title("Table 5: error after each repeat of Algorithm 1")
+    ax.grid(True, which="both")
+    ax.legend(ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    save(fig, path)
+
+
+def plot(out):
+    """Redraw the figures of ``out`` from its saved files: ``table5_repeat_curve.png`` from
+    ``results.json``, each ``table*.png`` from its ``.npz`` where one was saved."""
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    if "table5" in results:
+        _repeat_curve(os.path.join(out, "table5_repeat_curve.png"), results["table5"])
+    for arrays in sorted(glob.glob(os.path.join(out, "table*.npz"))):
+        draw_panels(arrays, arrays[:-len(".npz")] + ".png")
+    missing = [os.path.basename(p) for p in sorted(glob.glob(os.path.join(out, "table*.png")))
+               if not os.path.exists(p[:-len(".png")] + ".npz") and "curve" not in p]
+    if missing:
+        print(f"oversampling: no saved arrays for {', '.join(missing)} (written before the "
+              "arrays were saved): rerun the tables to redraw them")
 
 
 def _write_json(out, results, started):

@@ -13,7 +13,8 @@ it were exact: E (sqrt Poisson(I) - sqrt I)^2 summed, over sum I, estimated by o
 and the Siemens-star "spoke contrast" (peak / median of the angular power spectrum of the phase on
 a circle around the scan centre; about 20 for noise, see ``tests/test_real_data.py``).
 
-Writes ``tike_siemens_star.png``, ``petra_p25_nearfield.png`` and ``figures.json`` into
+Writes ``tike_siemens_star.{png,npz}``, ``petra_p25_nearfield.{png,npz}`` (the arrays the
+figure is drawn from; ``--plot-only`` redraws the PNGs from them) and ``figures.json`` into
 ``--out-dir`` (default ``experiments/real_data``; a run of one dataset keeps the other's entry).
 The PNGs are re-saved with a 256-colour palette to keep them small. Exits 0 with a message when
 the data are absent.
@@ -22,6 +23,7 @@ Run::
 
     python experiments/real_data.py              # both, about 45 s on 2 CPU cores
     python experiments/real_data.py --dataset petra --epochs 80
+    python experiments/real_data.py --plot-only  # redraw the figures from the .npz files
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 TIKE_SETTINGS = dict(engine="adam", epochs=30, batch_size=32, refine=("object", "probe"), loss="amplitude")
 PETRA_SETTINGS = dict(engine="adam", epochs=60, batch_size=16, refine=("object", "probe"), loss="amplitude")
@@ -68,8 +71,8 @@ def _shrink_png(path):
 
 def run(name, loader, settings, out_dir, epochs=None):
     from adptycho.analysis.metrics import spoke_contrast
-    from adptycho.analysis.plots import plot_reconstruction
     from adptycho.reconstruction import reconstruct
+    from figrecon import save_result
 
     settings = dict(settings)
     if epochs:
@@ -82,11 +85,8 @@ def run(name, loader, settings, out_dir, epochs=None):
     floor = noise_floor(scan, result)
     contrast, frequency = spoke_contrast(result.object, result.positions_px, scan.detector_shape,
                                          SPOKE_RADIUS_PX[name])
-    png = plot_reconstruction(result, os.path.join(out_dir, f"{name}.png"),
-                              title=f"{name}: {scan.num_patterns} patterns, {settings['epochs']} "
-                                    f"epochs, residual {residual[0]:.4f} -> {residual[-1]:.4f}")
-    _shrink_png(png)
-    figures = {"epochs": settings["epochs"], "seconds": round(elapsed, 1),
+    save_result(result, os.path.join(out_dir, f"{name}.npz"))
+    figures = {"patterns": scan.num_patterns, "epochs": settings["epochs"], "seconds": round(elapsed, 1),
                "first_residual": float(residual[0]), "last_residual": float(residual[-1]),
                "residual_drop": float(residual[0] / residual[-1]),
                "poisson_floor_residual": floor,
@@ -94,7 +94,8 @@ def run(name, loader, settings, out_dir, epochs=None):
                "spoke_radius_px": SPOKE_RADIUS_PX[name],
                "residual_history": [round(float(r), 6) for r in residual],
                "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-               "png": os.path.relpath(png, out_dir)}
+               "png": f"{name}.png", "arrays": f"{name}.npz"}
+    png = plot(name, figures, out_dir)
     print(f"{name}: residual {residual[0]:.4f} -> {residual[-1]:.4f} "
           f"({residual[0] / residual[-1]:.1f}x; Poisson floor {floor:.4f}) in "
           f"{settings['epochs']} epochs, {elapsed:.0f} s; spoke contrast {contrast:.0f} at "
@@ -102,12 +103,34 @@ def run(name, loader, settings, out_dir, epochs=None):
     return figures
 
 
+def plot(name, figures, out_dir):
+    """Redraw ``{name}.png`` from ``{name}.npz`` and its ``figures.json`` entry."""
+    from figrecon import plot_result
+
+    png = plot_result(os.path.join(out_dir, f"{name}.npz"), os.path.join(out_dir, f"{name}.png"),
+                      title=f"{name}: {figures.get('patterns', '?')} patterns, "
+                            f"{figures['epochs']} epochs")
+    _shrink_png(png)
+    return png
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Reconstruct the real datasets of ../shared/data")
     parser.add_argument("--dataset", choices=("tike", "petra", "both"), default="both")
     parser.add_argument("--epochs", type=int, help="override the number of epochs")
     parser.add_argument("--out-dir", default=os.path.join(HERE, "real_data"))
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw the PNGs from the saved .npz files and figures.json")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        with open(os.path.join(args.out_dir, "figures.json")) as f:
+            saved = json.load(f)
+        for name, figures in saved.items():
+            if os.path.exists(os.path.join(args.out_dir, f"{name}.npz")):
+                print(plot(name, figures, args.out_dir))
+            else:
+                print(f"real_data: {name}.npz not saved; rerun the dataset to redraw {name}.png")
+        return 0
 
     from adptycho.io import data_dir, load_petra_p25, load_tike_siemens_star
 

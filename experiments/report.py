@@ -220,7 +220,11 @@ def render_real_data(args):
 
 @renderer("noise-robustness")
 def render_noise_robustness(args):
-    relpath = "experiments/noise_robustness/summary.json"
+    """PSNR per dose and method; ARG: the summary file (default the study's summary.json) and
+    ``command=...``."""
+    files, opts = _options(args)
+    relpath = files[0] if files else "experiments/noise_robustness/summary.json"
+    command = opts.get("command", "python experiments/noise_robustness.py")
     data = _load_json(relpath)
     methods = list(data)
     doses = sorted(data[methods[0]], key=float)
@@ -236,8 +240,7 @@ def render_noise_robustness(args):
         rows.append([dose] + cells + ["-" if best is None else f"{best:+.1f}"])
     head = ["photons per exposure"] + [f"{m} PSNR dB, mean (min..max)" for m in methods] + \
         ["best latent - pixels (dB)"]
-    return [source_line(relpath, command="python experiments/noise_robustness.py"), ""] + \
-        table(head, rows)
+    return [source_line(relpath, command=command), ""] + table(head, rows)
 
 
 @renderer("effective-rank")

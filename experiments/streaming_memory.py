@@ -124,9 +124,14 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=os.path.join(HERE, "streaming_memory", "big.cxi"))
     parser.add_argument("--out-dir", default=os.path.join(HERE, "streaming_memory"))
     parser.add_argument("--modes", default="streamed,in memory")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only redraw streaming_memory.png from streaming_memory.csv")
     parser.add_argument("--child", choices=("streamed", "in memory"), help=argparse.SUPPRESS)
     parser.add_argument("--child-epochs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.plot_only:
+        print(plot(args.out_dir))
+        return
     if args.child:
         print("RESULT " + json.dumps(run_fit(args.data, args.child == "streamed",
                                              args.child_epochs, args.batch_size)))
@@ -161,30 +166,36 @@ def main(argv=None) -> None:
                              f"{row['pattern_gb']:.3f}", f"{row['peak_rss_mb']:.0f}",
                              f"{row['load_s']:.2f}", " ".join(f"{t:.2f}" for t in row["epoch_s"]),
                              "x".join(map(str, row["object_shape"]))])
-    import matplotlib
+    png = plot(args.out_dir)
+    print(f"wrote {csv_path} and {png}")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+def plot(out_dir):
+    """Redraw ``streaming_memory.png`` from ``streaming_memory.csv``."""
+    sys.path.insert(0, HERE)
+    from figstyle import figure, save
+
+    with open(os.path.join(out_dir, "streaming_memory.csv")) as f:
+        rows = [dict(r, epochs=int(r["epochs"]), peak_rss_mb=float(r["peak_rss_mb"]),
+                     epoch_s=[float(t) for t in r["epoch_s"].split()]) for r in csv.DictReader(f)]
+    fig, axes = figure(1, 2, panel=(4.4, 3.6),
+                       title=f"{rows[0]['patterns']} patterns of 128x128 "
+                             f"({float(rows[0]['pattern_gb']):.2f} GB), Adam, object + probe, "
+                             "batch 32")
     labels = [f"{r['mode']}\n{r['epochs']} ep." for r in rows]
     colours = ["tab:blue" if r["mode"] == "streamed" else "tab:gray" for r in rows]
     axes[0].bar(labels, [r["peak_rss_mb"] for r in rows], color=colours)
     axes[0].axhline(1000, color="tab:red", ls="--", label="1 GB")
-    axes[0].set_ylabel("peak resident memory (MB)")
+    axes[0].set(ylabel="peak resident memory (MB)", title="memory")
     axes[0].legend()
     longest = max(r["epochs"] for r in rows)
     steady = [r for r in rows if r["epochs"] == longest]
     axes[1].bar([r["mode"] for r in steady],
                 [float(np.median(r["epoch_s"][1:] or r["epoch_s"])) for r in steady],
                 color=["tab:blue" if r["mode"] == "streamed" else "tab:gray" for r in steady])
-    axes[1].set_ylabel(f"median epoch time (s), epochs 2-{longest}")
-    fig.suptitle(f"{rows[0]['patterns']} patterns of 128x128 ({rows[0]['pattern_gb']:.2f} GB), "
-                 "Adam, object + probe, batch 32")
-    fig.tight_layout()
-    png = os.path.join(args.out_dir, "streaming_memory.png")
-    fig.savefig(png, dpi=120)
-    print(f"wrote {csv_path} and {png}")
+    axes[1].set(ylabel=f"median epoch time (s), epochs 2-{longest}",
+                title="time per epoch (shared 2-core machine)")
+    return save(fig, os.path.join(out_dir, "streaming_memory.png"))
 
 
 if __name__ == "__main__":
