@@ -136,7 +136,8 @@ CASES += [("reconstruct", dest, R + ["--" + dest.replace("_", "-"), "1"],
            "applies to --ptychogan fits only") for dest in PTYCHOGAN_ONLY]
 CASES += [("reconstruct", dest, R + ["--engine", "adam", "--" + dest.replace("_", "-"), "0.5"],
            "is an option of the PIE engines") for dest in ("alpha", "beta", "rpie_alpha",
-                                                           "momentum", "fourier_relaxation")]
+                                                           "momentum", "fourier_relaxation",
+                                                           "probe_power_cap")]
 CASES += [("reconstruct", dest, R + GAN + ["--" + dest.replace("_", "-"), value],
            "does not apply to --ptychogan") for dest, value in (
     ("validation_fraction", "0.1"), ("early_stopping", "3"), ("strategy", "mirrored"),
@@ -259,7 +260,8 @@ _CHANGES = [
     ("train_decoder", True, {"object": "irmae-mnist"}),
     ("optimizer", "lbfgs", {"refine": []}), ("parametrisation", "phase", {}),
     ("engine", "epie", {}), ("alpha", 0.5, {}), ("beta", 0.5, {}), ("rpie_alpha", 0.5, {}),
-    ("momentum", 0.5, {}), ("fourier_relaxation", 1.0, {}), ("lr_object", 0.2, {}),
+    ("momentum", 0.5, {}), ("fourier_relaxation", 1.0, {}), ("probe_power_cap", 2.0, {}),
+    ("lr_object", 0.2, {}),
     ("lr_probe", 0.2, {}), ("lr_positions", 0.2, {}), ("lr_distance", 0.2, {}),
     ("decay", 0.9, {}), ("probe_modes", 2, {}), ("validation_fraction", 0.1, {}),
     ("early_stopping", 3, {}), ("strategy", "mirrored", {}), ("seed", 5, {}),
