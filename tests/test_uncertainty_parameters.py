@@ -168,3 +168,44 @@ def test_the_result_file_carries_probe_and_position_stds_and_show_draws_it(
     capsys.readouterr()
     assert main(["show", str(out), "--out", str(png)]) == 0, capsys.readouterr().err
     assert png.stat().st_size > 0 and "wrote" in capsys.readouterr().out
+
+
+def test_residual_curvature_is_the_diagonal_of_the_loss_hessian_beyond_gauss_newton():
+    """``fisher.residual_curvature`` against the exact Hessian of the poisson loss (TensorFlow's
+    second derivatives) minus its Gauss-Newton part, on the diagonal."""
+    from adptycho.losses import get_pixel_loss
+    from adptycho.uncertainty.fisher import residual_curvature
+
+    obj, probe, corners = _tiny()
+    intensity = _intensities(obj, probe, corners)
+    counts = np.random.default_rng(2).poisson(0.6 * intensity).astype(np.float64)
+    loss = get_pixel_loss("poisson")
+    parts = [tf.constant(obj.real, tf.float64), tf.constant(obj.imag, tf.float64)]
+
+    def predicted(real, imag):
+        waves = forward_intensities((tf.cast(real, tf.float32), tf.cast(imag, tf.float32)),
+                                    tf.constant(probe[None], tf.complex64),
+                                    tf.constant(corners, tf.float32), subpixel=False)
+        return tf.cast(waves, tf.float64)
+
+    with tf.GradientTape(persistent=True) as outer:
+        outer.watch(parts)
+        with tf.GradientTape() as inner:
+            inner.watch(parts)
+            total = tf.reduce_sum(loss.values(tf.constant(counts), predicted(*parts)))
+        grads = inner.gradient(total, parts)
+        i_pred = predicted(*parts)
+    n = obj.size
+    hess = [outer.jacobian(g, parts) for g in grads]  # [d/dre, d/dim] x [re, im]
+    diag_h = np.concatenate([np.diag(hess[0][0].numpy().reshape(n, n)),
+                             np.diag(hess[1][1].numpy().reshape(n, n))])
+    jac = outer.jacobian(i_pred, parts)
+    jac = np.concatenate([j.numpy().reshape(-1, n) for j in jac], axis=1)
+    i_flat = i_pred.numpy().ravel()
+    second = (counts.ravel() + 1.0) / (i_flat + 1.0) ** 2  # l'' of the offset poisson loss
+    diag_gn = np.einsum("ki,k,ki->i", jac, second, jac)
+    expected = (diag_h - diag_gn).reshape(2, *obj.shape)
+    got = residual_curvature(obj, probe, corners, lambda idx: counts[idx], "poisson")
+    assert np.all(got >= 0) and got.max() > 0.1 * np.abs(diag_h).max()
+    np.testing.assert_allclose(expected[0], got, rtol=2e-3, atol=2e-3 * got.max())
+    np.testing.assert_allclose(expected[1], got, rtol=2e-3, atol=2e-3 * got.max())

@@ -17,7 +17,7 @@ from adptycho.errors import AdptychoError
 from adptycho.io.results import ReconstructionResult
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.uncertainty.fisher import (NOISE_MODELS, AutodiffFisher, FarFieldFisher,
-                                         estimator_c, fisher_c)
+                                         estimator_c, fisher_c, residual_curvature)
 from adptycho.uncertainty.pixels import (PixelSettings, amplitude_phase_std,
                                          pixel_covariance_blocks)
 from adptycho.uncertainty.result import UncertaintyResult
@@ -175,8 +175,12 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
         hessian_c, score_c = estimator_c(noise_model, readout_noise)
     fisher = pixel_fisher(scan, reconstruction, hessian_c)
     score = None if score_c is None else pixel_fisher(scan, reconstruction, score_c)
+    ridge = None
+    if covariance == "estimator" and options.residual_curvature:
+        ridge = _residual_curvature(scan, reconstruction, noise_model, readout_noise)
     blocks, bound, determined, reference, info = pixel_covariance_blocks(
-        fisher, np.asarray(reconstruction.object), options, blind=blind, score=score)
+        fisher, np.asarray(reconstruction.object), options, blind=blind, score=score,
+        ridge=ridge)
     amplitude_std, phase_std = amplitude_phase_std(reconstruction.object, blocks, bound,
                                                    determined, options.smoothing_px)
     info.update(operator=type(fisher).__name__, gauges="global phase" + (
@@ -188,6 +192,18 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
         method="fisher", noise_model=noise_model,
         settings={**dataclasses.asdict(options), "readout_noise": readout_noise,
                   "covariance": covariance}, info=info, extras=extras)
+
+
+def _residual_curvature(scan: ScanData, rec: ReconstructionResult, loss: str, readout_noise):
+    """``fisher.residual_curvature`` of a pixel reconstruction against its scan's counts."""
+    probe = np.asarray(rec.probe)
+    probe = probe[None] if probe.ndim == 2 else probe
+    positions = np.asarray(rec.positions_px, np.float64)
+    integral = np.allclose(positions, np.round(positions), atol=1e-4)
+    return residual_curvature(rec.object, probe, positions, scan.read_patterns, loss,
+                              readout_noise, mask=scan.mask,
+                              transfer=pixel_fisher_transfer(scan, rec, probe),
+                              subpixel=not integral)
 
 
 def _parameter_stds(scan: ScanData, rec: ReconstructionResult, hessian_c, score_c,
