@@ -133,8 +133,10 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
             reconstruction's.
         covariance: ``fisher`` method: ``estimator`` (default) is the covariance of the
             minimiser of the loss the reconstruction used, for Poisson data (the sandwich
-            ``A^-1 B A^-1``, ``fisher.estimator_c``; the offset Poisson and the amplitude losses
-            are not the exact likelihood and lose information in dark detector pixels);
+            ``H^-1 B H^-1``, ``fisher.estimator_c``, with the Hessian ``H`` the expected
+            Gauss-Newton part plus the exact diagonal of the residual part at the fit,
+            ``fisher.residual_curvature``; the offset Poisson and the amplitude losses are not
+            the exact likelihood and lose information in dark detector pixels);
             ``fisher`` is the inverse Fisher information of ``noise_model`` (the Cramer-Rao
             bound of an exact maximum-likelihood fit).
         settings: method settings: ``pixels.PixelSettings`` fields for ``fisher``,

@@ -5,15 +5,19 @@ diameter (known), a 29x29 raster with a 16 px step (841 integer positions), Pois
 photons per pattern. Measured, each ``--repeats`` times (median reported):
 
 * ``epoch_s``: one Adam epoch of ``adptycho.reconstruction.reconstruct`` (known probe, object only,
-  ``poisson`` loss, default batch): the time of an ``epochs=1 + --epochs`` fit minus that of an
-  ``epochs=1`` fit, divided by ``--epochs`` (the difference removes model building and tracing);
-* ``uncertainty_s``: ``adptycho.uncertainty.object_uncertainty`` of that reconstruction with its
-  default settings (``fisher``, covariance ``estimator``, 32 Hutchinson probes), and with
-  ``--probes-low`` probes;
+  ``poisson`` loss, default batch): the median of the ``--epochs`` epochs after the first (which
+  includes tracing and compilation), timed by a Keras callback;
+* ``uncertainty_s``: ``adptycho.uncertainty.object_uncertainty`` of that reconstruction (method
+  ``fisher``, covariance ``estimator``) with ``--probes`` Hutchinson probes (default 2, not the
+  library's 32: on a shared 2-core machine a 32-probe map of this size takes hours);
 * ``bound_s``: the diagonal-only bound (exact 2x2 diagonal blocks, ``FarFieldFisher.diagonal_blocks``).
 
-The ratios ``uncertainty_s / epoch_s`` are the costs in epochs. The machine is shared: the JSON
-records the load average before and after; timings are indicative only.
+The ratios ``..._s / epoch_s`` are the costs in epochs. Every conjugate-gradient iteration applies
+the Fisher operator to every probe vector (one FFT pair per pattern each, like one epoch's
+forward and backward pass), so the cost grows linearly with the probes:
+``default_probes_epochs_extrapolated`` is ``uncertainty_epochs * 32 / probes`` (an
+extrapolation, labelled as such). The machine is shared: the JSON records the load average
+before and after; timings are indicative only.
 
 Run::
 
@@ -48,12 +52,27 @@ def problem(size: int = 512, window: int = 64, step: int = 16, dose: float = 1e5
 
 
 def _fit(scan, shape, epochs):
+    """The reconstruction and the seconds of each of its epochs after the first."""
+    import keras
+
     from adptycho.reconstruction import reconstruct
 
-    started = time.perf_counter()
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    timer = EpochTimer()
     rec = reconstruct(scan, probe=scan.probe, refine=("object",), loss="poisson", engine="adam",
-                      epochs=epochs, object_shape=shape, verbose=0, seed=0)
-    return rec, time.perf_counter() - started
+                      epochs=1 + epochs, object_shape=shape, verbose=0, seed=0,
+                      callbacks=[timer])
+    return rec, timer.seconds[1:]
 
 
 def _timed(function):
@@ -62,35 +81,39 @@ def _timed(function):
     return time.perf_counter() - started
 
 
-def measure(args):
+def measure(args, write):
+    """Time the pieces ``args.repeats`` times; ``write(row, times)`` after every repeat (the
+    file always holds the repeats done so far)."""
     from adptycho.uncertainty import object_uncertainty
     from adptycho.uncertainty.api import pixel_fisher
     from adptycho.uncertainty.fisher import fisher_c
 
     truth, scan = problem(args.size, args.window, args.step, args.dose)
-    times = {"epoch_s": [], "uncertainty_s": [], "uncertainty_low_s": [], "bound_s": []}
+    times = {"epoch_s": [], "uncertainty_s": [], "bound_s": []}
     info = {}
     for repeat in range(args.repeats):
-        _, short = _fit(scan, truth.shape, 1)
-        rec, long = _fit(scan, truth.shape, 1 + args.epochs)
-        times["epoch_s"].append((long - short) / args.epochs)
+        rec, epochs = _fit(scan, truth.shape, args.epochs)
+        times["epoch_s"].append(float(np.median(epochs)))
         result = []
-        times["uncertainty_s"].append(_timed(lambda: result.append(object_uncertainty(scan, rec))))
+        times["uncertainty_s"].append(_timed(lambda: result.append(object_uncertainty(
+            scan, rec, settings={"probes": args.probes}))))
         info = result[0].info
-        times["uncertainty_low_s"].append(_timed(lambda: object_uncertainty(
-            scan, rec, settings={"probes": args.probes_low})))
         times["bound_s"].append(_timed(
             lambda: pixel_fisher(scan, rec, fisher_c("poisson")).diagonal_blocks()))
         print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items()),
               flush=True)
+        write(_row(args, scan, times, info), times)
+
+
+def _row(args, scan, times, info):
     median = {k: float(np.median(v)) for k, v in times.items()}
     return {"object_px": args.size, "detector_px": args.window, "patterns": scan.num_patterns,
-            "dose": args.dose, "repeats": args.repeats, **median,
+            "dose": args.dose, "repeats": len(times["epoch_s"]), **median,
+            "probes": args.probes, "cg_iterations": info.get("cg_iterations"),
             "uncertainty_epochs": median["uncertainty_s"] / median["epoch_s"],
-            "uncertainty_low_epochs": median["uncertainty_low_s"] / median["epoch_s"],
             "bound_epochs": median["bound_s"] / median["epoch_s"],
-            "cg_iterations": info.get("cg_iterations"), "probes_low": args.probes_low,
-            "all_s": times}
+            "default_probes_epochs_extrapolated":
+                median["uncertainty_s"] / median["epoch_s"] * 32 / args.probes}
 
 
 def main():
@@ -101,22 +124,25 @@ def main():
     parser.add_argument("--dose", type=float, default=1e5)
     parser.add_argument("--epochs", type=int, default=3, help="epochs in the timed difference")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--probes-low", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=2)
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     load_before = os.getloadavg()
-    row = measure(args)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "note": "shared, loaded machine: timings are indicative only",
-            "command": "python experiments/uncertainty/cost.py"}
-    from adptycho.io.atomic import atomic_path
 
-    with atomic_path(args.out, suffix=".json.tmp") as tmp, open(tmp, "w") as f:
-        json.dump({"meta": meta, "rows": [row]}, f, indent=1)
-    print(f"wrote {args.out}")
+    def write(row, times):
+        from adptycho.io.atomic import atomic_path
+
+        meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+                "load_average_before": [round(x, 2) for x in load_before],
+                "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "note": "shared, loaded machine: timings are indicative only",
+                "command": "python experiments/uncertainty/cost.py"}
+        with atomic_path(args.out, suffix=".json.tmp") as tmp, open(tmp, "w") as f:
+            json.dump({"meta": meta, "rows": [row], "repeats_s": times}, f, indent=1)
+        print(f"wrote {args.out}", flush=True)
+
+    measure(args, write)
 
 
 if __name__ == "__main__":
