@@ -8,6 +8,8 @@ conjugate-gradient solve (block-Jacobi preconditioner: the exact diagonal blocks
 random error of the estimate is reduced by smoothing its ratio to the diagonal-only bound
 ``(F_pp)^-1`` (which varies with the probe intensity pixel by pixel, while the ratio, the
 inflation due to the coupling of neighbouring pixels, varies slowly) over ``smoothing_px``.
+An optional diagonal ``ridge`` (the residual curvature of the loss at the fit,
+``fisher.residual_curvature``) is added to F, projected off the gauge directions.
 
 Gauges (directions of F's null space; ``gauge_vectors``):
 
