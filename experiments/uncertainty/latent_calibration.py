@@ -14,7 +14,9 @@ L-BFGS, 60 iterations, from the stored mean latent) and gets its posterior from
   amplitude on the pixels whose Laplace std is positive (the decoded region), and the median over
   those pixels of the mean std map over the std of the draws' reconstructions (1 is perfect);
 * ``hmc_over_laplace_latent_std`` / ``..._amplitude_std``: median ratio of the HMC std to the
-  Laplace std (first draw; ``hmc_acceptance``: the chain's acceptance rate).
+  Laplace std (first accepted draw; ``hmc_acceptance``: the chain's acceptance rate);
+* ``refused_draws``: draws whose fit stopped off a minimum (an indefinite Hessian: the Laplace
+  approximation refuses them, and they are left out of the coverage).
 
 Results: ``experiments/uncertainty/latent_results.json`` (README table rendered by
 ``python experiments/report.py``).
@@ -66,11 +68,13 @@ def _coverage(z, prefix):
 
 
 def run_dose(dose, args, directory, truth, true_latent, probe, positions):
+    from adptycho.errors import AdptychoError
     from adptycho.reconstruction import reconstruct
     from adptycho.simulate import simulate
     from adptycho.uncertainty import object_uncertainty
 
-    latent_z, amp_err, amp_std, row = [], [], [], {"dose": dose, "draws": args.draws}
+    latent_z, amp_err, amp_std = [], [], []
+    row = {"dose": dose, "draws": args.draws, "refused_draws": 0}
     for draw in range(args.draws):
         scan = simulate(truth, probe, positions, photons_per_pattern=dose, poisson=True,
                         seed=1000 * draw + 3)
@@ -78,13 +82,18 @@ def run_dose(dose, args, directory, truth, true_latent, probe, positions):
                           probe=scan.probe, optimizer="lbfgs", epochs=60, object_shape=(40, 40),
                           latent_options={"region_px": REGION, "background": 0.3}, verbose=0,
                           engine="adam", seed=draw)
-        laplace = object_uncertainty(scan, rec, "laplace",
-                                     settings={"samples": args.samples, "seed": draw})
+        try:
+            laplace = object_uncertainty(scan, rec, "laplace",
+                                         settings={"samples": args.samples, "seed": draw})
+        except AdptychoError as exc:  # the fit stopped off a minimum: Laplace refuses it
+            row["refused_draws"] = row.get("refused_draws", 0) + 1
+            print(f"  dose {dose:.0e} draw {draw}: refused: {exc}", flush=True)
+            continue
         fit = np.asarray(rec.extra_histories["latent"], np.float64)
         latent_z.append((fit - true_latent) / laplace.extras["latent_std"])
         amp_err.append(np.abs(rec.object) - np.abs(truth))
         amp_std.append(laplace.object_amplitude_std)
-        if draw == 0 and args.hmc:
+        if "hmc_acceptance" not in row and args.hmc:
             hmc = object_uncertainty(scan, rec, "hmc", settings={
                 "samples": args.samples, "burnin": args.burnin, "seed": draw})
             pixels = laplace.object_amplitude_std > 1e-6
@@ -109,8 +118,8 @@ def run_dose(dose, args, directory, truth, true_latent, probe, positions):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--doses", type=float, nargs="+", default=[1e3, 1e4])
-    parser.add_argument("--draws", type=int, default=20)
-    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--burnin", type=int, default=200)
     parser.add_argument("--no-hmc", dest="hmc", action="store_false")
     parser.add_argument("--out", default=RESULTS)
