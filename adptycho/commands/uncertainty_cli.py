@@ -94,12 +94,16 @@ def run(args) -> None:
     result = object_uncertainty(scan, rec, method, noise_model=args.noise_model,
                                 readout_noise=args.readout_noise, covariance=args.covariance,
                                 settings=settings)
+    if truth is not None:
+        from adptycho.uncertainty.figure import phase_error_over_std
+
+        result.extras["phase_error_over_std"] = phase_error_over_std(rec.object, result, truth)
     result.save(args.out)
     written = [args.out]
     if png is not None:
         from adptycho.uncertainty.figure import plot_uncertainty
 
-        plot_uncertainty(rec.object, result, png, truth=truth,
+        plot_uncertainty(rec.object, result, png,
                          title=f"{os.path.basename(args.reconstruction)}: {method}")
         written.append(png)
     import numpy as np

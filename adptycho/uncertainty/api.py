@@ -17,7 +17,7 @@ from adptycho.errors import AdptychoError
 from adptycho.io.results import ReconstructionResult
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.uncertainty.fisher import (NOISE_MODELS, AutodiffFisher, FarFieldFisher,
-                                         estimator_c, fisher_c)
+                                         estimator_c, fisher_c, residual_curvature)
 from adptycho.uncertainty.pixels import (PixelSettings, amplitude_phase_std,
                                          pixel_covariance_blocks)
 from adptycho.uncertainty.result import UncertaintyResult
@@ -91,6 +91,17 @@ def _noise_model(rec: ReconstructionResult, noise_model, readout_noise):
 COVARIANCES = ("estimator", "fisher")
 
 
+def pixel_fisher_transfer(scan: ScanData, rec: ReconstructionResult, probe):
+    """The (H, W) near-field transfer function of the reconstruction, or None (far field)."""
+    if scan.geometry != NEARFIELD:
+        return None
+    from adptycho.physics.propagators import angular_spectrum_transfer
+
+    distance = rec.distance_m or scan.propagation_distance_m
+    pixel = rec.pixel_size_m or scan.pixel_size_m
+    return angular_spectrum_transfer(probe.shape[1:], pixel, scan.wavelength_m, distance)
+
+
 def pixel_fisher(scan: ScanData, rec: ReconstructionResult, weights):
     """The Fisher-type operator of a pixel reconstruction for per-pixel ``weights`` (see
     ``fisher.fisher_c``): ``FarFieldFisher`` (far field, one mode, integer positions) or
@@ -101,13 +112,7 @@ def pixel_fisher(scan: ScanData, rec: ReconstructionResult, weights):
     integral = np.allclose(positions, np.round(positions), atol=1e-4)
     if scan.geometry != NEARFIELD and probe.shape[0] == 1 and integral:
         return FarFieldFisher(rec.object, probe, np.round(positions), weights, mask=scan.mask)
-    transfer = None
-    if scan.geometry == NEARFIELD:
-        from adptycho.physics.propagators import angular_spectrum_transfer
-
-        distance = rec.distance_m or scan.propagation_distance_m
-        pixel = rec.pixel_size_m or scan.pixel_size_m
-        transfer = angular_spectrum_transfer(probe.shape[1:], pixel, scan.wavelength_m, distance)
+    transfer = pixel_fisher_transfer(scan, rec, probe)
     return AutodiffFisher(rec.object, probe, positions, weights, mask=scan.mask,
                           transfer=transfer, subpixel=not integral)
 
@@ -128,8 +133,10 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
             reconstruction's.
         covariance: ``fisher`` method: ``estimator`` (default) is the covariance of the
             minimiser of the loss the reconstruction used, for Poisson data (the sandwich
-            ``A^-1 B A^-1``, ``fisher.estimator_c``; the offset Poisson and the amplitude losses
-            are not the exact likelihood and lose information in dark detector pixels);
+            ``H^-1 B H^-1``, ``fisher.estimator_c``, with the Hessian ``H`` the expected
+            Gauss-Newton part plus the exact diagonal of the residual part at the fit,
+            ``fisher.residual_curvature``; the offset Poisson and the amplitude losses are not
+            the exact likelihood and lose information in dark detector pixels);
             ``fisher`` is the inverse Fisher information of ``noise_model`` (the Cramer-Rao
             bound of an exact maximum-likelihood fit).
         settings: method settings: ``pixels.PixelSettings`` fields for ``fisher``,
@@ -152,8 +159,10 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
     if latent:
         from adptycho.uncertainty.latent import latent_uncertainty
 
-        return latent_uncertainty(scan, reconstruction, method, noise_model, readout_noise,
-                                  settings or {})
+        result = latent_uncertainty(scan, reconstruction, method, noise_model, readout_noise,
+                                    settings or {})
+        result.extras.setdefault("object", np.asarray(reconstruction.object, np.complex64))
+        return result
     try:
         options = PixelSettings(**(settings or {}))
     except TypeError as exc:
@@ -162,21 +171,68 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
         raise AdptychoError(f"unknown covariance {covariance!r}; choose one of "
                             f"{', '.join(COVARIANCES)}")
     blind = "probe" in reconstruction.settings.get("refine", [])
-    score = None
     if covariance == "fisher":
-        fisher = pixel_fisher(scan, reconstruction, fisher_c(noise_model, readout_noise))
+        hessian_c, score_c = fisher_c(noise_model, readout_noise), None
     else:
         hessian_c, score_c = estimator_c(noise_model, readout_noise)
-        fisher = pixel_fisher(scan, reconstruction, hessian_c)
-        score = pixel_fisher(scan, reconstruction, score_c)
+    fisher = pixel_fisher(scan, reconstruction, hessian_c)
+    score = None if score_c is None else pixel_fisher(scan, reconstruction, score_c)
+    ridge = None
+    if covariance == "estimator" and options.residual_curvature:
+        ridge = _residual_curvature(scan, reconstruction, noise_model, readout_noise)
     blocks, bound, determined, reference, info = pixel_covariance_blocks(
-        fisher, np.asarray(reconstruction.object), options, blind=blind, score=score)
+        fisher, np.asarray(reconstruction.object), options, blind=blind, score=score,
+        ridge=ridge)
     amplitude_std, phase_std = amplitude_phase_std(reconstruction.object, blocks, bound,
                                                    determined, options.smoothing_px)
     info.update(operator=type(fisher).__name__, gauges="global phase" + (
         ", phase ramps, scale (probe refined; conditional on the fitted probe)" if blind else ""))
+    extras = {"object": np.asarray(reconstruction.object, np.complex64)}
+    extras.update(_parameter_stds(scan, reconstruction, hessian_c, score_c, options, info))
     return UncertaintyResult(
         amplitude_std.astype(np.float32), phase_std.astype(np.float32), determined, reference,
         method="fisher", noise_model=noise_model,
         settings={**dataclasses.asdict(options), "readout_noise": readout_noise,
-                  "covariance": covariance}, info=info)
+                  "covariance": covariance}, info=info, extras=extras)
+
+
+def _residual_curvature(scan: ScanData, rec: ReconstructionResult, loss: str, readout_noise):
+    """``fisher.residual_curvature`` of a pixel reconstruction against its scan's counts."""
+    probe = np.asarray(rec.probe)
+    probe = probe[None] if probe.ndim == 2 else probe
+    positions = np.asarray(rec.positions_px, np.float64)
+    integral = np.allclose(positions, np.round(positions), atol=1e-4)
+    return residual_curvature(rec.object, probe, positions, scan.read_patterns, loss,
+                              readout_noise, mask=scan.mask,
+                              transfer=pixel_fisher_transfer(scan, rec, probe),
+                              subpixel=not integral)
+
+
+def _parameter_stds(scan: ScanData, rec: ReconstructionResult, hessian_c, score_c,
+                    options: PixelSettings, info: dict) -> dict:
+    """``positions_std_px`` (N, 2) and ``probe_std`` / ``probe_phase_std`` (M, H, W) of the
+    refined groups (``parameters.py``: conditional on the rest of the fit); notes in ``info``."""
+    from adptycho.uncertainty.parameters import positions_std_px, probe_std
+
+    refine = rec.settings.get("refine", [])
+    probe = np.asarray(rec.probe)
+    probe = probe[None] if probe.ndim == 2 else probe
+    positions = np.asarray(rec.positions_px, np.float64)
+    out = {}
+    if "positions" in refine:
+        transfer = pixel_fisher_transfer(scan, rec, probe)
+        out["positions_std_px"] = positions_std_px(rec.object, probe, positions, hessian_c,
+                                                   score_c, mask=scan.mask, transfer=transfer)
+        info["positions_std"] = "conditional on the fitted object and probe"
+    if "probe" in refine:
+        integral = np.allclose(positions, np.round(positions), atol=1e-4)
+        if scan.geometry == NEARFIELD or probe.shape[0] != 1 or not integral:
+            info["probe_std"] = ("not computed: implemented for a far-field, single-mode probe "
+                                 "at integer positions")
+            return out
+        amplitude, phase, solver = probe_std(
+            rec.object, probe, np.round(positions), hessian_c, score_c, mask=scan.mask,
+            settings=options)
+        out["probe_std"], out["probe_phase_std"] = amplitude[None], phase[None]
+        info.update(solver, probe_std="conditional on the fitted object and positions")
+    return out

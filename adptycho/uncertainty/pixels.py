@@ -8,6 +8,8 @@ conjugate-gradient solve (block-Jacobi preconditioner: the exact diagonal blocks
 random error of the estimate is reduced by smoothing its ratio to the diagonal-only bound
 ``(F_pp)^-1`` (which varies with the probe intensity pixel by pixel, while the ratio, the
 inflation due to the coupling of neighbouring pixels, varies slowly) over ``smoothing_px``.
+An optional diagonal ``ridge`` (the residual curvature of the loss at the fit,
+``fisher.residual_curvature``) is added to F, projected off the gauge directions.
 
 Gauges (directions of F's null space; ``gauge_vectors``):
 
@@ -50,6 +52,9 @@ class PixelSettings:
         reference_above: pixels above this fraction of the maximum summed probe intensity form
             the reference region on which the gauges (global phase, ramps) are fixed.
         seed: seed of the probe vectors.
+        residual_curvature: ``covariance="estimator"``: add the diagonal of the residual term
+            of the loss Hessian at the fit (``fisher.residual_curvature``; without it the maps
+            are too wide at low dose).
     """
 
     probes: int = 32
@@ -59,6 +64,7 @@ class PixelSettings:
     undetermined_below: float = 0.02
     reference_above: float = 0.5
     seed: int = 0
+    residual_curvature: bool = True
 
 
 def gauge_vectors(object_, determined, blind: bool):
@@ -133,7 +139,7 @@ def pcg(matvec, rhs, preconditioner, tolerance=1e-4, max_iterations=300):
 
 
 def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: bool = False,
-                            score=None):
+                            score=None, ridge=None):
     """Per-pixel 2x2 covariance blocks of the gauge-fixed estimate (module docstring).
 
     Args:
@@ -144,6 +150,8 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
         object_: (Y, X) complex estimate (where F is evaluated; defines the gauge vectors).
         settings: ``PixelSettings``.
         blind: the probe was refined (ramps and scale are gauges too).
+        ridge: optional (Y, X) diagonal added to ``fisher`` (``fisher.residual_curvature``),
+            projected off the gauge directions so that they stay null.
 
     Returns:
         ``(blocks, bound, determined, reference, info)``: (Y, X, 2, 2) estimated covariance
@@ -157,6 +165,8 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
     determined = illumination >= settings.undetermined_below * peak
     reference = illumination >= settings.reference_above * peak
     diagonal = fisher.diagonal_blocks()
+    if ridge is not None:
+        diagonal = diagonal + np.asarray(ridge)[..., None, None] * np.eye(2)
     precondition = block_inverse(diagonal, determined)
     bound = precondition
     if score is not None:
@@ -171,9 +181,14 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
     basis = (basis[:n] + 1j * basis[n:]).T.reshape((-1,) + object_.shape)  # orthonormal (G,Y,X)
     kappa = float(np.median(np.trace(diagonal[determined], axis1=-2, axis2=-1)))
 
+    def off_gauges(v):
+        return v - np.einsum("sg,gyx->syx", _inner(basis[None], v[:, None]), basis)
+
     def matvec(v):
         v = np.where(determined, v, 0)
         out = np.where(determined, fisher.matvec(v), v)
+        if ridge is not None:
+            out = out + off_gauges(np.where(determined, ridge, 0) * off_gauges(v))
         coeff = _inner(basis[None], v[:, None])  # (S, G)
         return out + kappa * np.einsum("sg,gyx->syx", coeff, basis)
 

@@ -6,6 +6,14 @@ File layout (root of the HDF5 file):
   undetermined);
 * ``object_phase_std``: (Y, X) float32, std of arg O in radians (NaN: undetermined);
 * ``determined``: (Y, X) bool, ``reference``: (Y, X) bool (pixels on which the gauges are fixed);
+* optional ``object`` (Y, X) complex64: the reconstructed object the maps belong to (so that
+  ``adptycho show`` can draw the file alone);
+* optional ``phase_error_over_std`` (Y, X) float32: |phase error| / std against a known truth
+  (``adptycho uncertainty --truth``);
+* optional ``probe_std`` (M, H, W) float32 (std of the probe amplitude, photon^0.5 units) and
+  ``probe_phase_std`` (M, H, W) float32 (radians, NaN where the probe is dark), when the probe was
+  refined; ``positions_std_px`` (N, 2) float32 (y, x), when the positions were refined
+  (``parameters.py``);
 * optional ``object_amplitude_samples`` / ``object_phase_samples`` (K, Y, X) float32 (latent
   objects: decoded posterior samples), ``latent_std`` (n,) float32;
 * attributes: ``method``, ``settings`` (JSON), ``info`` (JSON: solver figures), ``noise_model``,
@@ -27,7 +35,8 @@ from adptycho.io.atomic import atomic_path, open_hdf5
 __all__ = ["UncertaintyResult", "load_uncertainty"]
 
 _ARRAYS = ("object_amplitude_std", "object_phase_std", "determined", "reference")
-_OPTIONAL = ("object_amplitude_samples", "object_phase_samples", "latent_std", "probe_std",
+_OPTIONAL = ("object", "phase_error_over_std", "object_amplitude_samples",
+             "object_phase_samples", "latent_std", "probe_std", "probe_phase_std",
              "positions_std_px")
 
 
@@ -65,7 +74,9 @@ class UncertaintyResult:
             f.create_dataset("determined", data=np.asarray(self.determined, bool))
             f.create_dataset("reference", data=np.asarray(self.reference, bool))
             for name, value in self.extras.items():
-                f.create_dataset(name, data=np.asarray(value, np.float32))
+                value = np.asarray(value)
+                f.create_dataset(name, data=value.astype(
+                    np.complex64 if np.iscomplexobj(value) else np.float32))
             f.attrs["method"] = self.method
             f.attrs["noise_model"] = self.noise_model
             f.attrs["settings"] = json.dumps(self.settings, sort_keys=True, default=str)

@@ -14,10 +14,12 @@ on which the global phase is fixed):
   reconstruction is fitted to the truth on the same region (``analysis.metrics.global_factor``);
 * spread ratio: median over pixels of (mean std map) / (std of the reconstructions over the
   draws), 1 for a perfect map;
-* the same coverage and ratio for the inverse Fisher information of the Poisson noise model
+* the same coverage and ratio, from the first draw's reconstruction, for the sandwich without
+  the residual curvature of the loss (``residual_curvature=False``: the Gauss-Newton Hessian
+  alone, the linearised theory), for the inverse Fisher information of the Poisson noise model
   (``covariance="fisher"``: the Cramer-Rao bound of an exact maximum-likelihood fit) and for the
-  diagonal-only bound ``1/F_pp`` (every other pixel known), both from the first draw's
-  reconstruction, to show what each ingredient contributes.
+  diagonal-only bound ``1/F_pp`` (every other pixel known), to show what each ingredient
+  contributes.
 
 Results: ``experiments/uncertainty/results.json``; the README tables are rendered from it by
 ``python experiments/report.py``. Figure: ``experiments/uncertainty/example.png``.
@@ -25,6 +27,9 @@ Results: ``experiments/uncertainty/results.json``; the README tables are rendere
 Run::
 
     python experiments/uncertainty/calibration.py   # 45 min on 2 loaded cores (results.json)
+    # or one process per dose, then merged into results.json:
+    python experiments/uncertainty/calibration.py --doses 1e4 --out /tmp/d4.json  # (same for
+    python experiments/uncertainty/calibration.py --merge /tmp/d4.json /tmp/d5.json /tmp/d6.json
     python experiments/report.py                    # README tables from results.json
 """
 
@@ -105,7 +110,10 @@ def run_dose(dose, args, truth, probe, positions):
         amp_std.append(unc.object_amplitude_std)
         if draw == 0:
             fisher = object_uncertainty(scan, rec, covariance="fisher", settings=settings)
+            plain = object_uncertainty(scan, rec, settings={**settings,
+                                                            "residual_curvature": False})
             extra = {"fisher": (fisher.object_phase_std, fisher.object_amplitude_std),
+                     "gauss_newton": (plain.object_phase_std, plain.object_amplitude_std),
                      "bound": bound_maps(scan, rec)[::-1], "example": (rec, unc)}
             if args.figure and abs(np.log10(dose) - 5) < 1e-9:
                 from adptycho.uncertainty.figure import plot_uncertainty
@@ -129,12 +137,30 @@ def run_dose(dose, args, truth, probe, positions):
             row[f"{name}_{key}"] = value
         row[f"{name}_std_over_spread"] = float(np.median(std.mean(axis=0)[reference]
                                                          / spread[reference]))
-    for label, (p_std, a_std) in (("fisher", extra["fisher"]), ("bound", extra["bound"])):
+    for label in ("gauss_newton", "fisher", "bound"):
+        p_std = extra[label][0]
         row[f"{label}_phase_coverage95"] = coverage(phase_err, np.broadcast_to(
             p_std, phase_err.shape), reference)["coverage95"]
         row[f"{label}_phase_std_over_spread"] = float(np.median(p_std[reference]
                                                                 / spread_phase[reference]))
     return row
+
+
+def run_all(args) -> dict:
+    started = time.perf_counter()
+    truth, probe, positions = problem()
+    rows = []
+    for dose in args.doses:
+        rows.append(run_dose(dose, args, truth, probe, positions))
+        print(json.dumps(rows[-1]), flush=True)
+    return {"meta": {"engine": args.engine, "probes": args.probes, "draws": args.draws,
+                     "covariance": "estimator, with the residual curvature",
+                     "reference_pixels": rows[0]["reference_pixels"],
+                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+                     "seconds": time.perf_counter() - started,
+                     "command": "python experiments/uncertainty/calibration.py"},
+            "rows": rows}
 
 
 def main():
@@ -145,20 +171,21 @@ def main():
     parser.add_argument("--engine", default="epie:30,adam:100")
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--no-figure", dest="figure", action="store_false")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="combine the rows of results files written by runs with different "
+                             "--doses into --out (no computation)")
     args = parser.parse_args()
-    started = time.perf_counter()
-    truth, probe, positions = problem()
-    rows = []
-    for dose in args.doses:
-        rows.append(run_dose(dose, args, truth, probe, positions))
-        print(json.dumps(rows[-1]), flush=True)
-    results = {"meta": {"engine": args.engine, "probes": args.probes, "draws": args.draws,
-                        "reference_pixels": rows[0]["reference_pixels"],
-                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
-                        "seconds": time.perf_counter() - started,
-                        "command": "python experiments/uncertainty/calibration.py"},
-               "rows": rows}
+    if args.merge:
+        parts = []
+        for path in args.merge:
+            with open(path) as f:
+                parts.append(json.load(f))
+        rows = sorted((row for part in parts for row in part["rows"]), key=lambda r: r["dose"])
+        meta = dict(parts[0]["meta"], seconds=sum(p["meta"]["seconds"] for p in parts),
+                    command=parts[0]["meta"]["command"] + " (one process per dose, merged)")
+        results = {"meta": meta, "rows": rows}
+    else:
+        results = run_all(args)
     from adptycho.io.atomic import atomic_path
 
     with atomic_path(args.out, suffix=".json.tmp") as tmp, open(tmp, "w") as f:
