@@ -24,6 +24,17 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import figstyle  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _restore_matplotlib_settings():
+    """figstyle applies the experiments' rcParams (constrained layout) globally, as a script
+    should; here they must not leak into the library's figures in later tests (a colour bar
+    drawn under constrained layout makes the library's tight_layout raise)."""
+    import matplotlib
+
+    with matplotlib.rc_context():
+        yield
+
+
 @pytest.mark.parametrize("values, label, factor", [
     ([0.38e-3, 6.32e-3], "MSE (x1e-3)", 1e3),
     ([0.5, 12.0], "MSE", 1.0),

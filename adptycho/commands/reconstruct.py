@@ -66,7 +66,7 @@ def _add_engine_options(p):
                         "pattern at its expected counting-noise misfit)")
     p.add_argument("--probe-power-cap", type=float,
                    help="PIE engines: largest probe power sum |P|^2 in units of the largest "
-                        "pattern's total counts (default 4; 0 = none; off with a detector mask)")
+                        "pattern's total counts (default 16; 0 = none; off with a detector mask)")
     for group in ("object", "probe", "positions", "distance"):
         p.add_argument(f"--lr-{group}", type=positive_float, help=f"adam step of the {group}")
     p.add_argument("--decay", type=positive_float,

@@ -62,12 +62,16 @@ class PIESettings:
             ``sum |P|^2`` exceeds ``c`` times the largest pattern's total counts is scaled down to
             that bound (0 = no cap; off for scans with a detector mask, whose measured counts
             miss the masked part of the beam). For a transmission object the exit wave's power
-            is ``sum |P|^2 |O|^2``, so ``c = 4`` allows an average intensity transmission down
-            to 1/4. Without it, at low dose (1e3-1e4 photons per pattern) the object-probe scale
-            runs away in sequential ePIE: the probe power grew 600x (1e4) and 3e8x (1e3) over
-            50 epochs while the object shrank, and the data residual with them (robustness
-            cases ``ff_lowdose_1e4``, ``ff_sparse_dose1e3``); PtyLab's ``probePowerCorrection``
-            pins the power to the largest pattern's counts instead.
+            is ``sum |P|^2 |O|^2``, so ``c = 16`` allows an average intensity transmission down
+            to 1/16, and a drift of the object-probe scale (a gauge) up to 4x in amplitude: with
+            c = 4 a benign drift to 10x the counts was cut and a position-correcting rPIE fit
+            ended at 0.61 px instead of 0.22 px (``tests/test_epie_positions.py``). Without a
+            cap, at low dose (1e3-1e4 photons per pattern) sequential ePIE diverges: the probe
+            power grew 600x (1e4) and 3e8x (1e3) over 50 epochs while the object shrank, and the
+            data residual with them (robustness cases ``ff_lowdose_1e4``,
+            ``ff_sparse_dose1e3``). Scaling the object up by the same factor instead (a pure
+            gauge move) does not stop that divergence. PtyLab's ``probePowerCorrection`` pins
+            the power to the largest pattern's counts instead.
     """
 
     engine: str = "epie"
@@ -86,7 +90,7 @@ class PIESettings:
     position_momentum: float = 0.8
     position_search_radius: int = 3
     position_search_interval: int = 10
-    probe_power_cap: float = 4.0
+    probe_power_cap: float = 16.0
 
     def __post_init__(self):
         if self.engine not in PIE_ENGINES:
