@@ -17,15 +17,7 @@ from adptycho.physics.forward import forward_intensities
 from adptycho.uncertainty.fisher import estimator_c, fisher_c
 from adptycho.uncertainty.parameters import probe_std, positions_std_px
 from adptycho.uncertainty.pixels import PixelSettings
-
-
-def _tiny(seed=1, size=14, window=8):
-    rng = np.random.default_rng(seed)
-    obj = (0.6 + 0.4 * rng.random((size, size))) * np.exp(1j * rng.random((size, size)))
-    probe = circular_aperture((window, window), 5.0) * np.exp(1j * 0.3 * rng.random((window,) * 2))
-    corners = np.array([(y, x) for y in range(0, size - window + 1, 2)
-                        for x in range(0, size - window + 1, 2)], float)
-    return obj, probe * 30, corners
+from test_uncertainty import _tiny  # the same tiny problem (tests/ is on sys.path)
 
 
 def _intensities(obj, probe, positions):
