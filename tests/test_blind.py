@@ -245,3 +245,27 @@ def test_named_pie_schedules_search_the_probe_like_the_default():
     near = dataclasses.replace(scan, geometry="nearfield", wavelength_m=1e-10,
                                pixel_size_m=(1e-6, 1e-6), propagation_distance_m=0.5)
     assert not _pie_probe_search(near, stages("epie"), **kw)
+
+
+def test_every_stage_of_a_schedule_shows_the_same_keras_progress_display(capsys):
+    """A PIE stage prints Keras' own display (``Epoch k/N`` and the epoch's loss and residual),
+    as the adam stage does; quiet prints nothing."""
+    import re
+
+    from adptycho.geometry import circular_aperture, normalize_probe_power, raster_scan
+    from adptycho.reconstruction import reconstruct
+    from adptycho.samples import complex_test_object
+    from adptycho.simulate import simulate
+
+    obj = complex_test_object((48, 48), "camera", "astronaut")
+    probe = normalize_probe_power(circular_aperture((16, 16), 8.0, 2.0), 1e4)
+    scan = simulate(obj, probe, np.round(raster_scan((6, 6), 5, start_px=(2, 2))))
+    reconstruct(scan, engine="epie:3,adam:2", probe=probe, verbose=1)
+    out = capsys.readouterr().out
+    headers = re.findall(r"Epoch (\d)/(\d)", out)
+    assert headers[:3] == [("1", "3"), ("2", "3"), ("3", "3")], out
+    assert ("1", "2") in headers[3:] and ("2", "2") in headers[3:], out
+    assert len(re.findall(r"loss: [\d.]+ - residual: [\d.]+", out)) >= 5, out
+    assert "epie epoch" not in out
+    reconstruct(scan, engine="epie:2", probe=probe, verbose=0)
+    assert "Epoch" not in capsys.readouterr().out

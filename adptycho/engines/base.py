@@ -29,7 +29,8 @@ import numpy as np
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["Engine", "History", "FitPlan", "patterns_of", "epoch_callbacks"]
+__all__ = ["Engine", "History", "FitPlan", "patterns_of", "epoch_callbacks",
+           "progress_display"]
 
 
 class History(keras.callbacks.History):
@@ -172,3 +173,22 @@ def epoch_callbacks(callbacks, model, offset: int = 0):
         for callback in callbacks:
             callback.on_epoch_end(offset + epoch, dict(logs))
     return after_epoch
+
+
+def progress_display(epochs: int, verbose: int):
+    """``show(epoch, logs)`` drawing Keras' own progress display (``ProgbarLogger``: ``Epoch
+    k/N``, the epoch's time and its scalar logs) for an engine that is not a Keras fit, so that
+    every stage of a schedule looks the same on screen; None when ``verbose`` is 0. Call it after
+    every epoch (``epoch`` from 0 within the stage, as Keras counts); the first epoch's header
+    is printed here, each next one when the previous ends (so the bar times the epoch)."""
+    if not verbose:
+        return None
+    bar = keras.callbacks.ProgbarLogger()
+    bar.set_params({"verbose": 1, "epochs": int(epochs), "steps": 1})
+    bar.on_epoch_begin(0)
+
+    def show(epoch, logs):
+        bar.on_epoch_end(epoch, {k: float(v) for k, v in logs.items() if np.ndim(v) == 0})
+        if epoch + 1 < int(epochs):
+            bar.on_epoch_begin(epoch + 1)
+    return show

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from adptycho.engines.base import Engine, FitPlan, History, epoch_callbacks, patterns_of
+from adptycho.engines.base import (Engine, FitPlan, History, epoch_callbacks, patterns_of,
+                                   progress_display)
 from adptycho.errors import AdptychoError
 from adptycho.training.pie_settings import PIE_ENGINES, PIESettings, pie_settings
 
@@ -66,9 +67,16 @@ class PIEEngine(Engine):
         from adptycho.training.epie import PIETrainer
 
         trainer = PIETrainer(model, self.settings)
+        # the stage shows the same Keras display as the adam stage (one line per epoch)
+        after = [f for f in (progress_display(epochs, verbose),
+                             epoch_callbacks(callbacks, model, first_epoch)) if f is not None]
+
+        def after_epoch(epoch, logs):
+            for f in after:
+                f(epoch, logs)
         logs = trainer.fit(patterns_of(data), epochs, sample_weight=sample_weight, seed=self.seed,
-                           verbose=int(verbose > 0), relaxation_weight=self.relaxation_weight,
-                           callback=epoch_callbacks(callbacks, model, first_epoch))
+                           relaxation_weight=self.relaxation_weight,
+                           callback=after_epoch if after else None)
         model.update_subpixel()  # positions the PIE stage refined may be fractional now
         return History(logs, range(first_epoch, first_epoch + len(logs["loss"])))
 
