@@ -36,6 +36,7 @@ from adptycho.components.fit_helpers import (GroupSchedule, RelativeResidual, Re
 from adptycho.components.groups import (DEFAULT_LEARNING_RATES, PARAMETER_GROUPS,
                                         GroupOptimizers, checked_refine)
 from adptycho.components.guard import NaNGuard, parameter_update
+from adptycho.components.keras_steps import KerasSteps, delegate, state
 from adptycho.components.noise import NoiseModel
 from adptycho.components.probe import ProbeModes, checked_probe
 from adptycho.components.scan_geometry import NearFieldGeometry, ScanGeometry
@@ -48,21 +49,7 @@ __all__ = ["PtychoModel", "NearFieldGeometry", "NaNGuard", "PARAMETER_GROUPS",
            "DEFAULT_LEARNING_RATES"]
 
 
-def _delegate(component_class, component: str, method: str):
-    """A model method that calls ``self.<component>.<method>``, documented by the component."""
-    def call(self, *args, **kwargs):
-        return getattr(getattr(self, component), method)(*args, **kwargs)
-    call.__name__ = method
-    call.__doc__ = getattr(component_class, method).__doc__
-    return call
-
-
-def _state(component: str, name: str, doc: str = None):
-    """A read-only model property for ``self.<component>.<name>``."""
-    return property(lambda self: getattr(getattr(self, component), name), doc=doc)
-
-
-class PtychoModel(keras.Model):
+class PtychoModel(KerasSteps, keras.Model):
     """Differentiable ptychography forward model with per-group Adam optimisers.
 
     Args:
@@ -140,33 +127,33 @@ class PtychoModel(keras.Model):
         self.built = True
 
     # -- the components' state and methods under the model's established names ------------
-    probe_real, probe_imag = _state("probe_modes", "real"), _state("probe_modes", "imag")
-    probe_scale, probe_power = _state("probe_modes", "scale"), _state("probe_modes", "power")
-    position_corrections = _state("scan", "corrections")
-    position_affine = _state("scan", "affine")
-    log_distance_scale = _state("scan", "log_distance_scale")
-    near_field = _state("scan", "near_field")
-    farfield_distance_m = _state("scan", "farfield_distance_m")
-    position_model = _state("scan", "position_model")
-    detector_mask = _state("noise", "mask", "(H, W) float32 valid-pixel mask (1 = valid), or None.")
-    loss_name, readout_noise = _state("noise", "loss_name"), _state("noise", "readout_noise")
-    group_optimizers = _state("optimization", "optimizers")
-    refine, active_groups = _state("optimization", "refine"), _state("optimization", "active")
-    learning_rates = _state("optimization", "learning_rates")
-    start_epochs = _state("optimization", "start_epochs")
-    decay_rate = _state("optimization", "decay_rate")
+    probe_real, probe_imag = state("probe_modes", "real"), state("probe_modes", "imag")
+    probe_scale, probe_power = state("probe_modes", "scale"), state("probe_modes", "power")
+    position_corrections = state("scan", "corrections")
+    position_affine = state("scan", "affine")
+    log_distance_scale = state("scan", "log_distance_scale")
+    near_field = state("scan", "near_field")
+    farfield_distance_m = state("scan", "farfield_distance_m")
+    position_model = state("scan", "position_model")
+    detector_mask = state("noise", "mask", "(H, W) float32 valid-pixel mask (1 = valid), or None.")
+    loss_name, readout_noise = state("noise", "loss_name"), state("noise", "readout_noise")
+    group_optimizers = state("optimization", "optimizers")
+    refine, active_groups = state("optimization", "refine"), state("optimization", "active")
+    learning_rates = state("optimization", "learning_rates")
+    start_epochs = state("optimization", "start_epochs")
+    decay_rate = state("optimization", "decay_rate")
 
-    stored_probe_tensor = _delegate(ProbeModes, "probe_modes", "stored")
-    assign_probe = _delegate(ProbeModes, "probe_modes", "assign")
-    orthogonalise_probe = _delegate(ProbeModes, "probe_modes", "orthogonalise")
-    positions_tensor = _delegate(ScanGeometry, "scan", "positions")
-    affine_matrix = _delegate(ScanGeometry, "scan", "affine_matrix")
-    focus_distance_tensor = _delegate(ScanGeometry, "scan", "focus_distance")
-    cone_beam_geometry = _delegate(ScanGeometry, "scan", "cone_beam_geometry")
-    distance_tensor = _delegate(ScanGeometry, "scan", "distance")
-    get_distance = _delegate(ScanGeometry, "scan", "refined_distance_m")
-    get_focus_distance = _delegate(ScanGeometry, "scan", "refined_focus_distance_m")
-    pattern_losses = _delegate(NoiseModel, "noise", "pattern_losses")
+    stored_probe_tensor = delegate(ProbeModes, "probe_modes", "stored")
+    assign_probe = delegate(ProbeModes, "probe_modes", "assign")
+    orthogonalise_probe = delegate(ProbeModes, "probe_modes", "orthogonalise")
+    positions_tensor = delegate(ScanGeometry, "scan", "positions")
+    affine_matrix = delegate(ScanGeometry, "scan", "affine_matrix")
+    focus_distance_tensor = delegate(ScanGeometry, "scan", "focus_distance")
+    cone_beam_geometry = delegate(ScanGeometry, "scan", "cone_beam_geometry")
+    distance_tensor = delegate(ScanGeometry, "scan", "distance")
+    get_distance = delegate(ScanGeometry, "scan", "refined_distance_m")
+    get_focus_distance = delegate(ScanGeometry, "scan", "refined_focus_distance_m")
+    pattern_losses = delegate(NoiseModel, "noise", "pattern_losses")
 
     # -- object and probe as the model uses them ------------------------------------------
     def probe_tensor(self) -> tf.Tensor:
@@ -319,34 +306,6 @@ class PtychoModel(keras.Model):
         update_step_metrics(self.loss_tracker, self.residual_tracker, losses,
                             sum_of_pattern_values(residuals), sum_of_pattern_values(counts), ok)
         return replica_step_logs(self._logs())
-
-    def test_step(self, data):
-        indices, measured, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        losses, residuals, counts = self.batch_losses(indices, measured, self.execution_plan)
-        update_step_metrics(self.loss_tracker, self.residual_tracker,
-                            weighted_losses(losses, sample_weight),
-                            sum_of_pattern_values(residuals), sum_of_pattern_values(counts))
-        return replica_step_logs(self._logs())
-
-    def predict_step(self, data):
-        indices, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self.call(indices, plan=self.execution_plan)
-
-    def _logs(self):
-        return {"loss": self.loss_tracker.result(), "residual": self.residual_tracker.result()}
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Keras builds a model under tf.distribute by averaging the first distributed batch
-        over the replicas, which fails when a batch is split unevenly (5 patterns on 2
-        replicas). Everything here is built already: variables in ``__init__``, optimisers in
-        ``compile``."""
-        if self.group_optimizers:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.residual_tracker]
 
     def fit(self, *args, callbacks=None, **kwargs):
         """``keras.Model.fit`` plus the per-group start-epoch and learning-rate schedule, the
