@@ -138,6 +138,26 @@ def pcg(matvec, rhs, preconditioner, tolerance=1e-4, max_iterations=300):
     return x, max_iterations, float(relative.max())
 
 
+def _orthonormal_basis(vectors):
+    """(G, Y, X) complex orthonormal basis (real inner product of the real and imaginary parts)
+    of the span of the (G, Y, X) ``vectors``."""
+    shape = vectors.shape[1:]
+    basis, _ = np.linalg.qr(np.stack([np.concatenate([g.real.ravel(), g.imag.ravel()])
+                                      for g in vectors], axis=1))
+    n = int(np.prod(shape))
+    return (basis[:n] + 1j * basis[n:]).T.reshape((-1,) + tuple(shape))
+
+
+def _hutchinson_blocks(z, cz):
+    """(Y, X, 2, 2) symmetrised per-pixel blocks ``mean_s [Re, Im](C z_s) x [Re, Im](z_s)`` of
+    the (S, Y, X) random probes ``z`` and their images ``cz`` under the covariance C."""
+    blocks = np.empty(z.shape[1:] + (2, 2))
+    for a, za in enumerate((z.real, z.imag)):
+        blocks[..., 0, a] = np.mean(cz.real * za, axis=0)
+        blocks[..., 1, a] = np.mean(cz.imag * za, axis=0)
+    return 0.5 * (blocks + np.swapaxes(blocks, -1, -2))
+
+
 def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: bool = False,
                             score=None, ridge=None):
     """Per-pixel 2x2 covariance blocks of the gauge-fixed estimate (module docstring).
@@ -175,10 +195,7 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
     gauges = gauge_vectors(object_, determined, blind)
     norms = np.sqrt(_inner(gauges, gauges))
     gauges = gauges / np.maximum(norms, 1e-300)[:, None, None]
-    basis, _ = np.linalg.qr(np.stack([np.concatenate([g.real.ravel(), g.imag.ravel()])
-                                      for g in gauges], axis=1))
-    n = object_.size
-    basis = (basis[:n] + 1j * basis[n:]).T.reshape((-1,) + object_.shape)  # orthonormal (G,Y,X)
+    basis = _orthonormal_basis(gauges)
     kappa = float(np.median(np.trace(diagonal[determined], axis1=-2, axis2=-1)))
 
     def off_gauges(v):
@@ -216,11 +233,7 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
                                        settings.tolerance, settings.max_iterations)
         iterations += more
     cz = project(solution, np.einsum("gh,gyx->hyx", gram_inv, gauges), u)  # Q C Q^T z
-    blocks = np.empty(object_.shape + (2, 2))
-    for a, za in enumerate((z.real, z.imag)):
-        blocks[..., 0, a] = np.mean(cz.real * za, axis=0)
-        blocks[..., 1, a] = np.mean(cz.imag * za, axis=0)
-    blocks = 0.5 * (blocks + np.swapaxes(blocks, -1, -2))
+    blocks = _hutchinson_blocks(z, cz)
     info = {"cg_iterations": int(iterations), "cg_relative_residual": residual,
             "determined_pixels": int(determined.sum()), "reference_pixels": int(reference.sum())}
     return blocks, bound, determined, reference, info
