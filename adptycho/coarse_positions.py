@@ -60,19 +60,22 @@ class CoarsePositionResult:
         """(N, 2) float64 ``positions_px - nominal_positions_px``."""
         return self.positions_px - self.nominal_positions_px
 
+    @property
+    def rms_shift_px(self) -> float:
+        """RMS length of the corrections, in full-resolution pixels."""
+        return float(np.sqrt(np.mean(np.sum(self.corrections_px ** 2, axis=1))))
+
     def summary(self) -> str:
-        moved = np.sqrt(np.mean(np.sum(self.corrections_px ** 2, axis=1)))
         return (f"coarse positions: {self.epochs} ePIE epochs on the central "
                 f"{self.coarse_shape[0]}x{self.coarse_shape[1]} pixels ({self.factor}x coarser "
-                f"object pixels) moved the positions by {moved:.2f} px RMS "
+                f"object pixels) moved the positions by {self.rms_shift_px:.2f} px RMS "
                 f"(largest {np.max(np.linalg.norm(self.corrections_px, axis=1)):.2f} px)")
 
     def attributes(self) -> dict:
         """Flat settings for the result file."""
         return {"coarse_positions_factor": int(self.factor),
                 "coarse_positions_epochs": int(self.epochs),
-                "coarse_positions_rms_shift_px": float(np.sqrt(np.mean(
-                    np.sum(self.corrections_px ** 2, axis=1))))}
+                "coarse_positions_rms_shift_px": self.rms_shift_px}
 
 
 def _crop_slices(shape, factor: int):
@@ -151,19 +154,18 @@ def coarse_positions(scan: ScanData, fit: Callable[[ScanData, Optional[np.ndarra
                                 coarse_shape=tuple(small.patterns.shape[1:]))
 
 
-def coarse_stage(scan: ScanData, probe, config, schedule, reconstruct: Callable):
+def coarse_stage(scan: ScanData, probe, config, schedule, fit: Callable):
     """The default schedule's coarse-to-fine position stage, or None where it does not apply.
 
     It runs when the adaptive schedule (``engine="auto"``) starts with a PIE stage, the positions
-    are refined as per-pattern offsets and ``applies(scan)``: ``reconstruct`` (the caller's,
-    passed in to keep this module below the workflow) with ``COARSE_EPOCHS`` sequential ePIE
-    epochs refining object, probe and positions on ``coarse_scan(scan)``, the probe searched
-    from the data unless ``probe`` (or the scan's) is known.
+    are refined as per-pattern offsets and ``applies(scan)``: ``coarse_positions`` with
+    ``fit`` (the workflow's, passed in to keep this module below it) on ``coarse_scan(scan)``,
+    from ``probe`` (or the scan's) when known.
 
     Args:
         scan: the ``ScanData``; probe: the caller's probe or None.
         config: the ``ReconstructConfig``; schedule: the planned ``Schedule``.
-        reconstruct: ``adptycho.reconstruction.reconstruct``.
+        fit: as in ``coarse_positions``.
     """
     from adptycho.engines import PIE_ENGINES
 
@@ -171,12 +173,6 @@ def coarse_stage(scan: ScanData, probe, config, schedule, reconstruct: Callable)
             and "positions" in config.refine and config.position_model == "offsets"
             and applies(scan)):
         return None
-
-    def fit(small, small_probe, epochs):
-        return reconstruct(small, probe=small_probe, engine=f"epie:{epochs}",
-                           refine=("object", "probe", "positions"),
-                           probe_modes=config.probe_modes, seed=config.seed, verbose=0)
-
     result = coarse_positions(scan, fit, probe=probe if probe is not None else scan.probe)
     if config.verbose:
         print(f"adptycho: {result.summary()}", flush=True)

@@ -178,7 +178,7 @@ def reconstruct(scan: ScanData, config: Optional[ReconstructConfig] = None, *, p
     strategy = make_strategy(strategy)
     keras.utils.set_random_seed(config.seed)
     model_options = _model_options(config, readout_noise, initial_object, probe_support)
-    coarse = coarse_stage(scan, probe, config, schedule, reconstruct)
+    coarse = coarse_stage(scan, probe, config, schedule, _coarse_fit(config))
     # the probe search sees the positions the coarse stage found
     search_scan = scan if coarse is None else dataclasses.replace(
         scan, positions_px=coarse.positions_px)
@@ -212,6 +212,24 @@ def _model_options(config: ReconstructConfig, readout_noise, initial_object,
                 subpixel=c.subpixel, position_model=c.position_model, object=c.object,
                 probe_support=probe_support, probe_power=c.probe_power,
                 latent_options=c.latent_options)
+
+
+def _coarse_fit(config: ReconstructConfig):
+    """``fit(small, small_probe, epochs)`` of the coarse position stage: sequential ePIE on
+    object, probe and positions of the coarse scan, from ``small_probe`` or from the probe
+    searched on the coarse patterns (no orientation check there: the full fit makes it)."""
+    from adptycho.probe_search import search_probe
+
+    def fit(small, small_probe, epochs):
+        if small_probe is None:
+            small_probe = search_probe(
+                small, lambda guess: build_model(small, probe=guess,
+                                                 probe_modes=config.probe_modes)[0],
+                modes=config.probe_modes, seed=config.seed).probe
+        return reconstruct(small, probe=small_probe, engine=f"epie:{epochs}",
+                           refine=("object", "probe", "positions"),
+                           probe_modes=config.probe_modes, seed=config.seed, verbose=0)
+    return fit
 
 
 def _initial_probe(scan: ScanData, probe, model_options: dict, schedule: Schedule,

@@ -96,8 +96,12 @@ def auto_schedule(scan, *, epochs, refine, object, optimizer, parametrisation, p
                  and "object" in refine and not adam_only)
     if not pie_first:
         return [Stage("adam", DEFAULT_EPOCHS if epochs is None else epochs)], False
-    search = probe is None and scan.probe is None and scan.geometry != NEARFIELD
-    return [Stage("epie", AUTO_PIE_EPOCHS), Stage("adam", epochs)], search
+    return [Stage("epie", AUTO_PIE_EPOCHS), Stage("adam", epochs)], _probe_unknown(scan, probe)
+
+
+def _probe_unknown(scan, probe) -> bool:
+    """No probe given or stored, in far field: the probe is searched from the data."""
+    return probe is None and scan.probe is None and scan.geometry != NEARFIELD
 
 
 def _pie_probe_search(scan, stages, *, probe, object, parametrisation) -> bool:
@@ -106,8 +110,7 @@ def _pie_probe_search(scan, stages, *, probe, object, parametrisation) -> bool:
     parametrisation), no probe given or stored, far field. The PIE engines converge from the
     searched probe where they stall from the unfocused mean-pattern guess (issue 18, item 3)."""
     return (any(stage.engine in PIE_ENGINES for stage in stages) and object == "pixels"
-            and parametrisation == "complex" and probe is None and scan.probe is None
-            and scan.geometry != NEARFIELD)
+            and parametrisation == "complex" and _probe_unknown(scan, probe))
 
 
 def plan_schedule(scan, config, probe, adam_only: bool) -> Schedule:
