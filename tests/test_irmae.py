@@ -187,3 +187,33 @@ def test_shipped_weights_load_and_match_their_card(name):
     image = model.decode(mean[None])[0]
     assert image.shape == (32, 32) and 0 <= image.min() and image.max() <= 1
     assert image.max() > 0.3  # the mean latent decodes to a stroke image, not a blank
+
+
+def test_activation_is_saved_and_restored(tmp_path):
+    """A smooth (gelu) IRMAE round-trips through save/load with its activation; a directory
+    written before the option (no ``activation`` in config.json) loads as the paper's relu."""
+    import json
+
+    from adptycho.errors import AdptychoError
+    from adptycho.nn.irmae import save_irmae
+
+    model = IRMAE(8, 1, "gelu")
+    mean = np.random.default_rng(0).normal(size=8).astype(np.float32)
+    save_irmae(model, tmp_path / "smooth", mean)
+    decoder, _, config = load_decoder(tmp_path / "smooth")
+    assert config["activation"] == "gelu"
+    h = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
+    np.testing.assert_allclose(decoder(h).numpy(), model.decoder(h).numpy(), atol=1e-6)
+    relu_decoder = irmae_module.build_decoder(8)
+    relu_decoder.set_weights(model.decoder.get_weights())
+    assert np.abs(relu_decoder(h).numpy() - model.decoder(h).numpy()).max() > 1e-4
+    assert load_irmae(tmp_path / "smooth")[0].activation == "gelu"
+
+    save_irmae(IRMAE(8, 1), tmp_path / "old", mean)
+    path = tmp_path / "old" / "config.json"
+    config = json.loads(path.read_text())
+    del config["activation"]
+    path.write_text(json.dumps(config))
+    assert load_irmae(tmp_path / "old")[0].activation == "relu"
+    with pytest.raises(AdptychoError, match="activation"):
+        IRMAE(8, 1, "swish")

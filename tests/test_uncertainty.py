@@ -304,3 +304,39 @@ def test_latent_hmc_agrees_with_laplace(latent_case):
     assert 0.5 < hmc.info["acceptance"] < 0.95
     ratio = hmc.extras["latent_std"] / laplace.extras["latent_std"]
     assert 0.7 < np.median(ratio) < 1.3, ratio
+
+
+def test_posterior_mode_reaches_the_mode_an_independent_optimiser_finds(tmp_path):
+    """From a latent 3 posterior std off the mode, ``posterior_mode``'s Newton steps land on
+    the minimiser that scipy's float64 BFGS finds for the same negative log posterior (smooth
+    gelu decoder), and report the distance they covered; started at the mode, they stay."""
+    from scipy.optimize import minimize
+
+    from adptycho.nn.irmae import IRMAE, save_irmae
+    from adptycho.objects.latent import LatentObject
+    from adptycho.simulate import simulate
+    from adptycho.uncertainty.latent import LatentPosterior, posterior_mode
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(5)
+    save_irmae(IRMAE(LATENT, 2, "gelu"), tmp_path / "smooth", np.zeros(LATENT, np.float32))
+    truth = rng.normal(size=LATENT).astype(np.float32)
+    obj = LatentObject.from_pretrained((40, 40), str(tmp_path / "smooth"), initial_latent=truth,
+                                       region_px=(4, 4, 32, 32), background=0.3)
+    probe = circular_aperture((16, 16), 10.0)
+    positions = np.array([(y, x) for y in range(0, 25, 4) for x in range(0, 25, 4)], float)
+    scan = simulate(obj.to_numpy(), probe, positions, photons_per_pattern=1e6, poisson=True,
+                    seed=4)
+    posterior = LatentPosterior(obj, scan.patterns, scan.probe, positions, "poisson", 0.0,
+                                truth, 1e3)
+    reference = minimize(posterior.value_and_gradient, truth.astype(np.float64), jac=True,
+                         method="BFGS", options={"gtol": 1e-3}).x
+    hessian = posterior.hessian(reference)
+    std = np.sqrt(np.diag(np.linalg.inv(hessian)))
+    start = reference + 3.0 * std * np.sign(rng.normal(size=LATENT))
+    mode, _, info = posterior_mode(posterior, start)
+    assert info["newton_decrement"] < 1e-2 and info["newton_steps"] >= 1
+    assert np.abs((mode - reference) / std).max() < 0.1, (mode - reference) / std
+    assert info["mode_shift_std"] > 2.0
+    again, _, info = posterior_mode(posterior, mode)
+    assert info["newton_steps"] == 0 and np.array_equal(again, mode)

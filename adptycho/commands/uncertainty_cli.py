@@ -113,3 +113,8 @@ def run(args) -> None:
           f"{int(result.reference.sum())} well-illuminated pixels, "
           f"{int(result.determined.sum())} determined of {result.determined.size}; wrote "
           f"{' and '.join(written)}")
+    shift = result.info.get("mode_shift_std")
+    if shift is not None and shift > 0.5:
+        print(f"adptycho: note: the fitted latent was {shift:.3g} posterior std from the posterior "
+              f"mode ({result.info['newton_steps']} Newton steps); the maps are centred on the "
+              "mode, whose decoded object is stored as 'object' in the file")

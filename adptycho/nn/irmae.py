@@ -42,29 +42,46 @@ SHIPPED_MODELS = ("irmae-mnist", "irmae-mnist-3")
 WEIGHT_FILES = ("encoder.weights.h5", "decoder.weights.h5", "mean_latent.npy")
 
 
-def build_encoder(latent_dim: int = 128, linear_layers: int = 8, name: str = "encoder"):
+ACTIVATIONS = ("relu", "gelu")
+
+
+def _check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise AdptychoError(f"unknown activation {activation!r}; choose one of "
+                            f"{', '.join(ACTIVATIONS)}")
+    return activation
+
+
+def build_encoder(latent_dim: int = 128, linear_layers: int = 8, name: str = "encoder",
+                  activation: str = "relu"):
     """Encoder ``f``: (B, 32, 32, 1) float32 in [0, 1] -> (B, latent_dim) latent h."""
     layers = [keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1))]
     for filters in (32, 64, 128, 256):
         layers.append(keras.layers.Conv2D(filters, 4, strides=2, padding="same",
-                                          activation="relu"))
+                                          activation=_check_activation(activation)))
     layers += [keras.layers.Flatten(), keras.layers.Dense(latent_dim, name="to_latent")]
     for i in range(linear_layers):
         layers.append(keras.layers.Dense(latent_dim, use_bias=False, name=f"linear_{i + 1}"))
     return keras.Sequential(layers, name=name)
 
 
-def build_decoder(latent_dim: int = 128, name: str = "decoder"):
-    """Decoder ``g``: (B, latent_dim) -> (B, 32, 32, 1) float32 in [0, 1] (sigmoid)."""
+def build_decoder(latent_dim: int = 128, name: str = "decoder", activation: str = "relu"):
+    """Decoder ``g``: (B, latent_dim) -> (B, 32, 32, 1) float32 in [0, 1] (sigmoid).
+
+    ``activation``: ``relu`` (the paper's; the decoder is piecewise linear before the sigmoid,
+    so the latent likelihood has kinks) or ``gelu`` (smooth: the Laplace approximation of the
+    latent posterior is then a local expansion of a smooth function, see
+    ``adptycho.uncertainty.latent``)."""
+    act = _check_activation(activation)
     return keras.Sequential([
         keras.Input((latent_dim,)),
         keras.layers.Dense(8 * 8 * 128),
         keras.layers.Reshape((8, 8, 128)),
-        keras.layers.ReLU(),
+        keras.layers.Activation(act),
         keras.layers.Conv2DTranspose(64, 4, strides=2, padding="same"),
-        keras.layers.ReLU(),
+        keras.layers.Activation(act),
         keras.layers.Conv2DTranspose(32, 4, strides=2, padding="same"),
-        keras.layers.ReLU(),
+        keras.layers.Activation(act),
         keras.layers.Conv2DTranspose(1, 1, strides=1, padding="same"),
         keras.layers.Activation("sigmoid"),
     ], name=name)
@@ -76,9 +93,11 @@ class IRMAE(keras.Model):
     Args:
         latent_dim: size n of the latent vector (128 in the paper).
         linear_layers: number of bias-free n x n linear layers (8: IRMAE; 0: plain autoencoder).
+        activation: hidden-layer activation, ``relu`` (the paper's) or ``gelu`` (smooth).
     """
 
-    def __init__(self, latent_dim: int = 128, linear_layers: int = 8, **kwargs):
+    def __init__(self, latent_dim: int = 128, linear_layers: int = 8, activation: str = "relu",
+                 **kwargs):
         super().__init__(**kwargs)
         if latent_dim < 1:
             raise AdptychoError(f"latent_dim must be positive, got {latent_dim}")
@@ -86,8 +105,10 @@ class IRMAE(keras.Model):
             raise AdptychoError(f"linear_layers must be >= 0, got {linear_layers}")
         self.latent_dim = int(latent_dim)
         self.linear_layers = int(linear_layers)
-        self.encoder = build_encoder(self.latent_dim, self.linear_layers)
-        self.decoder = build_decoder(self.latent_dim)
+        self.activation = _check_activation(activation)
+        self.encoder = build_encoder(self.latent_dim, self.linear_layers,
+                                     activation=self.activation)
+        self.decoder = build_decoder(self.latent_dim, activation=self.activation)
         self.build((None, IMAGE_SIZE, IMAGE_SIZE, 1))
 
     def build(self, input_shape=None):
@@ -175,7 +196,8 @@ def save_irmae(model: IRMAE, directory, mean_latent, extra_config: Optional[dict
 
     os.makedirs(directory, exist_ok=True)
     config = {"latent_dim": model.latent_dim, "linear_layers": model.linear_layers,
-              "image_size": IMAGE_SIZE, "output": "sigmoid", **(extra_config or {})}
+              "activation": model.activation, "image_size": IMAGE_SIZE, "output": "sigmoid",
+              **(extra_config or {})}
     for name, net in (("encoder", model.encoder), ("decoder", model.decoder)):
         final = os.path.join(directory, f"{name}.weights.h5")
         with atomic_path(final, suffix=".weights.h5") as tmp:
@@ -195,7 +217,8 @@ def load_irmae(name_or_path) -> tuple:
     directory = model_directory(name_or_path)
     verify_card(directory)
     config = read_config(directory)
-    model = IRMAE(config["latent_dim"], config["linear_layers"])
+    model = IRMAE(config["latent_dim"], config["linear_layers"],
+                  config.get("activation", "relu"))
     for name, net in (("encoder", model.encoder), ("decoder", model.decoder)):
         path = os.path.join(directory, f"{name}.weights.h5")
         if not os.path.exists(path):
@@ -209,7 +232,7 @@ def load_decoder(name_or_path) -> tuple:
     directory = model_directory(name_or_path)
     verify_card(directory)
     config = read_config(directory)
-    decoder = build_decoder(config["latent_dim"])
+    decoder = build_decoder(config["latent_dim"], activation=config.get("activation", "relu"))
     path = os.path.join(directory, "decoder.weights.h5")
     if not os.path.exists(path):
         raise DataError(f"{directory} has no decoder.weights.h5")

@@ -98,7 +98,7 @@ def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layer
                 latent_dim: int = 128, epochs: int = 10, batch_size: int = 64,
                 learning_rate: float = 1e-3, seed: int = 0, verbose: int = 1,
                 max_train: Optional[int] = None, command: Optional[str] = None,
-                callbacks=None) -> dict:
+                callbacks=None, activation: str = "relu") -> dict:
     """Train an IRMAE on MNIST and save it (weights, mean latent, card, figure) to ``out_dir``.
 
     An interrupted run restarted with the same arguments resumes from the last completed epoch
@@ -116,6 +116,9 @@ def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layer
         max_train: use only the first ``max_train`` training digits (quick runs).
         command: the command line to record in the card (default: ``sys.argv``).
         callbacks: extra Keras callbacks (e.g. ``training.tensorboard.TensorBoardLogger``).
+        activation: hidden-layer activation, ``relu`` (the paper's) or ``gelu`` (smooth: the
+            latent posterior's Laplace approximation is then calibrated, see
+            ``experiments/uncertainty/README.md``).
 
     Returns:
         dict of final metrics (train BCE, validation BCE and MSE, seconds).
@@ -127,7 +130,7 @@ def train_irmae(out_dir, data=None, *, digit: Optional[int] = None, linear_layer
     os.makedirs(out_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
     train, validation, val_labels = _digits(data, digit, max_train)
-    model = IRMAE(latent_dim, linear_layers)
+    model = IRMAE(latent_dim, linear_layers, activation)
     steps = int(np.ceil(len(train) / batch_size))
     schedule = keras.optimizers.schedules.ExponentialDecay(learning_rate, steps, 0.9,
                                                            staircase=True)

@@ -10,11 +10,17 @@ prior_std^2 I)``, with the exact negative log-likelihood of the noise model
 and a broad Gaussian prior (``prior_std``, latent units) that only matters along latent
 directions the decoder ignores (IRMAE latents are low-rank by design).
 
-* ``laplace``: ``N(h_fit, H^-1)`` with H the full (n, n) Hessian of the negative log posterior
-  at the fitted latent (``tf.GradientTape`` jacobian of the gradient);
+* ``laplace``: ``N(h_mode, H^-1)`` with H the full (n, n) Hessian of the negative log posterior
+  (``tf.GradientTape`` jacobian of the gradient) at its mode ``h_mode``, reached from the fitted
+  latent by damped Newton steps (``posterior_mode``: fits stop short along flat latent
+  directions, and the spread of such fits over noise draws is smaller than the posterior's);
 * ``hmc``: ``tfp.mcmc.HamiltonianMonteCarlo`` with step-size adaptation on the same posterior,
   in the coordinates ``h = h_fit + L e`` (L the Cholesky factor of the Laplace covariance:
   preconditioning only; the chain's stationary law is the exact posterior).
+
+With a ReLU decoder (the paper's) the decoded object is piecewise smooth in h: the likelihood
+has kinks, the Hessian is that of the linear piece the mode lies on, and Laplace and HMC can
+disagree (``experiments/uncertainty/README.md`` measures where).
 
 Either way ``samples`` latents are decoded; the per-pixel std of the decoded amplitude and phase
 are the result (the representation fixes the other one: phase 0 in amplitude mode, amplitude 1
@@ -40,7 +46,8 @@ __all__ = ["LatentSettings", "LatentPosterior", "latent_uncertainty"]
 class LatentSettings:
     """Attributes: samples (decoded posterior samples), prior_std (latent units), burnin and
     leapfrog_steps (HMC), batch (patterns per forward pass), seed, saved_samples (decoded
-    samples kept in the file)."""
+    samples kept in the file), newton_steps (at most, from the fit to the posterior mode;
+    0 keeps the fitted latent as the centre)."""
 
     samples: int = 500
     prior_std: float = 10.0
@@ -49,6 +56,7 @@ class LatentSettings:
     batch: int = 64
     seed: int = 0
     saved_samples: int = 16
+    newton_steps: int = 10
 
 
 class LatentPosterior:
@@ -58,7 +66,8 @@ class LatentPosterior:
         representation: the ``LatentObject`` (its decoder and placement on the grid).
         patterns: (N, H, W) measured counts; probe: (M, H, W) complex; positions_px: (N, 2).
         noise_model, readout_noise: see the module docstring.
-        latent_fit: (n,) fitted latent (the prior's centre and the Laplace mean).
+        latent_fit: (n,) fitted latent (the prior's centre; the Laplace mean is the posterior
+            mode found from it by ``posterior_mode``).
         transfer: None (far field) or the near-field transfer function.
     """
 
@@ -80,8 +89,9 @@ class LatentPosterior:
         self.batch = int(batch)
 
     def _pixel_nll(self, measured, intensity):
-        if self.noise_model == "poisson":
-            values = intensity - tf.maximum(measured, 0.0) * tf.math.log(intensity + 1e-6)
+        if self.noise_model == "poisson":  # minus its value at I = X (exact in float32 near 0)
+            counts = tf.maximum(measured, 0.0)
+            values = intensity - counts - counts * tf.math.log((intensity + 1e-6) / (counts + 1e-6))
         elif self.noise_model == "amplitude":
             values = 2.0 * tf.square(tf.sqrt(intensity + 1e-6) - tf.sqrt(tf.maximum(measured, 0.0)))
         else:
@@ -106,6 +116,14 @@ class LatentPosterior:
             total += self._pixel_nll(self.patterns[start:start + self.batch], intensity)
         return total
 
+    def value_and_gradient(self, latent):
+        """(float, (n,) float64 gradient) of the negative log posterior at a (n,) latent."""
+        latent = tf.constant(np.asarray(latent, np.float32))
+        with tf.GradientTape() as tape:
+            tape.watch(latent)
+            value = self.negative_log_posterior(latent)
+        return float(value), tape.gradient(value, latent).numpy().astype(np.float64)
+
     def hessian(self, latent) -> np.ndarray:
         """(n, n) float64 Hessian of the negative log posterior (autodiff, symmetrised)."""
         latent = tf.constant(np.asarray(latent, np.float32))
@@ -126,6 +144,42 @@ class LatentPosterior:
             out.append(self.representation.transmissions(
                 tf.constant(np.asarray(latents[start:start + 64], np.float32))).numpy())
         return np.concatenate(out)
+
+
+def posterior_mode(posterior, latent, max_steps: int = 10, decrement: float = 1e-2):
+    """Damped Newton iterations from ``latent`` to the posterior mode (the Laplace centre).
+
+    A fit that stopped short (L-BFGS in float32 stalls on flat latent directions) is not the
+    centre the Laplace approximation assumes. Each step solves ``H d = -g`` (with the Hessian
+    shifted to positive definite where it is not) and halves it until the negative log
+    posterior does not increase; iterations stop once the Newton decrement ``sqrt(g^T H^-1 g)``
+    (the distance to the mode in posterior standard deviations) is below ``decrement``.
+
+    Returns ``(mode (n,) float64, hessian at the mode (n, n), info dict)``; ``info`` has
+    ``newton_steps``, ``newton_decrement`` (at the mode) and ``mode_shift_std`` (the distance
+    from ``latent`` to the mode in posterior standard deviations).
+    """
+    start = current = np.asarray(latent, np.float64)
+    hessian = posterior.hessian(current)
+    steps = 0
+    for steps in range(max_steps + 1):
+        value, gradient = posterior.value_and_gradient(current)
+        values, vectors = np.linalg.eigh(hessian)
+        shifted = np.maximum(values, 1e-3 * max(abs(values).max(), 1e-12))
+        direction = -(vectors / shifted) @ (vectors.T @ gradient)
+        newton = float(np.sqrt(max(-gradient @ direction, 0.0)))
+        if newton < decrement or steps == max_steps:
+            break
+        t = 1.0
+        while t > 1e-3 and posterior.value_and_gradient(current + t * direction)[0] > value:
+            t *= 0.5
+        if t <= 1e-3:  # no decrease along the Newton direction (float32 or a kink)
+            break
+        current = current + t * direction
+        hessian = posterior.hessian(current)
+    shift = current - start
+    return current, hessian, {"newton_steps": steps, "newton_decrement": newton,
+                              "mode_shift_std": float(np.sqrt(max(shift @ hessian @ shift, 0.0)))}
 
 
 def _laplace_covariance(hessian):
@@ -189,17 +243,19 @@ def latent_uncertainty(scan: ScanData, rec: ReconstructionResult, method: str, n
     posterior = LatentPosterior(representation, scan.patterns, rec.probe, rec.positions_px,
                                 noise_model, readout_noise, latent_fit, options.prior_std,
                                 transfer, scan.mask, options.batch)
-    covariance, eigenvalues = _laplace_covariance(posterior.hessian(latent_fit))
+    mode, hessian, info = posterior_mode(posterior, latent_fit, options.newton_steps)
+    covariance, eigenvalues = _laplace_covariance(hessian)
     rng = np.random.default_rng(options.seed)
     chol = np.linalg.cholesky(covariance)
-    info = {"hessian_eigenvalue_min": float(eigenvalues.min()),
-            "hessian_eigenvalue_max": float(eigenvalues.max())}
+    info.update(hessian_eigenvalue_min=float(eigenvalues.min()),
+                hessian_eigenvalue_max=float(eigenvalues.max()))
     if method == "laplace":
-        latents = latent_fit[None] + rng.standard_normal((options.samples, len(latent_fit))) @ chol.T
+        latents = mode[None] + rng.standard_normal((options.samples, len(mode))) @ chol.T
     else:
-        latents, acceptance = _hmc(posterior, latent_fit, chol, options)
+        latents, acceptance = _hmc(posterior, mode, chol, options)
         info["acceptance"] = acceptance
     objects = posterior.decode(latents)
+    mode_object = posterior.decode(mode[None])[0]
     amplitude, phase = np.abs(objects), np.angle(objects)
     determined = np.ones(rec.object.shape, bool)
     from adptycho.geometry.grids import illumination_map
@@ -210,7 +266,8 @@ def latent_uncertainty(scan: ScanData, rec: ReconstructionResult, method: str, n
         amplitude.std(axis=0).astype(np.float32), phase.std(axis=0).astype(np.float32),
         determined, reference, method=method, noise_model=noise_model,
         settings={**dataclasses.asdict(options), "readout_noise": readout_noise}, info=info,
-        extras={"object_amplitude_samples": amplitude[:options.saved_samples],
+        extras={"object": mode_object.astype(np.complex64),
+                "object_amplitude_samples": amplitude[:options.saved_samples],
                 "object_phase_samples": phase[:options.saved_samples],
                 "latent_std": np.sqrt(np.diag(covariance)) if method == "laplace"
-                else latents.std(axis=0)})
+                else latents.std(axis=0), "latent_mode": mode.astype(np.float32)})

@@ -7,7 +7,7 @@ File layout (root of the HDF5 file):
 * ``object_phase_std``: (Y, X) float32, std of arg O in radians (NaN: undetermined);
 * ``determined``: (Y, X) bool, ``reference``: (Y, X) bool (pixels on which the gauges are fixed);
 * optional ``object`` (Y, X) complex64: the reconstructed object the maps belong to (so that
-  ``adptycho show`` can draw the file alone);
+  ``adptycho show`` can draw the file alone; latent objects: the decoded posterior mode);
 * optional ``phase_error_over_std`` (Y, X) float32: |phase error| / std against a known truth
   (``adptycho uncertainty --truth``);
 * optional ``probe_std`` (M, H, W) float32 (std of the probe amplitude, photon^0.5 units) and
@@ -15,7 +15,9 @@ File layout (root of the HDF5 file):
   refined; ``positions_std_px`` (N, 2) float32 (y, x), when the positions were refined
   (``parameters.py``);
 * optional ``object_amplitude_samples`` / ``object_phase_samples`` (K, Y, X) float32 (latent
-  objects: decoded posterior samples), ``latent_std`` (n,) float32;
+  objects: decoded posterior samples), ``latent_std`` (n,) float32 and ``latent_mode`` (n,)
+  float32 (the posterior mode the samples are centred on: the fit after ``posterior_mode``'s
+  Newton steps);
 * attributes: ``method``, ``settings`` (JSON), ``info`` (JSON: solver figures), ``noise_model``,
   ``adptycho_version``.
 """
@@ -36,7 +38,7 @@ __all__ = ["UncertaintyResult", "load_uncertainty"]
 
 _ARRAYS = ("object_amplitude_std", "object_phase_std", "determined", "reference")
 _OPTIONAL = ("object", "phase_error_over_std", "object_amplitude_samples",
-             "object_phase_samples", "latent_std", "probe_std", "probe_phase_std",
+             "object_phase_samples", "latent_std", "latent_mode", "probe_std", "probe_phase_std",
              "positions_std_px")
 
 
