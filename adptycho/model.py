@@ -43,7 +43,7 @@ from adptycho.components.scan_geometry import NearFieldGeometry, ScanGeometry
 from adptycho.errors import AdptychoError
 from adptycho.losses import sum_of_pattern_values
 from adptycho.objects.base import ObjectRepresentation
-from adptycho.training.distribute import global_batch_mean, replica_step_logs
+from adptycho.training.distribute import global_batch_mean, replica_share, replica_step_logs
 
 __all__ = ["PtychoModel", "NearFieldGeometry", "NaNGuard", "PARAMETER_GROUPS",
            "DEFAULT_LEARNING_RATES"]
@@ -301,6 +301,9 @@ class PtychoModel(KerasSteps, keras.Model):
             losses, residuals, counts = self.batch_losses(indices, measured, self.execution_plan)
             losses = weighted_losses(losses, sample_weight)
             loss = global_batch_mean(losses)
+            penalty = self.object_representation.penalty()  # a prior term, or None
+            if penalty is not None:
+                loss += replica_share(penalty / self.num_patterns)
         gradients = tape.gradient(loss, [v.value for v in variables])
         ok = parameter_update(self, active)(gradients, losses)
         update_step_metrics(self.loss_tracker, self.residual_tracker, losses,

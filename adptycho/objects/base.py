@@ -62,6 +62,13 @@ class ObjectRepresentation(keras.layers.Layer):
     def call(self, inputs=None):
         return self.transmission()
 
+    def penalty(self):
+        """Optional prior term of the representation: a float32 scalar tensor that the model
+        adds to its objective (``PtychoModel.train_step``, ``training.lbfgs``) as
+        ``penalty / N`` to the mean per-pattern loss, i.e. ``sum_j L_j + penalty`` over the
+        N patterns; ``None`` (the default) adds nothing. The PIE engines do not use it."""
+        return None
+
     def to_numpy(self) -> np.ndarray:
         """(Y, X) complex64 numpy copy of the current object."""
         return np.asarray(self.transmission().numpy(), dtype=np.complex64)

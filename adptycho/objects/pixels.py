@@ -8,7 +8,7 @@ import tensorflow as tf
 from adptycho.errors import AdptychoError
 from adptycho.objects.base import ObjectRepresentation
 
-__all__ = ["PixelObject", "PIXEL_PARAMETRISATIONS"]
+__all__ = ["PixelObject", "PIXEL_PARAMETRISATIONS", "total_variation"]
 
 PIXEL_PARAMETRISATIONS = ("complex", "amplitude-phase", "amplitude", "phase")
 
@@ -26,10 +26,16 @@ class PixelObject(ObjectRepresentation):
             ``"amplitude-phase"``, ``"amplitude"`` (phase fixed at 0: absorbing objects) or
             ``"phase"`` (amplitude fixed at 1: pure phase objects).
         initial: optional (Y, X) complex initial object (default: 1 everywhere, free space).
+        tv_weight: weight of a total-variation prior (``penalty``; 0: none), in units of the
+            loss summed over all patterns per unit of TV.
     """
 
-    def __init__(self, object_shape, parametrisation: str = "complex", initial=None, **kwargs):
+    def __init__(self, object_shape, parametrisation: str = "complex", initial=None,
+                 tv_weight: float = 0.0, **kwargs):
         super().__init__(object_shape, **kwargs)
+        if not np.isfinite(tv_weight) or tv_weight < 0:
+            raise AdptychoError(f"tv_weight must be finite and >= 0, got {tv_weight}")
+        self.tv_weight = float(tv_weight)
         if parametrisation not in PIXEL_PARAMETRISATIONS:
             raise AdptychoError(
                 f"unknown pixel parametrisation {parametrisation!r}; choose one of "
@@ -75,6 +81,14 @@ class PixelObject(ObjectRepresentation):
                     tf.convert_to_tensor(self._parts["imag"]))
         return super().transmission_parts()
 
+    def penalty(self):
+        """``tv_weight * TV(O)``, the isotropic total variation of the complex object,
+        ``sum_yx sqrt(|O(y+1, x) - O(y, x)|^2 + |O(y, x+1) - O(y, x)|^2 + eps)`` with
+        ``eps = TV_EPS`` (smooth at zero differences); ``None`` when ``tv_weight`` is 0."""
+        if self.tv_weight == 0.0:
+            return None
+        return self.tv_weight * total_variation(*self.transmission_parts())
+
     def assign(self, value) -> None:
         """Set the object to the (Y, X) complex array or tensor ``value`` (projected on the
         parametrisation; a complex parametrisation takes a tensor without a host copy)."""
@@ -92,7 +106,23 @@ class PixelObject(ObjectRepresentation):
     def get_config(self):
         config = super().get_config()
         config["parametrisation"] = self.parametrisation
+        config["tv_weight"] = self.tv_weight
         return config
+
+
+TV_EPS = 1e-6
+
+
+def total_variation(real, imag):
+    """Isotropic total variation (float32 scalar) of the complex image ``real + i imag``
+    ((Y, X) float32 each); forward differences, the last row and column repeat (zero
+    difference)."""
+    squared = 0.0
+    for part in (real, imag):
+        dy = tf.concat([part[1:] - part[:-1], tf.zeros_like(part[:1])], axis=0)
+        dx = tf.concat([part[:, 1:] - part[:, :-1], tf.zeros_like(part[:, :1])], axis=1)
+        squared += tf.square(dy) + tf.square(dx)
+    return tf.reduce_sum(tf.sqrt(squared + TV_EPS))
 
 
 def _constant(value):

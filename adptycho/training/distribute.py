@@ -24,7 +24,7 @@ import tensorflow as tf
 from adptycho.errors import AdptychoError
 
 __all__ = ["STRATEGIES", "make_strategy", "is_chief", "logical_cpu_devices", "worker_index",
-           "global_batch_mean", "all_replicas_true", "replica_step_logs"]
+           "global_batch_mean", "replica_share", "all_replicas_true", "replica_step_logs"]
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 
@@ -101,6 +101,15 @@ def global_batch_mean(losses):
         return tf.reduce_mean(losses)
     count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.size(losses), tf.float32))
     return tf.reduce_sum(losses) / tf.maximum(count, 1.0)
+
+
+def replica_share(value):
+    """``value / replicas``: a whole-batch term (a prior) added on every replica, so that the
+    all-reduced (summed) gradients count it once."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return value / float(context.num_replicas_in_sync)
 
 
 def all_replicas_true(flag):
