@@ -342,13 +342,15 @@ def _aligned_phase(problem, obj):
     return np.angle(align(np.asarray(obj)[problem.field], truth, scale=False))
 
 
-def _figure(path, panels, ncols):
+def _figure(path, panels, ncols, note=None):
     """Save the panels' aligned phases (``path`` with ``.npz``: ``phases`` (P, 240, 240)
-    float16 rad, ``titles``, ``ncols``) and draw the figure from that file."""
+    float16 rad, ``titles``, ``ncols``, ``note``: what the titles' numbers are, default
+    ``MSE_NOTE``) and draw the figure from that file."""
     phases = np.stack([_aligned_phase(problem, obj) for problem, obj, _ in panels])
     arrays = path[:-len(".png")] + ".npz"
     np.savez_compressed(arrays, phases=phases.astype(np.float16),
-                        titles=np.array([title for _, _, title in panels]), ncols=ncols)
+                        titles=np.array([title for _, _, title in panels]), ncols=ncols,
+                        note=np.array(note or MSE_NOTE))
     draw_panels(arrays, path)
 
 
@@ -360,9 +362,10 @@ def draw_panels(arrays, path):
 
     saved = np.load(arrays)
     phases, titles, ncols = saved["phases"].astype(np.float32), saved["titles"], int(saved["ncols"])
+    note = str(saved["note"]) if "note" in saved.files else MSE_NOTE
     nrows = int(np.ceil(len(phases) / ncols))
     fig, axes = figure(nrows, ncols, panel=(1.9, 2.0), squeeze=False,
-                       title=f"Phase of each reconstruction ({MSE_NOTE})")
+                       title=f"Phase of each reconstruction ({note})")
     image = None
     for ax in axes.ravel():
         ax.axis("off")
