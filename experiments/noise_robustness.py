@@ -68,7 +68,13 @@ POSITIONS = 40
 COVER = {"grid": 184, "region": (44, 44, 96, 96), "positions": 120}
 READOUT_NOISE = 0.3
 PHOTONS = (1e1, 1e2, 1e3, 3e3, 1e4, 1e5, 1e6)
-METHODS = ("pixels", "irmae-mnist", "irmae-mnist-3")
+METHODS = ("pixels", "pixels-tv", "irmae-mnist", "irmae-mnist-3")
+# pixels-tv (issue 23, Seifert item 3: the paper regularises its pixel reconstructions): the
+# pixel fit with a total-variation prior of weight c * sqrt(photons) (the prior's best weight
+# grows like the data term's curvature times the noise level); c chosen per dose from this grid
+# by the PSNR on a validation digit (an MNIST '3', never the test object), ``tv_tuning.csv``
+TV_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+VALIDATION_SEED = 100
 FIELDS = ["photons", "seed", "method", "psnr_db", "psnr_region_db", "final_loss", "seconds"]
 
 
@@ -124,13 +130,15 @@ def setup(grid=GRID, region=REGION, num_positions=POSITIONS):
 
 def reconstruct_one(method, scan, probe, positions, near, epochs, batch_size, lr_pixels,
                     lr_latent, latent_optimizer="lbfgs", lbfgs_iterations=50,
-                    pixel_stages=None, grid=GRID, region=REGION, initial_latent=None):
+                    pixel_stages=None, grid=GRID, region=REGION, initial_latent=None,
+                    tv_weight=0.0):
     """Fit the object only; returns (Y, X) complex object, final loss.
 
     ``pixel_stages``: for ``method == "pixels"``, a list of ``(loss, epochs, learning_rate)``
     Adam stages, each started from the previous object (default: one Eq. 1 stage of
     ``epochs`` at ``lr_pixels``). ``initial_latent``: the latent start (default: the model's
-    mean training latent)."""
+    mean training latent). ``tv_weight``: total-variation prior of the pixel object in the
+    amplitude-loss stages (4x in Eq. 1 stages, which weigh the data 4x near the fit)."""
     from adptycho.model import PtychoModel
     from adptycho.objects import LatentObject, PixelObject
 
@@ -146,7 +154,9 @@ def reconstruct_one(method, scan, probe, positions, near, epochs, batch_size, lr
     if method == "pixels":
         current = np.full((grid, grid), 0.5, np.complex64)
         for loss, stage_epochs, lr in pixel_stages or [("poisson-gaussian", epochs, lr_pixels)]:
-            model, final_loss = adam_fit(PixelObject((grid, grid), "complex", initial=current),
+            weight = tv_weight * (4.0 if loss == "poisson-gaussian" else 1.0)
+            model, final_loss = adam_fit(PixelObject((grid, grid), "complex", initial=current,
+                                                     tv_weight=weight),
                                          loss, stage_epochs, lr)
             current = model.get_object()
         return current, final_loss
@@ -162,6 +172,50 @@ def reconstruct_one(method, scan, probe, positions, near, epochs, batch_size, lr
         return model.get_object(), float(result.loss_history[-1])
     model, final_loss = adam_fit(obj, "poisson-gaussian", epochs, lr_latent)
     return model.get_object(), final_loss
+
+
+def validation_digit(size: int = 96) -> np.ndarray:
+    """(size, size) float32 amplitude: the first '3' of the MNIST test split
+    (``../shared/data/mnist``), resized (cubic) and clipped to [0, 1]: the object the TV weight
+    is tuned on."""
+    from skimage.transform import resize
+
+    from adptycho.nn.mnist import load_mnist
+
+    path = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "mnist")
+    images, _ = load_mnist(path, "test", digit=3)
+    return np.clip(resize(images[0] / 255.0, (size, size), order=3), 0, 1).astype(np.float32)
+
+
+def tuned_tv_weight(n_photons, fit, truth_shape, region_px, simulate_scan, mask, out_dir):
+    """The TV weight for one dose: ``c * sqrt(photons)`` with the ``TV_GRID`` value of c whose
+    fit of the validation digit (noise seed ``VALIDATION_SEED``) has the best PSNR on ``mask``;
+    every tried value is a row of ``out_dir/tv_tuning.csv`` (read back on a rerun)."""
+    from adptycho.analysis import psnr
+
+    path = os.path.join(out_dir, "tv_tuning.csv")
+    rows = list(csv.DictReader(open(path))) if os.path.exists(path) else []
+    tried = {float(r["c"]): float(r["validation_psnr_db"]) for r in rows
+             if float(r["photons"]) == float(n_photons)}
+    truth = np.zeros(truth_shape, np.float32)
+    y0, x0, h, w = region_px
+    truth[y0:y0 + h, x0:x0 + w] = validation_digit(h)
+    scan = simulate_scan(truth.astype(np.complex64), VALIDATION_SEED)
+    for c in TV_GRID:
+        if c in tried:
+            continue
+        obj = fit(scan, c * np.sqrt(n_photons))
+        tried[c] = float(psnr(truth, np.abs(obj), data_range=1.0, mask=mask))
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["photons", "c", "tv_weight", "validation_psnr_db"])
+            writer.writerow([n_photons, c, c * np.sqrt(n_photons), f"{tried[c]:.4f}"])
+        print(f"  TV tuning: photons {n_photons:.0e} c {c:g}: validation PSNR "
+              f"{tried[c]:.2f} dB", flush=True)
+    best = max(tried, key=tried.get)
+    return best * np.sqrt(n_photons)
 
 
 def main(argv=None):
@@ -241,21 +295,38 @@ def main(argv=None):
             scan = simulate(truth, probe, positions, photons_per_pattern=n_photons, poisson=True,
                             readout_noise=READOUT_NOISE, near_field=near, seed=seed)
             scaled = probe * np.sqrt(n_photons)
+            stages = [("amplitude", args.pixel_epochs, args.lr_pixels)]
+            if args.pixel_refine_epochs > 0:
+                stages.append(("poisson-gaussian", args.pixel_refine_epochs,
+                               args.pixel_refine_lr))
+
+            def pixel_fit(data, tv_weight, seed=seed):
+                keras.utils.set_random_seed(seed)
+                return reconstruct_one("pixels", data, scaled, positions, near, args.epochs,
+                                       args.batch_size, args.lr_pixels, args.lr_latent,
+                                       pixel_stages=stages, grid=grid, region=region_px,
+                                       tv_weight=tv_weight)[0]
+
+            def simulate_scan(obj, noise_seed, n_photons=n_photons):
+                return simulate(obj, probe, positions, photons_per_pattern=n_photons,
+                                poisson=True, readout_noise=READOUT_NOISE, near_field=near,
+                                seed=noise_seed)
+
             for method in methods:
                 key = (float(n_photons), seed, method)
                 if key in done:
                     continue
+                tv_weight = 0.0
+                if method == "pixels-tv":
+                    tv_weight = tuned_tv_weight(n_photons, pixel_fit, truth.shape, region_px,
+                                                simulate_scan, mask, args.out_dir)
                 keras.utils.set_random_seed(seed)
                 start = time.perf_counter()
-                stages = [("amplitude", args.pixel_epochs, args.lr_pixels)]
-                if args.pixel_refine_epochs > 0:
-                    stages.append(("poisson-gaussian", args.pixel_refine_epochs,
-                                   args.pixel_refine_lr))
-                obj, final_loss = reconstruct_one(method, scan, scaled, positions, near,
-                                                  args.epochs, args.batch_size, args.lr_pixels,
-                                                  args.lr_latent, args.latent_optimizer,
-                                                  args.lbfgs_iterations, pixel_stages=stages,
-                                                  grid=grid, region=region_px)
+                obj, final_loss = reconstruct_one(
+                    "pixels" if method == "pixels-tv" else method, scan, scaled, positions,
+                    near, args.epochs, args.batch_size, args.lr_pixels, args.lr_latent,
+                    args.latent_optimizer, args.lbfgs_iterations, pixel_stages=stages,
+                    grid=grid, region=region_px, tv_weight=tv_weight)
                 seconds = time.perf_counter() - start
                 value = psnr(np.abs(truth), np.abs(obj), data_range=1.0, mask=mask)
                 whole = psnr(np.abs(truth[region]), np.abs(obj[region]), data_range=1.0)
@@ -274,6 +345,8 @@ def main(argv=None):
 def summarise(csv_path, out_dir, truth_region, methods, quick=False):
     """Median/min/max PSNR per method and photon level -> summary JSON and the Fig. 5 plot."""
     rows = list(csv.DictReader(open(csv_path)))
+    present = {row["method"] for row in rows}  # every method the CSV holds, in METHODS order
+    methods = [m for m in METHODS if m in present] + sorted(present - set(METHODS))
     suffix = "_quick" if quick else ""
     # summary.json: PSNR over the illuminated part of the square; summary_square.json: over
     # the whole 96 x 96 square
@@ -291,7 +364,9 @@ def summarise(csv_path, out_dir, truth_region, methods, quick=False):
     print(json.dumps(summary, indent=1))
 
 
-LABELS = {"pixels": "conventional (pixels)", "irmae-mnist": "latent, IRMAE all digits",
+LABELS = {"pixels": "conventional (pixels)",
+          "pixels-tv": "conventional (pixels) + TV prior, tuned on a validation digit",
+          "irmae-mnist": "latent, IRMAE all digits",
           "irmae-mnist-3": "latent, IRMAE digit 3 only"}
 
 

@@ -227,6 +227,7 @@ def render_noise_robustness(args):
     command = opts.get("command", "python experiments/noise_robustness.py")
     data = _load_json(relpath)
     methods = list(data)
+    baselines = [m for m in methods if m.startswith("pixels")]
     doses = sorted(data[methods[0]], key=float)
     rows = []
     for dose in doses:
@@ -235,11 +236,16 @@ def render_noise_robustness(args):
             s = data[m].get(dose)
             cells.append("-" if s is None else
                          f"{s['mean']:.1f} ({s['min']:.1f}..{s['max']:.1f}, n={s['n']})")
-        latent = [data[m][dose]["mean"] for m in methods if m != "pixels" and dose in data[m]]
-        best = max(latent) - data["pixels"][dose]["mean"] if latent and "pixels" in data else None
-        rows.append([dose] + cells + ["-" if best is None else f"{best:+.1f}"])
+        latent = [data[m][dose]["mean"] for m in methods
+                  if not m.startswith("pixels") and dose in data[m]]
+        gaps = []
+        for baseline in baselines:
+            best = max(latent) - data[baseline][dose]["mean"] \
+                if latent and dose in data[baseline] else None
+            gaps.append("-" if best is None else f"{best:+.1f}")
+        rows.append([dose] + cells + gaps)
     head = ["photons per exposure"] + [f"{m} PSNR dB, mean (min..max)" for m in methods] + \
-        ["best latent - pixels (dB)"]
+        [f"best latent - {b} (dB)" for b in baselines]
     return [source_line(relpath, command=command), ""] + table(head, rows)
 
 
