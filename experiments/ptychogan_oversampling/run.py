@@ -217,6 +217,9 @@ def main(argv=None):
                         help="discriminator-prior weights tried (saturating log(1 - D))")
     parser.add_argument("--noisy-photons", type=float, default=1e5)
     parser.add_argument("--tables", default="bench,1,1c,2,3,4,5")
+    parser.add_argument("--weights", default=None,
+                        help="comma-separated w values of the w sweeps (default: the paper's "
+                             "9 values)")
     parser.add_argument("--cold-epochs", type=int, default=600,
                         help="ePIE epochs of the empty-start runs of table 1c")
     parser.add_argument("--threads", type=int, default=1)
@@ -340,8 +343,9 @@ def main(argv=None):
     # the paper's Tables 1 (w at Y = 3) and 2 (Y at w = 20): 0% overlap, noise-free; table 1c
     # repeats Table 1 with the empty start of Algorithm 1 (w -> 0: the PtychoGAN result,
     # w -> infinity: plain ePIE), run --cold-epochs epochs
-    sweeps = (("1", "table1", "w", base.WEIGHTS, lambda i, v: oversampled(i, 0.0, 3, float(v))),
-              ("1c", "table1_cold", "w", base.WEIGHTS, lambda i, v: cold(i, float(v))),
+    weights = [float(v) for v in args.weights.split(",")] if args.weights else base.WEIGHTS
+    sweeps = (("1", "table1", "w", weights, lambda i, v: oversampled(i, 0.0, 3, float(v))),
+              ("1c", "table1_cold", "w", weights, lambda i, v: cold(i, float(v))),
               ("2", "table2", "Y", base.FACTORS,
                lambda i, v: oversampled(i, 0.0, int(v), 20.0)))
     for table, name, label, values, run in sweeps:
