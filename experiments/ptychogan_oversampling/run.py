@@ -72,7 +72,8 @@ FIELD, STEPS, PAPER = base.FIELD, base.STEPS, base.PAPER
 class FaceProblem(base.Problem):
     """``experiments/oversampling.Problem`` with a held-out face as the phase."""
 
-    def __init__(self, face64, overlap, noisy, window, noisy_photons, probe="diffuser"):
+    def __init__(self, face64, overlap, noisy, window, noisy_photons, probe="diffuser",
+                 noise_seed=7):
         from adptycho.geometry import normalize_probe_power
         from adptycho.nn.resize import mitchell_resize_matrices, resize_with_matrices
         from adptycho.simulate import simulate
@@ -96,7 +97,7 @@ class FaceProblem(base.Problem):
         centres = first + step * np.arange(n)
         cy, cx = np.meshgrid(centres, centres, indexing="ij")
         self.corners = np.stack([cy.ravel(), cx.ravel()], 1) - window / 2 + self.pad
-        self.scan = simulate(truth, self.probe, self.corners, poisson=noisy, seed=7)
+        self.scan = simulate(truth, self.probe, self.corners, poisson=noisy, seed=noise_seed)
 
 
 def ptychogan_model(problem, generator):
@@ -215,6 +216,12 @@ def main(argv=None):
                              "--d-grid on image 1, 0%% overlap, noise-free)")
     parser.add_argument("--d-grid", default="0,0.0001,0.001",
                         help="discriminator-prior weights tried (saturating log(1 - D))")
+    parser.add_argument("--tune-image", type=int, default=None,
+                        help="held-out image the TV and discriminator weights are chosen on "
+                             "(default: the first of --images, as the first runs did; issue 23 "
+                             "asks for a validation image that is not reported, e.g. 370)")
+    parser.add_argument("--tv-grid", default=None,
+                        help="comma-separated TV weights tried with --d-grid on --tune-image")
     parser.add_argument("--noisy-photons", type=float, default=1e5)
     parser.add_argument("--tables", default="bench,1,1c,2,3,4,5")
     parser.add_argument("--weights", default=None,
@@ -245,12 +252,16 @@ def main(argv=None):
     images = [int(i) for i in args.images.split(",")]
     if any(not 360 <= i < 400 for i in images):
         raise SystemExit("--images must be held-out images 360-399")
-    faces = {i: (held_out[i - 360, :, :, 0] + 1.0) / 2.0 for i in images}
+    tune_image = args.tune_image if args.tune_image is not None else images[0]
+    if not 360 <= tune_image < 400:
+        raise SystemExit("--tune-image must be a held-out image 360-399")
+    faces = {i: (held_out[i - 360, :, :, 0] + 1.0) / 2.0 for i in images + [tune_image]}
     model_tag = f"{os.path.basename(os.path.normpath(str(args.model)))}_s{config.get('steps', 0)}"
-    tag = (f"{model_tag}_win{args.window}_ep{args.epochs}_L{args.latent_steps}"
-           f"_B{args.block_steps}_TV{args.tv_weight:g}")
     probe_tag = "" if args.probe == "diffuser" else f"_{args.probe}"
-    tag += probe_tag
+
+    def tag_for(tv_weight):
+        return (f"{model_tag}_win{args.window}_ep{args.epochs}_L{args.latent_steps}"
+                f"_B{args.block_steps}_TV{tv_weight:g}{probe_tag}")
     cache = base.Cache(os.path.join(out, "cache"))
     problems = {}
     started = time.perf_counter()
@@ -262,30 +273,41 @@ def main(argv=None):
                                         args.noisy_photons, args.probe)
         return problems[key]
 
-    def settings_for(d_weight):
+    def settings_for(d_weight, tv_weight=None):
         return PtychoGANSettings(latent_steps=args.latent_steps, block_steps=args.block_steps,
-                                 tv_weight=args.tv_weight, discriminator_weight=d_weight)
+                                 tv_weight=args.tv_weight if tv_weight is None else tv_weight,
+                                 discriminator_weight=d_weight)
 
     noise = lambda noisy: "poisson" if noisy else "free"  # noqa: E731
 
-    # -- discriminator weight: chosen once on image 1, 0% overlap, noise-free --------------
+    # -- TV and discriminator weights: chosen once on --tune-image (a validation face that is
+    # not reported, issue 23 Barutcu (c); before, on image 1), 0% overlap, noise-free ------
     results = {"settings": vars(args), "model_config": config, "paper": PAPER}
     first = images[0]
-    if args.discriminator_weight is None:
+    tv_grid = [float(v) for v in args.tv_grid.split(",")] if args.tv_grid else [args.tv_weight]
+    if args.discriminator_weight is None or len(tv_grid) > 1:
         tuning = {}
-        for dw in [float(v) for v in args.d_grid.split(",")]:
-            p = problem(first, 0.0, False)
-            res = cache.get(base._key("gan", tag, first, 0.0, "free", "D", dw),
-                            lambda: run_ptychogan(p, generator, discriminator, settings_for(dw)))
-            tuning[dw] = p.mse(res["object"])
-        d_weight = min(tuning, key=tuning.get)
+        d_grid = ([float(v) for v in args.d_grid.split(",")]
+                  if args.discriminator_weight is None else [args.discriminator_weight])
+        p = problem(tune_image, 0.0, False)
+        for tv in tv_grid:
+            for dw in d_grid:
+                res = cache.get(base._key("gan", tag_for(tv), tune_image, 0.0, "free", "D", dw),
+                                lambda: run_ptychogan(p, generator, discriminator,
+                                                      settings_for(dw, tv)))
+                tuning[(tv, dw)] = p.mse(res["object"])
+        args.tv_weight, d_weight = min(tuning, key=tuning.get)
         base._save_csv(os.path.join(out, "tuning.csv"),
-                       ["discriminator_weight", "ptychogan_mse_1e-3"],
-                       [[k, 1e3 * v] for k, v in tuning.items()])
-        results["d_tuning"] = {str(k): v for k, v in tuning.items()}
-        print(f"discriminator weight errors {tuning}; using {d_weight}", flush=True)
+                       ["image", "tv_weight", "discriminator_weight", "ptychogan_mse_1e-3"],
+                       [[tune_image, tv, dw, 1e3 * v] for (tv, dw), v in tuning.items()])
+        results["tuning"] = {f"tv={tv:g},d={dw:g}": v for (tv, dw), v in tuning.items()}
+        results["tune_image"] = tune_image
+        print(f"PtychoGAN errors on image {tune_image} {tuning}; using TV {args.tv_weight}, "
+              f"D {d_weight}", flush=True)
     else:
         d_weight = args.discriminator_weight
+    tag = tag_for(args.tv_weight)
+    results["tv_weight"] = args.tv_weight
     results["discriminator_weight"] = d_weight
 
     def gan(image, overlap, noisy):
