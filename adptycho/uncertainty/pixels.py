@@ -70,10 +70,11 @@ class PixelSettings:
     single_precision: bool = False
 
 
-#: Named settings (``object_uncertainty(..., settings={"preset": NAME, ...})``). ``fast``: one
-#: probe vector, CG tolerance 1e-2, the ratio smoothed over 4 px, complex64 products: on the
-#: 64x64 calibration problem within a few % of a 32-probe, tolerance-1e-5 map at ~1/30 of the
-#: default's operator products (``experiments/uncertainty/accuracy_cost.json``).
+#: Named settings (``object_uncertainty(..., settings={"preset": NAME, ...})``). ``fast`` (for
+#: large objects): one probe vector, CG tolerance 1e-2, the ratio smoothed over 4 px, complex64
+#: products. On the 64x64 calibration problem its maps stay within about 5% (5-95% of the
+#: pixels) of a 32-probe, tolerance-1e-5 map with about 1/70 of the default's operator products
+#: (``experiments/uncertainty/accuracy_cost.json``; README there, with the 512x512 cost).
 PRESETS = {"default": {},
            "fast": {"probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
                     "single_precision": True}}
