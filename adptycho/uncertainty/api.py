@@ -19,7 +19,7 @@ from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.uncertainty.fisher import (NOISE_MODELS, AutodiffFisher, FarFieldFisher,
                                          estimator_c, fisher_c, residual_curvature)
 from adptycho.uncertainty.pixels import (PixelSettings, amplitude_phase_std,
-                                         pixel_covariance_blocks)
+                                         pixel_covariance_blocks, pixel_settings)
 from adptycho.uncertainty.result import UncertaintyResult
 
 __all__ = ["object_uncertainty", "check_belongs", "METHODS", "pixel_fisher"]
@@ -102,16 +102,17 @@ def pixel_fisher_transfer(scan: ScanData, rec: ReconstructionResult, probe):
     return angular_spectrum_transfer(probe.shape[1:], pixel, scan.wavelength_m, distance)
 
 
-def pixel_fisher(scan: ScanData, rec: ReconstructionResult, weights):
+def pixel_fisher(scan: ScanData, rec: ReconstructionResult, weights, single: bool = False):
     """The Fisher-type operator of a pixel reconstruction for per-pixel ``weights`` (see
-    ``fisher.fisher_c``): ``FarFieldFisher`` (far field, one mode, integer positions) or
-    ``AutodiffFisher`` (anything else)."""
+    ``fisher.fisher_c``): ``FarFieldFisher`` (far field, one mode, integer positions; ``single``:
+    complex64 products) or ``AutodiffFisher`` (anything else)."""
     probe = np.asarray(rec.probe)
     probe = probe[None] if probe.ndim == 2 else probe
     positions = np.asarray(rec.positions_px, np.float64)
     integral = np.allclose(positions, np.round(positions), atol=1e-4)
     if scan.geometry != NEARFIELD and probe.shape[0] == 1 and integral:
-        return FarFieldFisher(rec.object, probe, np.round(positions), weights, mask=scan.mask)
+        return FarFieldFisher(rec.object, probe, np.round(positions), weights, mask=scan.mask,
+                              single=single)
     transfer = pixel_fisher_transfer(scan, rec, probe)
     return AutodiffFisher(rec.object, probe, positions, weights, mask=scan.mask,
                           transfer=transfer, subpixel=not integral)
@@ -139,7 +140,8 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
             the exact likelihood and lose information in dark detector pixels);
             ``fisher`` is the inverse Fisher information of ``noise_model`` (the Cramer-Rao
             bound of an exact maximum-likelihood fit).
-        settings: method settings: ``pixels.PixelSettings`` fields for ``fisher``,
+        settings: method settings: ``pixels.PixelSettings`` fields for ``fisher`` (and
+            ``preset``: ``"fast"`` for large objects, ``pixels.PRESETS``),
             ``latent.LatentSettings`` fields for ``laplace`` / ``hmc``.
 
     Returns:
@@ -163,10 +165,7 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
                                     settings or {})
         result.extras.setdefault("object", np.asarray(reconstruction.object, np.complex64))
         return result
-    try:
-        options = PixelSettings(**(settings or {}))
-    except TypeError as exc:
-        raise AdptychoError(f"bad fisher settings: {exc}") from None
+    options, preset = pixel_settings(settings)
     if covariance not in COVARIANCES:
         raise AdptychoError(f"unknown covariance {covariance!r}; choose one of "
                             f"{', '.join(COVARIANCES)}")
@@ -175,8 +174,9 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
         hessian_c, score_c = fisher_c(noise_model, readout_noise), None
     else:
         hessian_c, score_c = estimator_c(noise_model, readout_noise)
-    fisher = pixel_fisher(scan, reconstruction, hessian_c)
-    score = None if score_c is None else pixel_fisher(scan, reconstruction, score_c)
+    single = options.single_precision
+    fisher = pixel_fisher(scan, reconstruction, hessian_c, single)
+    score = None if score_c is None else pixel_fisher(scan, reconstruction, score_c, single)
     ridge = None
     if covariance == "estimator" and options.residual_curvature:
         ridge = _residual_curvature(scan, reconstruction, noise_model, readout_noise)
@@ -192,7 +192,7 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
     return UncertaintyResult(
         amplitude_std.astype(np.float32), phase_std.astype(np.float32), determined, reference,
         method="fisher", noise_model=noise_model,
-        settings={**dataclasses.asdict(options), "readout_noise": readout_noise,
+        settings={**dataclasses.asdict(options), "preset": preset, "readout_noise": readout_noise,
                   "covariance": covariance}, info=info, extras=extras)
 
 

@@ -2,22 +2,27 @@
 
 Problem: a 512x512 complex test object, a 64x64 detector, a circular aperture probe of 32 px
 diameter (known), a 29x29 raster with a 16 px step (841 integer positions), Poisson noise at 1e5
-photons per pattern. Measured, each ``--repeats`` times (median reported):
+photons per pattern. Measured in one process, each ``--repeats`` times (median reported):
 
 * ``epoch_s``: one Adam epoch of ``adptycho.reconstruction.reconstruct`` (known probe, object only,
   ``poisson`` loss, default batch): the median of the ``--epochs`` epochs after the first (which
   includes tracing and compilation), timed by a Keras callback;
-* ``uncertainty_s``: ``adptycho.uncertainty.object_uncertainty`` of that reconstruction (method
-  ``fisher``, covariance ``estimator``) with ``--probes`` Hutchinson probes (default 2, not the
-  library's 32: on a shared 2-core machine a 32-probe map of this size takes hours);
-* ``bound_s``: the diagonal-only bound (exact 2x2 diagonal blocks, ``FarFieldFisher.diagonal_blocks``).
+* rows (``rows``), each the seconds of one ``adptycho.uncertainty.object_uncertainty`` call of that
+  reconstruction (method ``fisher``, covariance ``estimator``) and its cost in epochs
+  (``seconds / epoch_s``): ``default`` with ``--probes`` Hutchinson probes (default 2, not the
+  library's 32, whose cost ``extrapolated_32_probes_epochs`` scales linearly: an extrapolation,
+  labelled as such), and ``fast`` (``settings={"preset": "fast"}``: 1 probe, CG tolerance 1e-2,
+  4 px smoothing, complex64 products); ``bound``: the diagonal-only bound (exact 2x2 diagonal
+  blocks, ``FarFieldFisher.diagonal_blocks``, without the residual curvature);
+* ``pieces``: a profile of the default map's parts (first repeat): one Fisher product of one
+  vector (double and single precision, detector weights cached), the diagonal blocks of both
+  sandwich operators, the residual curvature, in seconds and epochs;
+* ``accuracy`` (``--accuracy-size``, default 256: the same problem on a 256x256 object, 169
+  patterns, one noise draw): the per-pixel ratio of the ``fast`` and ``default`` maps to a
+  reference map (32 probes, tolerance 1e-5) on the reference pixels (median, 5% and 95%).
 
-The ratios ``..._s / epoch_s`` are the costs in epochs. Every conjugate-gradient iteration applies
-the Fisher operator to every probe vector (one FFT pair per pattern each, like one epoch's
-forward and backward pass), so the cost grows linearly with the probes:
-``default_probes_epochs_extrapolated`` is ``uncertainty_epochs * 32 / probes`` (an
-extrapolation, labelled as such). The machine is shared: the JSON records the load average
-before and after; timings are indicative only.
+The machine is shared: the JSON records the load average before and after; timings are indicative
+only, the costs in epochs are ratios measured in the same process.
 
 Run::
 
@@ -36,6 +41,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "cost.json")
+REFERENCE = {"probes": 32, "tolerance": 1e-5, "max_iterations": 1000, "seed": 12345}
 
 
 def problem(size: int = 512, window: int = 64, step: int = 16, dose: float = 1e5, seed: int = 0):
@@ -81,39 +87,100 @@ def _timed(function):
     return time.perf_counter() - started
 
 
+def _maps(args):
+    """The ``object_uncertainty`` settings timed: label -> settings."""
+    return {"default": {"probes": args.probes}, "fast": {"preset": "fast"}}
+
+
+def _pieces(scan, rec, epoch_s):
+    """Seconds of the parts of a default map (module docstring)."""
+    from adptycho.uncertainty.api import _residual_curvature, pixel_fisher
+    from adptycho.uncertainty.fisher import estimator_c
+
+    c_a, c_b = estimator_c("poisson")
+    row = {}
+    for label, single in (("double", False), ("single", True)):
+        fisher = pixel_fisher(scan, rec, c_a, single)
+        row[f"diagonal_blocks_{label}_s"] = _timed(fisher.diagonal_blocks)  # fills the cache
+        vector = np.ones((1,) + rec.object.shape, np.complex128)
+        row[f"product_one_vector_{label}_s"] = float(np.median(
+            [_timed(lambda: fisher.matvec(vector)) for _ in range(5)]))
+    row["score_diagonal_blocks_s"] = _timed(pixel_fisher(scan, rec, c_b).diagonal_blocks)
+    row["residual_curvature_s"] = _timed(lambda: _residual_curvature(scan, rec, "poisson", 1.0))
+    row.update({k[:-2] + "_epochs": v / epoch_s for k, v in list(row.items())})
+    return row
+
+
 def measure(args, write):
-    """Time the pieces ``args.repeats`` times; ``write(row, times)`` after every repeat (the
-    file always holds the repeats done so far)."""
+    """Time the pieces ``args.repeats`` times; ``write(result)`` after every repeat (the file
+    always holds the repeats done so far)."""
     from adptycho.uncertainty import object_uncertainty
     from adptycho.uncertainty.api import pixel_fisher
     from adptycho.uncertainty.fisher import fisher_c
 
     truth, scan = problem(args.size, args.window, args.step, args.dose)
-    times = {"epoch_s": [], "uncertainty_s": [], "bound_s": []}
-    info = {}
+    times = {"epoch_s": [], "bound_s": [], **{f"{k}_s": [] for k in _maps(args)}}
+    info, pieces = {}, None
     for repeat in range(args.repeats):
         rec, epochs = _fit(scan, truth.shape, args.epochs)
         times["epoch_s"].append(float(np.median(epochs)))
-        result = []
-        times["uncertainty_s"].append(_timed(lambda: result.append(object_uncertainty(
-            scan, rec, settings={"probes": args.probes}))))
-        info = result[0].info
+        for label, settings in _maps(args).items():
+            result = []
+            times[f"{label}_s"].append(_timed(lambda: result.append(object_uncertainty(
+                scan, rec, settings=settings))))
+            info[label] = result[0].info, result[0].settings
         times["bound_s"].append(_timed(
             lambda: pixel_fisher(scan, rec, fisher_c("poisson")).diagonal_blocks()))
+        if pieces is None:
+            pieces = _pieces(scan, rec, times["epoch_s"][-1])
         print(f"repeat {repeat}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in times.items()),
               flush=True)
-        write(_row(args, scan, times, info), times)
+        write({"rows": _rows(args, scan, times, info), "pieces": [pieces], "repeats_s": times})
+    return {"rows": _rows(args, scan, times, info), "pieces": [pieces], "repeats_s": times}
 
 
-def _row(args, scan, times, info):
-    median = {k: float(np.median(v)) for k, v in times.items()}
-    return {"object_px": args.size, "detector_px": args.window, "patterns": scan.num_patterns,
-            "dose": args.dose, "repeats": len(times["epoch_s"]), **median,
-            "probes": args.probes, "cg_iterations": info.get("cg_iterations"),
-            "uncertainty_epochs": median["uncertainty_s"] / median["epoch_s"],
-            "bound_epochs": median["bound_s"] / median["epoch_s"],
-            "default_probes_epochs_extrapolated":
-                median["uncertainty_s"] / median["epoch_s"] * 32 / args.probes}
+def _rows(args, scan, times, info):
+    epoch = float(np.median(times["epoch_s"]))
+    common = {"object_px": args.size, "patterns": scan.num_patterns, "dose": args.dose,
+              "repeats": len(times["epoch_s"]), "epoch_s": epoch}
+    rows = []
+    for label, (solver, settings) in info.items():
+        seconds = float(np.median(times[f"{label}_s"]))
+        rows.append({"map": label, **common, "probes": settings["probes"],
+                     "tolerance": settings["tolerance"], "smoothing_px": settings["smoothing_px"],
+                     "single_precision": settings["single_precision"],
+                     "cg_iterations": solver["cg_iterations"], "seconds": seconds,
+                     "epochs": seconds / epoch,
+                     "extrapolated_32_probes_epochs": seconds / epoch * 32 / settings["probes"]})
+    seconds = float(np.median(times["bound_s"]))
+    rows.append({"map": "bound", **common, "seconds": seconds, "epochs": seconds / epoch})
+    return rows
+
+
+def accuracy(size, args):
+    """Ratios of the ``fast`` and ``default`` maps to the reference map (module docstring)."""
+    from adptycho.uncertainty import object_uncertainty
+
+    truth, scan = problem(size, args.window, args.step, args.dose)
+    rec, _ = _fit(scan, truth.shape, 1)
+    reference = object_uncertainty(scan, rec, settings=REFERENCE)
+    mask = reference.reference
+    rows = []
+    for label, settings in _maps(args).items():
+        unc = object_uncertainty(scan, rec, settings=settings)
+        row = {"map": label, "object_px": size, "patterns": scan.num_patterns,
+               "probes": unc.settings["probes"], "tolerance": unc.settings["tolerance"],
+               "cg_iterations": unc.info["cg_iterations"],
+               "reference_cg_iterations": reference.info["cg_iterations"]}
+        for name in ("phase", "amplitude"):
+            key = f"object_{name}_std"
+            ratio = (getattr(unc, key) / getattr(reference, key))[mask]
+            row.update({f"{name}_ratio_median": float(np.median(ratio)),
+                        f"{name}_ratio_p05": float(np.quantile(ratio, 0.05)),
+                        f"{name}_ratio_p95": float(np.quantile(ratio, 0.95))})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def main():
@@ -125,24 +192,31 @@ def main():
     parser.add_argument("--epochs", type=int, default=3, help="epochs in the timed difference")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--probes", type=int, default=2)
+    parser.add_argument("--accuracy-size", type=int, default=256,
+                        help="object size of the accuracy check (0: none)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     load_before = os.getloadavg()
+    started = time.perf_counter()
 
-    def write(row, times):
+    def write(result):
         from adptycho.io.atomic import atomic_path
 
         meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
                 "load_average_before": [round(x, 2) for x in load_before],
                 "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                "seconds": round(time.perf_counter() - started),
                 "note": "shared, loaded machine: timings are indicative only",
                 "command": "python experiments/uncertainty/cost.py"}
         with atomic_path(args.out, suffix=".json.tmp") as tmp, open(tmp, "w") as f:
-            json.dump({"meta": meta, "rows": [row], "repeats_s": times}, f, indent=1)
+            json.dump({"meta": meta, **result}, f, indent=1)
         print(f"wrote {args.out}", flush=True)
 
-    measure(args, write)
+    result = measure(args, write)
+    if args.accuracy_size:
+        result["accuracy"] = accuracy(args.accuracy_size, args)
+        write(result)
 
 
 if __name__ == "__main__":
