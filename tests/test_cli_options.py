@@ -123,6 +123,8 @@ CASES = [
      "--covariance applies to the fisher method, not to laplace"),
     ("uncertainty", "probes", ["uncertainty", "SCAN", "LATREC", "--out", "OUT", "--probes", "4"],
      "--probes applies to the fisher method, not to laplace"),
+    ("uncertainty", "preset", ["uncertainty", "SCAN", "LATREC", "--out", "OUT", "--preset",
+                               "fast"], "--preset applies to the fisher method, not to laplace"),
     ("uncertainty", "samples", ["uncertainty", "SCAN", "PIXREC", "--out", "OUT", "--samples",
                                 "9"], "--samples applies to the hmc method, not to fisher"),
     ("uncertainty", "readout_noise", ["uncertainty", "SCAN", "PIXREC", "--out", "OUT",

@@ -195,6 +195,22 @@ def test_cli_writes_the_std_maps(cli_files, tmp_path, capsys):
     assert (tmp_path / "u.png").exists()
 
 
+def test_cli_fast_preset_reaches_the_settings(cli_files, tmp_path, capsys):
+    import json
+
+    from adptycho.cli import main
+
+    out = tmp_path / "fast.h5"
+    code = main(["uncertainty", str(cli_files["scan"]), str(cli_files["rec"]), "--out", str(out),
+                 "--preset", "fast", "--no-png"])
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out) as f:
+        settings = json.loads(f.attrs["settings"])
+        assert settings["preset"] == "fast" and settings["probes"] == 1
+        assert settings["single_precision"] is True
+        assert np.all(f["object_phase_std"][()][f["reference"][()]] > 0)
+
+
 @pytest.mark.parametrize("case", ["other-scan", "overwrite", "method"])
 def test_cli_refuses_bad_input_with_one_line(cli_files, tmp_path, capsys, case):
     from adptycho.cli import main

@@ -31,7 +31,12 @@ def add_parser(subparsers):
     p.add_argument("--noise-model", choices=("poisson", "amplitude", "poisson-gaussian"),
                    help="default: the loss of the reconstruction")
     p.add_argument("--readout-noise", type=float, help="poisson-gaussian readout std (photons)")
-    p.add_argument("--probes", type=int, default=32, help="fisher: Hutchinson probe vectors")
+    p.add_argument("--preset", choices=("default", "fast"), default="default",
+                   help="fisher: default (32 Hutchinson probes, tight solves) or fast (1 probe, "
+                        "loose solves, smoothed: about 7x cheaper, for large objects; see "
+                        "docs/uncertainty.md)")
+    p.add_argument("--probes", type=int, default=None,
+                   help="fisher: Hutchinson probe vectors (default: the preset's, 32 / 1)")
     p.add_argument("--samples", type=int, default=500, help="hmc: posterior samples")
     p.add_argument("--truth", help="HDF5 with the true 'object' on the same grid "
                                    "(adptycho simulate --truth-out): adds |error| / std")
@@ -74,7 +79,7 @@ def run(args) -> None:
     if png is not None:
         check_output_path(png, "--png")
     check_no_overwrite({"--out": args.out, "--png": png}, inputs)
-    if args.probes < 1 or args.samples < 1:
+    if (args.probes is not None and args.probes < 1) or args.samples < 1:
         raise AdptychoError("--probes and --samples must be at least 1")
 
     from adptycho.io import load_cxi, load_reconstruction
@@ -88,7 +93,9 @@ def run(args) -> None:
     latent = "latent" in rec.extra_histories
     method = args.method or ("laplace" if latent else "fisher")
     if method == "fisher":
-        settings = {"probes": args.probes, "seed": args.seed}
+        settings = {"preset": args.preset, "seed": args.seed}
+        if args.probes is not None:
+            settings["probes"] = args.probes
     else:
         settings = {"samples": args.samples, "seed": args.seed}
     result = object_uncertainty(scan, rec, method, noise_model=args.noise_model,
