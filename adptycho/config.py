@@ -188,6 +188,9 @@ class ReconstructConfig(ConfigBase):
             the grid and ``extra_histories["latent"]`` the latent).
         parametrisation: pixel parametrisation (``complex``, ``amplitude-phase``, ``amplitude``,
             ``phase``).
+        tv_weight: total-variation prior of a pixel object (``PixelObject``), in units of the
+            loss summed over all patterns per unit of TV; it acts in the adam stage and the
+            L-BFGS optimizer, not in PIE stages (0: none).
         probe_modes, object_shape, padding_px: see ``reconstruction.build_model``.
         seed: seeds Python, NumPy, TensorFlow and Keras (shuffling order) for this call only, so
             runs are repeatable; the caller's generator states are restored on return
@@ -233,6 +236,7 @@ class ReconstructConfig(ConfigBase):
     decay_rate: Optional[float] = None
     object: str = "pixels"
     parametrisation: str = "complex"
+    tv_weight: float = 0.0
     probe_modes: int = 1
     object_shape: Optional[Tuple[int, int]] = None
     padding_px: int = 8
@@ -306,6 +310,12 @@ class ReconstructConfig(ConfigBase):
                       f"{', '.join(objects)} or a directory with IRMAE weights")
         set_("object", str(self.object))
         _choice("parametrisation", self.parametrisation, PARAMETRISATIONS)
+        if not _is_number(self.tv_weight) or not np.isfinite(self.tv_weight) \
+                or self.tv_weight < 0:
+            _fail(f"tv_weight must be a finite number >= 0, got {self.tv_weight!r}")
+        set_("tv_weight", float(self.tv_weight))
+        if self.tv_weight > 0 and self.object != "pixels":
+            _fail(f"tv_weight applies to pixel objects, not to {self.object!r}")
         set_("probe_modes", _optional_count("probe_modes", self.probe_modes))
         if self.probe_modes is None:
             _fail("probe_modes must be at least 1, got None")

@@ -57,10 +57,10 @@ def _near_field_geometry(scan: ScanData) -> Optional[NearFieldGeometry]:
 
 
 def _object_representation(object: str, shape, parametrisation, initial_object,
-                           latent_options):
+                           latent_options, tv_weight: float = 0.0):
     """The ``ObjectRepresentation`` named ``object`` covering the (Y, X) grid ``shape``."""
     if object == "pixels":
-        return PixelObject(shape, parametrisation, initial=initial_object)
+        return PixelObject(shape, parametrisation, initial=initial_object, tv_weight=tv_weight)
     if is_stylegan2_model(object):
         from adptycho.objects.generator import GeneratorObject
 
@@ -75,7 +75,8 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
                 parametrisation: str = "complex", initial_object=None, subpixel="auto",
                 normalise_probe: Optional[bool] = None, position_model: str = "offsets",
                 probe_support=None, probe_power: Optional[float] = None,
-                object: str = "pixels", latent_options: Optional[dict] = None):
+                object: str = "pixels", latent_options: Optional[dict] = None,
+                tv_weight: float = 0.0):
     """Build a ``PtychoModel`` (pixel or latent object) and its object grid for ``scan``.
 
     Args:
@@ -96,6 +97,7 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
             with IRMAE weights: a ``LatentObject`` covering the object grid.
         latent_options: keyword arguments of ``LatentObject`` (``mode``, ``region_px``,
             ``background``, ``train_decoder``, ``initial_latent``, ...).
+        tv_weight: total-variation prior of a pixel object (``PixelObject``; 0: none).
 
     Returns:
         ``(model, grid)``.
@@ -117,7 +119,7 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
         raise GeometryError(
             f"initial object shape {np.shape(initial_object)} does not match the grid {grid.shape}")
     representation = _object_representation(object, grid.shape, parametrisation,
-                                            initial_object, latent_options)
+                                            initial_object, latent_options, tv_weight)
     model = PtychoModel(representation, probe,
                         grid.corners(scan.positions_px), near_field=_near_field_geometry(scan), mask=scan.mask,
                         loss=loss, readout_noise=readout_noise, subpixel=subpixel,
@@ -211,7 +213,7 @@ def _model_options(config: ReconstructConfig, readout_noise, initial_object,
                 parametrisation=c.parametrisation, initial_object=initial_object,
                 subpixel=c.subpixel, position_model=c.position_model, object=c.object,
                 probe_support=probe_support, probe_power=c.probe_power,
-                latent_options=c.latent_options)
+                latent_options=c.latent_options, tv_weight=c.tv_weight)
 
 
 def _coarse_fit(config: ReconstructConfig):
@@ -294,7 +296,7 @@ def _fingerprint(model, scan: ScanData, config: ReconstructConfig, schedule: Sch
         "refine": list(c.refine), "loss": c.loss, "seed": c.seed,
         "batch_size": plan.adam_batch_size, "object": str(c.object),
         "parametrisation": c.parametrisation, "probe_modes": c.probe_modes,
-        "validation": plan.validation, "position_model": c.position_model,
+        "tv_weight": c.tv_weight, "validation": plan.validation, "position_model": c.position_model,
         "decay_rate": schedule.decay_rate, "start_epochs": schedule.start_epochs,
         "learning_rates": schedule.learning_rates or {}, "grid": grid,
         "readout_noise": model_options["readout_noise"], "probe_power": c.probe_power,
@@ -316,7 +318,7 @@ def _settings(config: ReconstructConfig, schedule: Schedule, plan: FitPlan, scan
     readout_noise = model_options["readout_noise"]
     settings = {
         "engine": schedule.name, "object": c.object, "parametrisation": c.parametrisation,
-        "epochs": epochs,
+        "tv_weight": c.tv_weight, "epochs": epochs,
         "batch_size": plan.adam_batch_size if schedule.adam_stage else (c.batch_size or 1),
         "refine": list(c.refine), "loss": c.loss,
         "learning_rates": {**DEFAULT_LEARNING_RATES, **(schedule.learning_rates or {})},

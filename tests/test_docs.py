@@ -168,6 +168,21 @@ def extras():
     return set(config["options.extras_require"])
 
 
+def _script_sources(script):
+    """The text of an experiment script and of the experiment modules it loads by file name
+    (``spec_from_file_location(..., "oversampling.py")``: options can be defined there)."""
+    with open(script) as f:
+        source = f.read()
+    for name in set(re.findall(r"[\"'](\w+\.py)[\"']", source)):
+        for folder in (os.path.dirname(script), os.path.join(ROOT, "experiments")):
+            path = os.path.join(folder, name)
+            if os.path.exists(path) and os.path.abspath(path) != os.path.abspath(script):
+                with open(path) as f:
+                    source += f.read()
+                break
+    return source
+
+
 @pytest.mark.parametrize("page", ALL_PAGES)
 def test_commands_match_the_cli_and_scripts(page):
     for words in commands(page):
@@ -180,8 +195,7 @@ def test_commands_match_the_cli_and_scripts(page):
         elif words[0] == "python" and len(words) > 1 and words[1].startswith("experiments/"):
             script = os.path.join(ROOT, words[1])
             assert os.path.exists(script), f"{page}: `{shown}`: {words[1]} does not exist"
-            with open(script) as f:
-                source = f.read()
+            source = _script_sources(script)
             for option in _options(words[2:]):
                 assert f'"{option}"' in source, f"{page}: `{shown}`: {words[1]} has no {option}"
         elif words[0].startswith("./experiments/"):

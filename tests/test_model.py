@@ -299,3 +299,20 @@ def test_total_variation_prior_matches_numpy_and_denoises_a_low_dose_fit():
         region = illuminated_region(positions, scan.probe, truth.shape, 0.5)
         errors[weight] = nrmse(truth[region], model.get_object()[region])
     assert errors[3.0] < 0.8 * errors[0.0], errors
+
+
+def test_reconstruct_passes_the_tv_weight_to_the_pixel_object_and_refuses_bad_values():
+    from adptycho.config import ReconstructConfig
+
+    scan, obj, probe = _standard_scan(size=96, probe_size=32, diameter=16.0, photons=1e4)
+    result = reconstruct(scan, probe=probe, refine=("object",), engine="adam", epochs=2,
+                         verbose=0, tv_weight=0.5)
+    assert result.settings["tv_weight"] == 0.5
+    model, _ = build_model(scan, probe=probe, tv_weight=0.5)
+    assert model.object_representation.tv_weight == 0.5
+    assert float(model.object_representation.penalty()) > 0
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(AdptychoError, match="tv_weight"):
+            ReconstructConfig(tv_weight=bad)
+    with pytest.raises(AdptychoError, match="pixel objects"):
+        ReconstructConfig(tv_weight=1.0, object="irmae-mnist")

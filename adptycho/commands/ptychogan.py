@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import time
 
-from adptycho.commands.options import load_scan, positive_float
+from adptycho.commands.options import load_scan, nonnegative_float, positive_float
 from adptycho.errors import AdptychoError
 
-ONLY = ("latent_steps", "block_steps", "blocks", "tv_weight", "discriminator_weight",
-        "generator_lr", "region")
+ONLY = ("latent_steps", "block_steps", "blocks", "discriminator_weight", "generator_lr",
+        "region")
+TV_WEIGHT = 0.003  # PtychoGAN's TV prior weight when --tv-weight is not given
 
 
 def _only(flag):
@@ -30,7 +31,10 @@ def add_options(p) -> dict:
     p.add_argument("--block-steps", type=int, default=100,
                    help="PtychoGAN: steps per block-release stage")
     p.add_argument("--blocks", type=int, help="PtychoGAN: blocks to release (default all)")
-    p.add_argument("--tv-weight", type=float, default=0.003, help="PtychoGAN: TV prior weight")
+    p.add_argument("--tv-weight", type=nonnegative_float, default=None,
+                   help="total-variation prior: PtychoGAN's weight (default 0.003), or for "
+                        "pixel objects a prior on the object (loss summed over the patterns "
+                        "per unit of TV; default 0: none; acts in the adam stage)")
     p.add_argument("--discriminator-weight", type=float, default=1e-4,
                    help="PtychoGAN: weight of log(1 - D(G(w))) (0: off)")
     p.add_argument("--generator-lr", type=positive_float, default=1e-3,
@@ -63,7 +67,8 @@ def run(args):
     print(f"adptycho: {scan.describe()}")
     settings = PtychoGANSettings(
         latent_steps=args.latent_steps, block_steps=args.block_steps, blocks=args.blocks,
-        tv_weight=args.tv_weight, discriminator_weight=args.discriminator_weight,
+        tv_weight=TV_WEIGHT if args.tv_weight is None else args.tv_weight,
+        discriminator_weight=args.discriminator_weight,
         generator_learning_rate=args.generator_lr, batch_size=args.batch_size,
         latent_learning_rate=args.lr_object or PtychoGANSettings.latent_learning_rate)
     loss = "poisson-gaussian" if args.loss == "poisson-gaussian" else "poisson"

@@ -130,6 +130,16 @@ def _parametrisation(args):
     return None
 
 
+def _tv_weight(args):
+    """PtychoGAN's TV weight, or the TV prior of a pixel object in an adam / L-BFGS fit."""
+    if args.ptychogan:
+        return None
+    if args.object != "pixels":
+        return ("--tv-weight applies to --object pixels or --ptychogan fits (a latent object "
+                "has no pixels)")
+    return adam_only("--tv-weight")(args)
+
+
 def _position_model(args):
     if "positions" not in effective_refine(args):
         return "--position-model applies when positions are refined (add positions to --refine)"
@@ -177,6 +187,7 @@ def reconstruct_rules(ptychogan_options) -> dict:
         "train_decoder": _latent("--train-decoder", irmae_only=True),
         "optimizer": gan("--optimizer"), "engine": gan("--engine"),
         "parametrisation": first(gan("--parametrisation"), _parametrisation),
+        "tv_weight": _tv_weight,
         "lr_object": first(adam_only("--lr-object"), refined("--lr-object", "object")),
         "decay": first(gan("--decay"), adam_only("--decay")),
         "probe_modes": gan("--probe-modes", "the probe is fixed"),
