@@ -24,8 +24,8 @@ from adptycho.io.results import ReconstructionResult
 from adptycho.io.scan_data import NEARFIELD, ScanData
 from adptycho.model import DEFAULT_LEARNING_RATES, NearFieldGeometry, PtychoModel
 from adptycho.nn.irmae import SHIPPED_MODELS
-from adptycho.nn.stylegan2 import SHIPPED_STYLEGAN2, is_stylegan2_model
-from adptycho.objects.pixels import PixelObject
+from adptycho.nn.stylegan2 import SHIPPED_STYLEGAN2
+from adptycho.objects import object_representation
 from adptycho.training.data import split_validation, steps_per_execution_for
 from adptycho.coarse_positions import coarse_stage
 from adptycho.engines import FitPlan, available_engines, get_engine
@@ -54,20 +54,6 @@ def _near_field_geometry(scan: ScanData) -> Optional[NearFieldGeometry]:
         focus_distance_m=scan.focus_distance_m if cone else None,
         detector_distance_m=scan.detector_distance_m if cone else None,
         detector_pixel_size_m=scan.detector_pixel_size_m[0] if cone else None)
-
-
-def _object_representation(object: str, shape, parametrisation, initial_object,
-                           latent_options, tv_weight: float = 0.0):
-    """The ``ObjectRepresentation`` named ``object`` covering the (Y, X) grid ``shape``."""
-    if object == "pixels":
-        return PixelObject(shape, parametrisation, initial=initial_object, tv_weight=tv_weight)
-    if is_stylegan2_model(object):
-        from adptycho.objects.generator import GeneratorObject
-
-        return GeneratorObject.from_pretrained(shape, object, **(latent_options or {}))
-    from adptycho.objects.latent import LatentObject
-
-    return LatentObject.from_pretrained(shape, object, **(latent_options or {}))
 
 
 def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str = "amplitude",
@@ -118,8 +104,8 @@ def build_model(scan: ScanData, *, probe=None, probe_modes: int = 1, loss: str =
     if initial_object is not None and np.shape(initial_object) != tuple(grid.shape):
         raise GeometryError(
             f"initial object shape {np.shape(initial_object)} does not match the grid {grid.shape}")
-    representation = _object_representation(object, grid.shape, parametrisation,
-                                            initial_object, latent_options, tv_weight)
+    representation = object_representation(object, grid.shape, parametrisation,
+                                           initial_object, latent_options, tv_weight)
     model = PtychoModel(representation, probe,
                         grid.corners(scan.positions_px), near_field=_near_field_geometry(scan), mask=scan.mask,
                         loss=loss, readout_noise=readout_noise, subpixel=subpixel,
