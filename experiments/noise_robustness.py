@@ -197,13 +197,13 @@ def tuned_tv_weight(n_photons, fit, truth_shape, region_px, simulate_scan, mask,
     rows = list(csv.DictReader(open(path))) if os.path.exists(path) else []
     tried = {float(r["c"]): float(r["validation_psnr_db"]) for r in rows
              if float(r["photons"]) == float(n_photons)}
-    truth = np.zeros(truth_shape, np.float32)
-    y0, x0, h, w = region_px
-    truth[y0:y0 + h, x0:x0 + w] = validation_digit(h)
-    scan = simulate_scan(truth.astype(np.complex64), VALIDATION_SEED)
-    for c in TV_GRID:
-        if c in tried:
-            continue
+    missing = [c for c in TV_GRID if c not in tried]
+    if missing:  # (the validation scan is simulated only when a fit is still to be done)
+        truth = np.zeros(truth_shape, np.float32)
+        y0, x0, h, w = region_px
+        truth[y0:y0 + h, x0:x0 + w] = validation_digit(h)
+        scan = simulate_scan(truth.astype(np.complex64), VALIDATION_SEED)
+    for c in missing:
         obj = fit(scan, c * np.sqrt(n_photons))
         tried[c] = float(psnr(truth, np.abs(obj), data_range=1.0, mask=mask))
         new = not os.path.exists(path)

@@ -11,7 +11,6 @@ from adptycho.errors import AdptychoError
 
 ONLY = ("latent_steps", "block_steps", "blocks", "discriminator_weight", "generator_lr",
         "region")
-TV_WEIGHT = 0.003  # PtychoGAN's TV prior weight when --tv-weight is not given
 
 
 def _only(flag):
@@ -67,7 +66,7 @@ def run(args):
     print(f"adptycho: {scan.describe()}")
     settings = PtychoGANSettings(
         latent_steps=args.latent_steps, block_steps=args.block_steps, blocks=args.blocks,
-        tv_weight=TV_WEIGHT if args.tv_weight is None else args.tv_weight,
+        tv_weight=PtychoGANSettings.tv_weight if args.tv_weight is None else args.tv_weight,
         discriminator_weight=args.discriminator_weight,
         generator_learning_rate=args.generator_lr, batch_size=args.batch_size,
         latent_learning_rate=args.lr_object or PtychoGANSettings.latent_learning_rate)

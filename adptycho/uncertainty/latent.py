@@ -161,21 +161,23 @@ def posterior_mode(posterior, latent, max_steps: int = 10, decrement: float = 1e
     """
     start = current = np.asarray(latent, np.float64)
     hessian = posterior.hessian(current)
+    value, gradient = posterior.value_and_gradient(current)
     steps = 0
     for steps in range(max_steps + 1):
-        value, gradient = posterior.value_and_gradient(current)
         values, vectors = np.linalg.eigh(hessian)
         shifted = np.maximum(values, 1e-3 * max(abs(values).max(), 1e-12))
         direction = -(vectors / shifted) @ (vectors.T @ gradient)
         newton = float(np.sqrt(max(-gradient @ direction, 0.0)))
         if newton < decrement or steps == max_steps:
             break
-        t = 1.0
-        while t > 1e-3 and posterior.value_and_gradient(current + t * direction)[0] > value:
+        t, trial = 1.0, posterior.value_and_gradient(current + direction)
+        while trial[0] > value and t * 0.5 > 1e-3:
             t *= 0.5
-        if t <= 1e-3:  # no decrease along the Newton direction (float32 or a kink)
+            trial = posterior.value_and_gradient(current + t * direction)
+        if trial[0] > value:  # no decrease along the Newton direction (float32 or a kink)
             break
         current = current + t * direction
+        value, gradient = trial  # the accepted point's, evaluated by the line search
         hessian = posterior.hessian(current)
     shift = current - start
     return current, hessian, {"newton_steps": steps, "newton_decrement": newton,

@@ -84,10 +84,11 @@ def _object(face):
 MODIFY = {"text": _text, "star": _star, "object": _object}
 
 
-def region_mask(problem_plain, problem_mod):
+def region_mask(face64, modified64):
+    """(FIELD, FIELD) bool: where the insertion changed the resized face, dilated by 4 px."""
     from scipy import ndimage
 
-    changed = np.abs(problem_plain.face - problem_mod.face) > 0.02
+    changed = np.abs(run.resized_face(face64) - run.resized_face(modified64)) > 0.02
     return ndimage.binary_dilation(changed, iterations=4)
 
 
@@ -133,9 +134,8 @@ def main(argv=None):
         face = (held_out[image - 360, :, :, 0] + 1.0) / 2.0
         modified = MODIFY[insert](face)
         for overlap in [float(v) for v in args.overlaps.split(",")]:
-            plain = run.FaceProblem(face, overlap, False, 128, 1e5, "zoneplate")
             p = run.FaceProblem(modified, overlap, False, 128, 1e5, "zoneplate")
-            mask = region_mask(plain, p)
+            mask = region_mask(face, modified)
             key = base._key(tag, insert, image, overlap)
             epie = cache.get("epie_" + key,
                              lambda: {"object": base.plain_epie(p, args.epochs)})["object"]

@@ -69,13 +69,20 @@ _spec.loader.exec_module(base)
 FIELD, STEPS, PAPER = base.FIELD, base.STEPS, base.PAPER
 
 
+def resized_face(face64):
+    """(FIELD, FIELD) float32 in [0, 1]: the 64 x 64 grey face, Mitchell-resized and clipped."""
+    from adptycho.nn.resize import mitchell_resize_matrices, resize_with_matrices
+
+    r_y, r_x = mitchell_resize_matrices((64, 64), (FIELD, FIELD))
+    return np.clip(resize_with_matrices(face64.astype(np.float32), r_y, r_x).numpy(), 0, 1)
+
+
 class FaceProblem(base.Problem):
     """``experiments/oversampling.Problem`` with a held-out face as the phase."""
 
     def __init__(self, face64, overlap, noisy, window, noisy_photons, probe="diffuser",
                  noise_seed=7):
         from adptycho.geometry import normalize_probe_power
-        from adptycho.nn.resize import mitchell_resize_matrices, resize_with_matrices
         from adptycho.simulate import simulate
 
         self.overlap, self.noisy, self.window = overlap, noisy, window
@@ -83,8 +90,7 @@ class FaceProblem(base.Problem):
         self.step = step
         self.pad = int(np.ceil(window / 2 - base.DIAMETER / 2 + 45 + 2))
         size = FIELD + 2 * self.pad
-        r_y, r_x = mitchell_resize_matrices((64, 64), (FIELD, FIELD))
-        face = np.clip(resize_with_matrices(face64.astype(np.float32), r_y, r_x).numpy(), 0, 1)
+        face = resized_face(face64)
         self.face = face
         self.phase = np.pi * face
         truth = np.ones((size, size), np.complex64)
