@@ -14,7 +14,8 @@ import tensorflow as tf
 from adptycho.geometry.probes import circular_aperture
 from adptycho.physics.forward import forward_intensities
 from adptycho.uncertainty import pixels as px
-from adptycho.uncertainty.fisher import (AutodiffFisher, FarFieldFisher, _sqrt_poisson_moments,
+from adptycho.uncertainty.far_field import FarFieldFisher
+from adptycho.uncertainty.fisher import (AutodiffFisher, _sqrt_poisson_moments,
                                          estimator_c, fisher_c, fisher_weights)
 
 
@@ -84,14 +85,33 @@ def test_autodiff_operator_handles_modes_and_subpixel_positions():
     assert np.abs(product - reference).max() < 1e-4 * np.abs(reference).max()
 
 
-def test_hutchinson_estimate_matches_the_dense_gauge_fixed_pseudo_inverse():
+@pytest.mark.parametrize("estimator, sandwich", [("hutchinson", False), ("sampling", False),
+                                                 ("hutchinson", True), ("sampling", True)])
+def test_estimates_match_the_dense_gauge_fixed_covariance(estimator, sandwich):
+    """Both estimators against the dense gauge-fixed pseudo-inverse ``Q F^+ Q^T`` and, for the
+    sandwich of the offset ``poisson`` loss, ``Q H^+ B H^+ Q^T`` (Jacobians by autodiff)."""
     obj, probe, corners = _tiny()
-    fisher = FarFieldFisher(obj, probe, corners, fisher_c("poisson"))
-    settings = px.PixelSettings(probes=600, smoothing_px=0.0, tolerance=1e-7)
-    blocks, bound, determined, reference, info = px.pixel_covariance_blocks(fisher, obj, settings)
-    dense = _dense_fisher(obj, probe, corners, lambda i: fisher_weights(i, "poisson"))
+    if sandwich:
+        c_h, c_b = estimator_c("poisson")
+    else:
+        c_h, c_b = fisher_c("poisson"), None
+    fisher = FarFieldFisher(obj, probe, corners, c_h)
+    score = None if c_b is None else FarFieldFisher(obj, probe, corners, c_b)
+    draws = 600 if estimator == "hutchinson" else 1000
+    settings = px.PixelSettings(estimator=estimator, probes=draws, smoothing_px=0.0,
+                                tolerance=1e-7)
+    blocks, bound, determined, reference, info = px.pixel_covariance_blocks(fisher, obj, settings,
+                                                                            score=score)
+    floor = 1e-9
+
+    def dense(c):
+        return _dense_fisher(obj, probe, corners, lambda i: c(i) / (4 * np.maximum(i, floor)))
+
     keep = np.concatenate([determined.ravel(), determined.ravel()])
-    covariance = np.linalg.pinv(dense[np.ix_(keep, keep)], rcond=1e-10)
+    hessian = dense(c_h)[np.ix_(keep, keep)]
+    covariance = np.linalg.pinv(hessian, rcond=1e-10)
+    if sandwich:
+        covariance = covariance @ dense(c_b)[np.ix_(keep, keep)] @ covariance
     gauge = px.gauge_vectors(obj, determined, blind=False)[0]
     v = np.concatenate([gauge.real.ravel(), gauge.imag.ravel()])[keep][:, None]
     u = v * np.concatenate([reference.ravel(), reference.ravel()])[keep][:, None]
@@ -105,6 +125,21 @@ def test_hutchinson_estimate_matches_the_dense_gauge_fixed_pseudo_inverse():
     diagonal_only = np.concatenate([bound[..., 0, 0][determined], bound[..., 1, 1][determined]])
     assert np.median(diagonal_only / exact) < 0.9
     assert k < obj.size and info["cg_relative_residual"] < 1e-6
+
+
+def test_sampling_right_hand_sides_have_the_fisher_covariance():
+    """``sample_rhs`` draws ``r = K^T e`` with ``E[r r^T] = F`` (far-field and autodiff
+    operators): the empirical quadratic forms along fixed directions against ``a^T F a``."""
+    obj, probe, corners = _tiny(size=10, window=8)
+    rng = np.random.default_rng(3)
+    directions = rng.standard_normal((3,) + obj.shape) + 1j * rng.standard_normal((3,) + obj.shape)
+    for op, draws, tolerance in (
+            (FarFieldFisher(obj, probe, corners, fisher_c("poisson")), 3000, 0.12),
+            (AutodiffFisher(obj, probe, corners, fisher_c("poisson"), subpixel=False), 800, 0.25)):
+        expected = np.sum(_as_real(directions) * _as_real(op.matvec(directions)), axis=1)
+        rhs = _as_real(op.sample_rhs(draws, np.random.default_rng(0)))
+        empirical = np.mean((rhs @ _as_real(directions).T) ** 2, axis=0)
+        assert np.max(np.abs(empirical / expected - 1)) < tolerance, type(op).__name__
 
 
 def test_estimator_weights():
@@ -207,8 +242,15 @@ def test_cli_fast_preset_reaches_the_settings(cli_files, tmp_path, capsys):
     with h5py.File(out) as f:
         settings = json.loads(f.attrs["settings"])
         assert settings["preset"] == "fast" and settings["probes"] == 1
-        assert settings["single_precision"] is True
+        assert settings["single_precision"] is True and settings["estimator"] == "sampling"
         assert np.all(f["object_phase_std"][()][f["reference"][()]] > 0)
+    out = tmp_path / "hutchinson.h5"
+    code = main(["uncertainty", str(cli_files["scan"]), str(cli_files["rec"]), "--out", str(out),
+                 "--preset", "fast", "--estimator", "hutchinson", "--probes", "2", "--no-png"])
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out) as f:
+        settings = json.loads(f.attrs["settings"])
+        assert settings["estimator"] == "hutchinson" and settings["probes"] == 2
 
 
 @pytest.mark.parametrize("case", ["other-scan", "overwrite", "method"])

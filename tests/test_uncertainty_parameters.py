@@ -201,3 +201,9 @@ def test_residual_curvature_is_the_diagonal_of_the_loss_hessian_beyond_gauss_new
     assert np.all(got >= 0) and got.max() > 0.1 * np.abs(diag_h).max()
     np.testing.assert_allclose(expected[0], got, rtol=2e-3, atol=2e-3 * got.max())
     np.testing.assert_allclose(expected[1], got, rtol=2e-3, atol=2e-3 * got.max())
+    # the far-field path of a map computes it from the waves it already has: the same values
+    from adptycho.uncertainty.far_field import FarFieldWaves
+
+    shared = FarFieldWaves(obj, probe, np.round(corners).astype(int)).residual_curvature(
+        lambda idx: counts[idx], "poisson")
+    np.testing.assert_allclose(shared, got, rtol=1e-4, atol=1e-5 * got.max())

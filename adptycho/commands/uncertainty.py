@@ -48,7 +48,7 @@ def add_parser(sub) -> dict:
     rules = {dest: APPLIES for dest in ("input", "reconstruction", "out", "method",
                                         "noise_model", "truth", "png", "no_png", "seed")}
     rules.update({"covariance": _fisher_only("--covariance"), "probes": _fisher_only("--probes"),
-                  "preset": _fisher_only("--preset"),
+                  "preset": _fisher_only("--preset"), "estimator": _fisher_only("--estimator"),
                   "samples": _samples, "readout_noise": _readout_noise})
     return rules
 

@@ -32,11 +32,14 @@ def add_parser(subparsers):
                    help="default: the loss of the reconstruction")
     p.add_argument("--readout-noise", type=float, help="poisson-gaussian readout std (photons)")
     p.add_argument("--preset", choices=("default", "fast"), default="default",
-                   help="fisher: default (32 Hutchinson probes, tight solves) or fast (1 probe, "
-                        "loose solves, smoothed: about 7x cheaper, for large objects; see "
+                   help="fisher: default (8 random vectors, solves to 1e-3) or fast (1 vector, "
+                        "solves to 1e-2, smoothed over 4 px: for large objects; see "
                         "docs/uncertainty.md)")
+    p.add_argument("--estimator", choices=("sampling", "hutchinson"), default=None,
+                   help="fisher: draws of the estimator's error (default; one solve each) or "
+                        "Hutchinson +-1 probes (two solves each for the sandwich)")
     p.add_argument("--probes", type=int, default=None,
-                   help="fisher: Hutchinson probe vectors (default: the preset's, 32 / 1)")
+                   help="fisher: random vectors, draws or probes (default: the preset's, 8 / 1)")
     p.add_argument("--samples", type=int, default=500, help="hmc: posterior samples")
     p.add_argument("--truth", help="HDF5 with the true 'object' on the same grid "
                                    "(adptycho simulate --truth-out): adds |error| / std")
@@ -96,6 +99,8 @@ def run(args) -> None:
         settings = {"preset": args.preset, "seed": args.seed}
         if args.probes is not None:
             settings["probes"] = args.probes
+        if args.estimator is not None:
+            settings["estimator"] = args.estimator
     else:
         settings = {"samples": args.samples, "seed": args.seed}
     result = object_uncertainty(scan, rec, method, noise_model=args.noise_model,

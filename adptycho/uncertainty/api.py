@@ -16,8 +16,9 @@ import numpy as np
 from adptycho.errors import AdptychoError
 from adptycho.io.results import ReconstructionResult
 from adptycho.io.scan_data import NEARFIELD, ScanData
-from adptycho.uncertainty.fisher import (NOISE_MODELS, AutodiffFisher, FarFieldFisher,
-                                         estimator_c, fisher_c, residual_curvature)
+from adptycho.uncertainty.far_field import FarFieldFisher
+from adptycho.uncertainty.fisher import (NOISE_MODELS, AutodiffFisher, estimator_c, fisher_c,
+                                         residual_curvature)
 from adptycho.uncertainty.pixels import (PixelSettings, amplitude_phase_std,
                                          pixel_covariance_blocks, pixel_settings)
 from adptycho.uncertainty.result import UncertaintyResult
@@ -102,17 +103,19 @@ def pixel_fisher_transfer(scan: ScanData, rec: ReconstructionResult, probe):
     return angular_spectrum_transfer(probe.shape[1:], pixel, scan.wavelength_m, distance)
 
 
-def pixel_fisher(scan: ScanData, rec: ReconstructionResult, weights, single: bool = False):
+def pixel_fisher(scan: ScanData, rec: ReconstructionResult, weights, single: bool = False,
+                 waves=None):
     """The Fisher-type operator of a pixel reconstruction for per-pixel ``weights`` (see
     ``fisher.fisher_c``): ``FarFieldFisher`` (far field, one mode, integer positions; ``single``:
-    complex64 products) or ``AutodiffFisher`` (anything else)."""
+    complex64 products; ``waves``: a ``FarFieldWaves`` of the same fit to share) or
+    ``AutodiffFisher`` (anything else)."""
     probe = np.asarray(rec.probe)
     probe = probe[None] if probe.ndim == 2 else probe
     positions = np.asarray(rec.positions_px, np.float64)
     integral = np.allclose(positions, np.round(positions), atol=1e-4)
     if scan.geometry != NEARFIELD and probe.shape[0] == 1 and integral:
         return FarFieldFisher(rec.object, probe, np.round(positions), weights, mask=scan.mask,
-                              single=single)
+                              single=single, waves=waves)
     transfer = pixel_fisher_transfer(scan, rec, probe)
     return AutodiffFisher(rec.object, probe, positions, weights, mask=scan.mask,
                           transfer=transfer, subpixel=not integral)
@@ -176,10 +179,14 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
         hessian_c, score_c = estimator_c(noise_model, readout_noise)
     single = options.single_precision
     fisher = pixel_fisher(scan, reconstruction, hessian_c, single)
-    score = None if score_c is None else pixel_fisher(scan, reconstruction, score_c, single)
+    waves = getattr(fisher, "waves", None)  # far field: one FFT per pattern for everything
+    score = None if score_c is None else pixel_fisher(scan, reconstruction, score_c, single,
+                                                      waves)
     ridge = None
     if covariance == "estimator" and options.residual_curvature:
-        ridge = _residual_curvature(scan, reconstruction, noise_model, readout_noise)
+        ridge = (_residual_curvature(scan, reconstruction, noise_model, readout_noise)
+                 if waves is None else waves.residual_curvature(
+                     scan.read_patterns, noise_model, readout_noise, scan.mask))
     blocks, bound, determined, reference, info = pixel_covariance_blocks(
         fisher, np.asarray(reconstruction.object), options, blind=blind, score=score,
         ridge=ridge)

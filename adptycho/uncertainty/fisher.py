@@ -18,18 +18,8 @@ with the per-pixel weight ``w(I)`` = the Fisher information of one detector pixe
 * ``poisson-gaussian``: the Gaussian approximation N(I, I + s^2) of Seifert et al.:
   ``1 / (I + s^2) + 1 / (2 (I + s^2)^2)``.
 
-Far field, one probe mode, integer positions (``FarFieldFisher``): with the orthonormal DFT
-``F_kr`` (``|F_kr|^2 = 1/N``), unit phasors ``u = Psi / |Psi|`` and ``c = 4 I w`` (4 for
-Poisson), the Fisher information along a complex direction ``d`` at object pixel p is
-
-    F_p(d) = 1/2 sum_j [ |P_r|^2 |d|^2 T_j + Re(d^2 P_r^2 G_j(r)) ],   r = p - corner_j,
-    T_j = (1/N) sum_k c_jk,    G_j(r) = (1/N) DFT[c_j conj(u_j)^2](2 r),
-
-one FFT per pattern for the exact 2x2 diagonal block of every pixel. Its trace,
-``sum_j |P_r|^2 T_j``, is the probe intensity summed over the positions that see the pixel
-(times 4 for Poisson: ``F_aa + F_bb = 4 sum_j |P(p - c_j)|^2``). ``tests/test_uncertainty.py``
-checks the blocks against the Fisher matrix that TensorFlow's autodiff builds from the forward
-model's Jacobian.
+Far field, one probe mode, integer positions: analytic products and exact diagonal blocks
+(``far_field.FarFieldFisher``).
 
 General case (``AutodiffFisher``: modes, near field, sub-pixel positions): the intensities are a
 quadratic form of the object, so ``J v = (I(O + v) - I(O - v)) / 2`` exactly, and ``J^T y`` is a
@@ -39,14 +29,12 @@ quadratic form of the object, so ``J v = (I(O + v) - I(O - v)) / 2`` exactly, an
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft as sfft
 import tensorflow as tf
-from numpy.lib.stride_tricks import sliding_window_view
 
 from adptycho.errors import AdptychoError
 
 __all__ = ["NOISE_MODELS", "fisher_weights", "fisher_c", "estimator_c", "residual_curvature",
-           "FarFieldFisher", "AutodiffFisher"]
+           "AutodiffFisher"]
 
 NOISE_MODELS = ("poisson", "amplitude", "poisson-gaussian")
 _FLOOR = 1e-9  # photons: intensities below it count as this (the weight c = 4 I w stays finite)
@@ -191,139 +179,6 @@ def residual_curvature(object_, probe, positions_px, read_counts, loss: str, rea
     return out
 
 
-class FarFieldFisher:
-    """Fisher information of a far-field, single-mode, integer-position pixel object (numpy).
-
-    Args:
-        object_: (Y, X) complex object at which F is evaluated (the fitted optimum).
-        probe: (H, W) or (1, H, W) complex probe in photon units.
-        corners_px: (N, 2) integer top-left corners (y, x) on the object grid.
-        weights: ``I -> c`` per-pixel weights in amplitude form (``fisher_c`` or one of
-            ``estimator_c``), applied to (B, H, W) intensities.
-        mask: optional (H, W) bool valid detector pixels (centred, as stored).
-        batch: patterns per vectorised step.
-        single: products in complex64 (about twice as fast; relative error ~1e-6, checked in
-            ``tests/test_uncertainty_speed.py``); the diagonal blocks are summed in float64.
-        cache_bytes: the detector-side weights ``u sqrt(c)`` of all patterns are computed once
-            and kept when they take at most this many bytes (else recomputed per product).
-    """
-
-    def __init__(self, object_, probe, corners_px, weights, mask=None, batch: int = 16,
-                 single: bool = False, cache_bytes: int = 1 << 30):
-        probe = np.asarray(probe, np.complex128)
-        if probe.ndim == 3:
-            if probe.shape[0] != 1:
-                raise AdptychoError("FarFieldFisher takes one probe mode (use AutodiffFisher)")
-            probe = probe[0]
-        self.probe = probe
-        self.object = np.asarray(object_, np.complex128)
-        corners = np.asarray(corners_px, np.float64)
-        if not np.allclose(corners, np.round(corners), atol=1e-6):
-            raise AdptychoError("FarFieldFisher needs integer positions (use AutodiffFisher)")
-        self.corners = np.round(corners).astype(int)
-        self.shape = self.object.shape
-        h, w = probe.shape
-        self.npix = h * w
-        self.weights = weights
-        # detector-side arrays in unshifted FFT order (the DFT sums do not depend on the order)
-        self._mask = None if mask is None else np.fft.ifftshift(np.asarray(mask, bool))
-        self.batch = int(batch)
-        self.complex_dtype = np.complex64 if single else np.complex128
-        self.cache_bytes = int(cache_bytes)
-        self._cache = None
-
-    # -- per-pattern detector quantities ------------------------------------------------
-    def _windows(self, array, idx):
-        h, w = self.probe.shape
-        return np.stack([array[..., cy:cy + h, cx:cx + w] for cy, cx in self.corners[idx]],
-                        axis=-3)
-
-    def _phasors_and_weights(self, idx):
-        """(B, H, W) unit phasors u = Psi/|Psi| and weights c = 4 I w(I) of patterns ``idx``."""
-        waves = sfft.fft2(self.probe * self._windows(self.object, idx), norm="ortho", workers=-1)
-        intensity = np.abs(waves) ** 2
-        c = np.fft.ifftshift(self.weights(np.fft.fftshift(intensity, axes=(-2, -1))),
-                             axes=(-2, -1))
-        if self._mask is not None:
-            c = c * self._mask
-        phasors = np.where(intensity > 0, waves / np.sqrt(np.maximum(intensity, 1e-300)), 1.0)
-        return phasors, c
-
-    def _chunks(self):
-        n = len(self.corners)
-        for start in range(0, n, self.batch):
-            yield np.arange(start, min(start + self.batch, n))
-
-    def _amplitude_weights(self):
-        """Yield ``(idx, w)`` per chunk: (B, H, W) ``w = u sqrt(c)`` (so ``c Re(conj(u) d) u =
-        w Re(conj(w) d)`` and ``c conj(u)^2 = conj(w)^2``), cached when small enough."""
-        if self._cache is not None:
-            yield from self._cache
-            return
-        h, w = self.probe.shape
-        keep = len(self.corners) * h * w * np.dtype(self.complex_dtype).itemsize
-        keep = keep <= self.cache_bytes
-        chunks = []
-        for idx in self._chunks():
-            u, c = self._phasors_and_weights(idx)
-            item = (idx, (u * np.sqrt(np.maximum(c, 0.0))).astype(self.complex_dtype))
-            if keep:
-                chunks.append(item)
-            yield item
-        if keep:
-            self._cache = chunks
-
-    # -- products and diagonal -------------------------------------------------------------
-    def matvec(self, v):
-        """``F v`` for (S, Y, X) complex perturbations (S independent vectors); (S, Y, X)
-        complex128."""
-        v = np.asarray(v)
-        out = np.zeros(v.shape, np.complex128)
-        h, w = self.probe.shape
-        probe = self.probe.astype(self.complex_dtype)
-        view = sliding_window_view(v.astype(self.complex_dtype, copy=False), (h, w),
-                                   axis=(-2, -1))
-        for idx, weight in self._amplitude_weights():
-            corners = self.corners[idx]
-            dv = sfft.fft2(probe * view[:, corners[:, 0], corners[:, 1]], norm="ortho",
-                           workers=-1, overwrite_x=True)  # (S, B, H, W)
-            dv = weight * (weight.real * dv.real + weight.imag * dv.imag)
-            back = np.conj(probe) * sfft.ifft2(dv, norm="ortho", workers=-1, overwrite_x=True)
-            for b, (cy, cx) in enumerate(corners):
-                out[:, cy:cy + h, cx:cx + w] += back[:, b]
-        return out
-
-    def diagonal_blocks(self):
-        """(Y, X, 2, 2) float64 exact diagonal blocks of F over (real, imag) of each pixel."""
-        h, w = self.probe.shape
-        yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        twice = ((2 * yy) % h, (2 * xx) % w)
-        p2 = np.abs(self.probe) ** 2
-        psq = self.probe ** 2
-        blocks = np.zeros(self.shape + (2, 2))
-        for idx, weight in self._amplitude_weights():
-            weight = weight.astype(np.complex128)
-            t = np.sum(np.abs(weight) ** 2, axis=(-2, -1)) / self.npix  # (B,)
-            g = sfft.fft2(np.conj(weight) ** 2, workers=-1)[:, twice[0], twice[1]] / self.npix
-            q = psq * g  # (B, H, W)
-            iso = p2 * t[:, None, None]
-            block = np.empty(q.shape + (2, 2))
-            block[..., 0, 0] = 0.5 * (iso + q.real)
-            block[..., 1, 1] = 0.5 * (iso - q.real)
-            block[..., 0, 1] = block[..., 1, 0] = -0.5 * q.imag
-            for b, (cy, cx) in enumerate(self.corners[idx]):
-                blocks[cy:cy + h, cx:cx + w] += block[b]
-        return blocks
-
-    def illumination(self):
-        """(Y, X) float64 sum over positions of |P|^2 (photons per pixel over the scan)."""
-        h, w = self.probe.shape
-        out = np.zeros(self.shape)
-        for cy, cx in self.corners:
-            out[cy:cy + h, cx:cx + w] += np.abs(self.probe) ** 2
-        return out
-
-
 class AutodiffFisher:
     """Fisher-vector products of any pixel-object forward model, by TensorFlow autodiff.
 
@@ -334,7 +189,7 @@ class AutodiffFisher:
         object_: (Y, X) complex object; probe: (M, H, W) complex; positions_px: (N, 2) corners.
         transfer: None (far field) or the (H, W) near-field transfer function.
         subpixel: Fourier sub-pixel shifts of the probe (fractional positions).
-        weights, mask, batch: as ``FarFieldFisher``.
+        weights, mask, batch: as ``far_field.FarFieldFisher``.
     """
 
     def __init__(self, object_, probe, positions_px, weights, mask=None, transfer=None,
@@ -382,6 +237,30 @@ class AutodiffFisher:
         """``F v`` for (S, Y, X) complex perturbations."""
         v = np.asarray(v, np.complex128)
         return np.stack([self._one(x) for x in v])
+
+    def sample_rhs(self, count: int, rng):
+        """(S, Y, X) complex ``J^T (sqrt(w) e)`` for S draws of real standard-normal detector
+        noise e (``far_field.FarFieldFisher.sample_rhs``; ``w = c / 4I``, so
+        ``F = J^T diag(w) J``)."""
+        obj = tf.constant(self.object, tf.complex64)
+        out = np.zeros((count,) + self.shape, np.complex128)
+        parts = [tf.constant(self.object.real, tf.float32),
+                 tf.constant(self.object.imag, tf.float32)]
+        for start in range(0, len(self.positions), self.batch):
+            pos = tf.constant(self.positions[start:start + self.batch])
+            intensity = self._intensities(obj, pos).numpy().astype(np.float64)
+            scale = np.sqrt(np.maximum(self.weights(intensity), 0.0)
+                            / (4.0 * np.maximum(intensity, _FLOOR)))
+            if self.mask is not None:
+                scale = scale * self.mask
+            for s in range(count):
+                noise = tf.constant(scale * rng.standard_normal(intensity.shape), tf.float32)
+                with tf.GradientTape() as tape:
+                    tape.watch(parts)
+                    inner = tf.reduce_sum(self._intensities(tf.complex(*parts), pos) * noise)
+                g_real, g_imag = tape.gradient(inner, parts)
+                out[s] += g_real.numpy() + 1j * g_imag.numpy()
+        return out
 
     def diagonal_blocks(self):
         """(Y, X, 2, 2) isotropic approximation of the diagonal blocks (a preconditioner):

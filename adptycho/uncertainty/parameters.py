@@ -12,7 +12,7 @@ off against each other (the global shift of all positions with the object, for i
   ``physics.forward.forward_intensities`` through its Fourier sub-pixel shift, the model the
   positions were refined with) and ``w = c / (4 I)``.
 * **Probe** (``probe_std``; far field, one probe mode, integer positions): the probe plays the role
-  of the object in ``fisher.FarFieldFisher`` with the object window ``O_j`` as its multiplier
+  of the object in ``far_field.FarFieldFisher`` with the object window ``O_j`` as its multiplier
   (``Psi_j = F(O_j P)``): products ``F v = sum_j conj(O_j) F^-1(u_j c_j Re(conj(u_j) F(O_j v)))``,
   exact 2x2 diagonal blocks from the same one-FFT-per-pattern formula, and the diagonal of the
   inverse by Hutchinson probes and preconditioned conjugate gradients
@@ -22,10 +22,13 @@ off against each other (the global shift of all positions with the object, for i
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
-from adptycho.uncertainty.fisher import _FLOOR, FarFieldFisher
+from adptycho.uncertainty.far_field import FarFieldFisher
+from adptycho.uncertainty.fisher import _FLOOR
 from adptycho.uncertainty.pixels import (PixelSettings, amplitude_phase_std,
                                          pixel_covariance_blocks)
 
@@ -146,6 +149,8 @@ def probe_std(object_, probe, corners_px, hessian_c, score_c=None, mask=None,
     Returns:
         ``(amplitude_std, phase_std, info)``: (H, W) float64 maps and the solver figures.
     """
+    # Hutchinson probes: the probe operator has no sampling right-hand side (a small problem)
+    settings = dataclasses.replace(settings, estimator="hutchinson")
     op = ProbeFarFieldFisher(object_, probe, corners_px, hessian_c, mask=mask)
     score = None if score_c is None else ProbeFarFieldFisher(object_, probe, corners_px, score_c,
                                                              mask=mask)

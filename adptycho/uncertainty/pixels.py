@@ -1,15 +1,27 @@
 """Per-pixel standard deviations of a pixel object from its Fisher information.
 
 The covariance of the (gauge-fixed) maximum-likelihood object is the pseudo-inverse of the
-Fisher information F (``fisher.py``) on the determined pixels. Its diagonal is estimated by
-Hutchinson's method: for random +-1 probes z (independent real and imaginary parts),
-``E[(C z)_p z_p^T] = C_pp`` (the 2x2 block of pixel p), with ``C z`` from a preconditioned
-conjugate-gradient solve (block-Jacobi preconditioner: the exact diagonal blocks of F). The
-random error of the estimate is reduced by smoothing its ratio to the diagonal-only bound
+Fisher information F (``fisher.py``) on the determined pixels; of the minimiser of another loss
+it is the sandwich ``H^-1 B H^-1`` (``H`` the loss's expected Hessian, ``B`` the variance of its
+gradient). Its per-pixel 2x2 diagonal blocks are estimated from S random vectors, each needing
+one preconditioned conjugate-gradient solve (block-Jacobi preconditioner: the exact diagonal
+blocks of H), with one of two estimators (``PixelSettings.estimator``):
+
+* ``sampling`` (default): draws of the linearised estimator's error. With ``B = K^T K``
+  (``K``: the weighted Jacobian of the detector intensities, ``far_field.FarFieldFisher``), a draw
+  of real standard-normal detector noise e gives ``x = H^-1 K^T e``, whose covariance is
+  ``H^-1 B H^-1`` exactly: the block of pixel p is the mean of ``x_p x_p^T``. One solve per draw
+  (the sandwich needs no second solve) and the right-hand side lies in the range of B, so the
+  solve converges in fewer iterations than a random +-1 vector needs (measured in
+  ``experiments/uncertainty``);
+* ``hutchinson``: random +-1 probes z (independent real and imaginary parts),
+  ``E[(C z)_p z_p^T] = C_pp``, with ``C z`` from one solve (two for the sandwich).
+
+The random error of either estimate is reduced by smoothing its ratio to the diagonal-only bound
 ``(F_pp)^-1`` (which varies with the probe intensity pixel by pixel, while the ratio, the
 inflation due to the coupling of neighbouring pixels, varies slowly) over ``smoothing_px``.
 An optional diagonal ``ridge`` (the residual curvature of the loss at the fit,
-``fisher.residual_curvature``) is added to F, projected off the gauge directions.
+``fisher.residual_curvature``) is added to H, projected off the gauge directions.
 
 Gauges (directions of F's null space; ``gauge_vectors``):
 
@@ -33,8 +45,8 @@ from scipy import ndimage
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["PixelSettings", "PRESETS", "pixel_settings", "gauge_vectors", "block_inverse", "pcg",
-           "pixel_covariance_blocks", "amplitude_phase_std"]
+__all__ = ["PixelSettings", "PRESETS", "ESTIMATORS", "pixel_settings", "gauge_vectors",
+           "block_inverse", "pcg", "pixel_covariance_blocks", "amplitude_phase_std"]
 
 
 @dataclasses.dataclass
@@ -42,7 +54,9 @@ class PixelSettings:
     """Settings of the Fisher estimate (stored as attributes of the result file).
 
     Attributes:
-        probes: Hutchinson probe vectors (random +-1 per real parameter).
+        estimator: ``sampling`` (draws of the estimator's error, one solve each) or
+            ``hutchinson`` (random +-1 probes); module docstring.
+        probes: random vectors (draws or Hutchinson probes).
         smoothing_px: Gaussian sigma (object pixels) of the smoothing of the Hutchinson /
             diagonal-bound ratio; 0 uses the raw Hutchinson estimate.
         tolerance: relative residual at which the conjugate-gradient solves stop.
@@ -59,9 +73,10 @@ class PixelSettings:
             ``single``; the conjugate-gradient vectors stay complex128).
     """
 
-    probes: int = 32
+    estimator: str = "sampling"
+    probes: int = 8
     smoothing_px: float = 2.0
-    tolerance: float = 1e-4
+    tolerance: float = 1e-3
     max_iterations: int = 300
     undetermined_below: float = 0.02
     reference_above: float = 0.5
@@ -70,11 +85,13 @@ class PixelSettings:
     single_precision: bool = False
 
 
+ESTIMATORS = ("sampling", "hutchinson")
+
 #: Named settings (``object_uncertainty(..., settings={"preset": NAME, ...})``). ``fast`` (for
-#: large objects): one probe vector, CG tolerance 1e-2, the ratio smoothed over 4 px, complex64
-#: products. On the 64x64 calibration problem its maps stay within about 5% (5-95% of the
-#: pixels) of a 32-probe, tolerance-1e-5 map with about 1/70 of the default's operator products
-#: (``experiments/uncertainty/accuracy_cost.json``; README there, with the 512x512 cost).
+#: large objects): one draw, CG tolerance 1e-2, the ratio smoothed over 4 px, complex64
+#: products. Its accuracy against a 32-probe, tolerance-1e-5 reference map, its calibration and
+#: its cost on a 512x512 object are measured in ``experiments/uncertainty`` (README there:
+#: ``accuracy_cost.json``, ``results.json``, ``cost.json``).
 PRESETS = {"default": {},
            "fast": {"probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
                     "single_precision": True}}
@@ -89,9 +106,13 @@ def pixel_settings(settings=None):
         raise AdptychoError(f"unknown fisher preset {preset!r}; choose one of "
                             f"{', '.join(PRESETS)}")
     try:
-        return PixelSettings(**{**PRESETS[preset], **settings}), preset
+        options = PixelSettings(**{**PRESETS[preset], **settings})
     except TypeError as exc:
         raise AdptychoError(f"bad fisher settings: {exc}") from None
+    if options.estimator not in ESTIMATORS:
+        raise AdptychoError(f"unknown estimator {options.estimator!r}; choose one of "
+                            f"{', '.join(ESTIMATORS)}")
+    return options, preset
 
 
 def gauge_vectors(object_, determined, blind: bool):
@@ -185,6 +206,39 @@ def _hutchinson_blocks(z, cz):
     return 0.5 * (blocks + np.swapaxes(blocks, -1, -2))
 
 
+class _Alignment:
+    """``Q = I - V (U^T V)^-1 U^T``: the estimate with its gauges fitted by least squares on the
+    reference region (``V``: (G, Y, X) gauge vectors, ``U``: the same on the reference pixels)."""
+
+    def __init__(self, gauges, reference):
+        self.v, self.u = gauges, gauges * reference
+        self.gram_inv = np.linalg.pinv(np.array([[_inner(a, b) for b in self.v]
+                                                 for a in self.u]))  # (U^T V)^-1
+
+    @staticmethod
+    def _project(x, left, right):  # x - left right^T x
+        coeff = np.stack([_inner(r[None], x) for r in right], axis=-1)  # (S, G)
+        return x - np.einsum("sg,gyx->syx", coeff, left)
+
+    def apply(self, x):
+        """``Q x`` for (S, Y, X) complex x."""
+        return self._project(x, np.einsum("gh,gyx->hyx", self.gram_inv, self.v), self.u)
+
+    def transpose(self, x):
+        """``Q^T x`` for (S, Y, X) complex x."""
+        return self._project(x, np.einsum("gh,hyx->gyx", self.gram_inv, self.u), self.v)
+
+
+def _sample_blocks(x):
+    """(Y, X, 2, 2) per-pixel ``mean_s [Re, Im](x_s) [Re, Im](x_s)^T`` of (S, Y, X) draws."""
+    parts = (x.real, x.imag)
+    blocks = np.empty(x.shape[1:] + (2, 2))
+    for a in range(2):
+        for b in range(2):
+            blocks[..., a, b] = np.mean(parts[a] * parts[b], axis=0)
+    return blocks
+
+
 def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: bool = False,
                             score=None, ridge=None):
     """Per-pixel 2x2 covariance blocks of the gauge-fixed estimate (module docstring).
@@ -239,28 +293,24 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
     def preconditioner(v):
         return _apply_blocks(precondition, v)
 
+    def solve(rhs):
+        return pcg(matvec, rhs, preconditioner, settings.tolerance, settings.max_iterations)
+
     rng = np.random.default_rng(settings.seed)
-    shape = (settings.probes,) + object_.shape
-    z = (rng.choice([-1.0, 1.0], shape) + 1j * rng.choice([-1.0, 1.0], shape)) * determined
-    # aligned covariance Q C Q^T: apply Q^T to z, solve, apply Q
-    u = gauges * reference
-    gram = np.array([[_inner(a, b) for b in gauges] for a in u])  # (G, G): U^T V
-    gram_inv = np.linalg.pinv(gram)
-
-    def project(v, left, right):  # v - left (gram^-1 or its transpose) right^T v
-        coeff = np.stack([_inner(r[None], v) for r in right], axis=-1)  # (S, G)
-        return v - np.einsum("sg,gyx->syx", coeff, left)
-
-    zq = project(z, np.einsum("gh,hyx->gyx", gram_inv, u), gauges)  # Q^T z
-    solution, iterations, residual = pcg(matvec, zq, preconditioner, settings.tolerance,
-                                         settings.max_iterations)
-    if score is not None:
-        middle = score.matvec(np.where(determined, solution, 0))
-        solution, more, residual = pcg(matvec, np.where(determined, middle, 0), preconditioner,
-                                       settings.tolerance, settings.max_iterations)
-        iterations += more
-    cz = project(solution, np.einsum("gh,gyx->hyx", gram_inv, gauges), u)  # Q C Q^T z
-    blocks = _hutchinson_blocks(z, cz)
+    align = _Alignment(gauges, reference)  # the covariance of the aligned estimate: Q C Q^T
+    if settings.estimator == "sampling":
+        draws = (score if score is not None else fisher).sample_rhs(settings.probes, rng)
+        solution, iterations, residual = solve(off_gauges(np.where(determined, draws, 0)))
+        blocks = _sample_blocks(align.apply(solution))  # draws of Q x
+    else:
+        shape = (settings.probes,) + object_.shape
+        z = (rng.choice([-1.0, 1.0], shape) + 1j * rng.choice([-1.0, 1.0], shape)) * determined
+        solution, iterations, residual = solve(align.transpose(z))
+        if score is not None:
+            middle = score.matvec(np.where(determined, solution, 0))
+            solution, more, residual = solve(np.where(determined, middle, 0))
+            iterations += more
+        blocks = _hutchinson_blocks(z, align.apply(solution))  # Q C Q^T z
     info = {"cg_iterations": int(iterations), "cg_relative_residual": residual,
             "determined_pixels": int(determined.sum()), "reference_pixels": int(reference.sum())}
     return blocks, bound, determined, reference, info

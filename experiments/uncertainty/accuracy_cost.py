@@ -1,15 +1,17 @@
-"""Accuracy against cost of the pixel uncertainty maps: Hutchinson probes and CG tolerance.
+"""Accuracy against cost of the pixel uncertainty maps: estimator, random vectors, CG tolerance.
 
 Problem: the 64x64 calibration problem of ``calibration.py`` (known 16 px aperture probe, 81
 integer positions) at one dose (``--dose``, default 1e5 photons per pattern). For each of
 ``--draws`` Poisson noise draws the object is reconstructed as in ``calibration.py`` (known
 probe, ``poisson`` loss, ``epie:30,adam:100``), and its std maps are computed with
 ``adptycho.uncertainty.object_uncertainty`` (method ``fisher``, covariance ``estimator``) for
-every setting of the grid: ``probes`` in ``--probes`` times ``tolerance`` in ``--tolerances``
-(the other ``PixelSettings`` at their defaults, ``smoothing_px`` 2), plus the rows in
-``EXTRA`` (single-precision products, wider smoothing), and once with the reference setting
-(32 probes, tolerance 1e-5, a different probe seed). On the reference pixels (summed probe
-intensity >= 50% of its maximum) of every draw:
+every setting of the grid: ``estimator`` (``sampling``: draws of the estimator's error, one
+solve each; ``hutchinson``: +-1 probes, two solves each for the sandwich) times ``probes`` (the
+random vectors) in ``--probes`` times ``tolerance`` in ``--tolerances`` (the other
+``PixelSettings`` at their defaults, ``smoothing_px`` 2), plus the rows in ``EXTRA``
+(single-precision products, wider smoothing: the ``fast`` preset), and once with the reference
+setting (Hutchinson, 32 probes, tolerance 1e-5, a different seed). On the reference pixels
+(summed probe intensity >= 50% of its maximum) of every draw:
 
 * ``phase_ratio_median`` / ``phase_ratio_p05`` / ``phase_ratio_p95``: median and 5%/95%
   quantiles, pooled over pixels and draws, of the per-pixel ratio of the map's phase std to the
@@ -18,9 +20,9 @@ intensity >= 50% of its maximum) of every draw:
   std of the reconstructions' phase over the draws, after the global phase of each is fitted to
   the truth), as in ``calibration.py``; with 10 draws the spread itself is uncertain by about
   +-24% per pixel (its median over 1220 pixels much less);
-* ``cg_iterations``: mean over draws of the conjugate-gradient iterations (both solves of the
-  sandwich; each iteration applies the operator to every probe vector), ``matvecs``: iterations
-  times probes (operator applications to one vector, each about one epoch's FFT work);
+* ``cg_iterations``: mean over draws of the conjugate-gradient iterations (Hutchinson: both
+  solves of the sandwich; each iteration applies the operator to every random vector),
+  ``matvecs``: iterations times probes (operator applications to one vector);
 * ``seconds``: median seconds per map (shared, loaded machine: indicative only).
 
 Results: ``experiments/uncertainty/accuracy_cost.json``; the README table is rendered from it by
@@ -43,17 +45,21 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "accuracy_cost.json")
-REFERENCE = {"probes": 32, "tolerance": 1e-5, "max_iterations": 1000, "seed": 12345}
-EXTRA = [{"probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0},
-         {"probes": 2, "tolerance": 1e-2, "smoothing_px": 4.0},
-         {"probes": 1, "tolerance": 3e-2, "smoothing_px": 4.0},
-         {"probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0, "single_precision": True},
-         {"probes": 8, "tolerance": 1e-4, "single_precision": True}]
+REFERENCE = {"estimator": "hutchinson", "probes": 32, "tolerance": 1e-5, "max_iterations": 1000,
+             "seed": 12345}
+EXTRA = [{"estimator": "sampling", "probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
+          "single_precision": True},  # the fast preset
+         {"estimator": "sampling", "probes": 1, "tolerance": 3e-2, "smoothing_px": 4.0},
+         {"estimator": "sampling", "probes": 2, "tolerance": 1e-2, "smoothing_px": 4.0},
+         {"estimator": "sampling", "probes": 8, "tolerance": 1e-3, "single_precision": True},
+         {"estimator": "hutchinson", "probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
+          "single_precision": True}]  # the fast preset before stop 28
 
 
 def grid(probes, tolerances):
     """The settings compared with the reference (dicts of ``PixelSettings`` fields)."""
-    return [{"probes": p, "tolerance": t} for t in tolerances for p in probes] + EXTRA
+    return [{"estimator": e, "probes": p, "tolerance": t} for e in ("sampling", "hutchinson")
+            for t in tolerances for p in probes] + EXTRA
 
 
 def _fit(truth, probe, positions, dose, draw):
@@ -113,7 +119,8 @@ def _row(setting, maps, reference, spread, mask):
     ref_phase = np.array([r[0] for r in reference])
     ref_amplitude = np.array([r[1] for r in reference])
     iterations = float(np.mean([m[2] for m in maps]))
-    row = {"probes": setting["probes"], "tolerance": setting["tolerance"],
+    row = {"estimator": setting["estimator"], "probes": setting["probes"],
+           "tolerance": setting["tolerance"],
            "smoothing_px": setting.get("smoothing_px", 2.0),
            "single_precision": bool(setting.get("single_precision", False)),
            "cg_iterations": iterations, "matvecs": iterations * setting["probes"],

@@ -19,7 +19,11 @@ on which the global phase is fixed):
   alone, the linearised theory), for the inverse Fisher information of the Poisson noise model
   (``covariance="fisher"``: the Cramer-Rao bound of an exact maximum-likelihood fit) and for the
   diagonal-only bound ``1/F_pp`` (every other pixel known), to show what each ingredient
-  contributes.
+  contributes;
+* on every draw, beside the default map (``sampling`` estimator, ``--probes`` draws), the
+  ``fast`` preset's map and a map with ``--probes`` Hutchinson probes (the estimator the
+  default used before): their coverage, spread ratio, seconds and CG iterations (``fast_...``,
+  ``hutchinson_...``).
 
 Results: ``experiments/uncertainty/results.json``; the README tables are rendered from it by
 ``python experiments/report.py``. Figure: ``experiments/uncertainty/example.png``.
@@ -45,6 +49,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.json")
+
+
+#: Other estimators run on every draw beside the default map (their settings override the
+#: default's): the ``fast`` preset, and Hutchinson probes (the default before stop 28).
+VARIANTS = {"fast": {"preset": "fast"}, "hutchinson": {"estimator": "hutchinson"}}
 
 
 def problem():
@@ -90,8 +99,8 @@ def run_dose(dose, args, truth, probe, positions):
     from adptycho.uncertainty import object_uncertainty
 
     settings = {"probes": args.probes}
-    phase_err, amp_err, phase_std, amp_std, seconds = [], [], [], [], []
-    extra = {}
+    phase_err, amp_err, phase_std, amp_std, seconds, iterations = [], [], [], [], [], []
+    extra, variants = {}, {}
     for draw in range(args.draws):
         scan = simulate(truth, probe, positions, photons_per_pattern=dose, poisson=True,
                         seed=1000 * draw + 7)
@@ -102,6 +111,14 @@ def run_dose(dose, args, truth, probe, positions):
         started = time.perf_counter()
         unc = object_uncertainty(scan, rec, settings=settings)
         seconds.append((fit_s, time.perf_counter() - started))
+        for label, other in VARIANTS.items():  # the same draw, other estimators
+            started = time.perf_counter()
+            variant = object_uncertainty(scan, rec, settings=(
+                other if "preset" in other else {**settings, **other}))
+            variants.setdefault(label, []).append((
+                variant.object_phase_std, variant.object_amplitude_std,
+                time.perf_counter() - started, variant.info["cg_iterations"]))
+        iterations.append(unc.info["cg_iterations"])
         reference = unc.reference
         pe, ae = errors(rec.object, truth, reference)
         phase_err.append(pe)
@@ -130,13 +147,21 @@ def run_dose(dose, args, truth, probe, positions):
            "rms_phase_error_rad": float(np.sqrt(np.mean(phase_err[:, reference] ** 2))),
            "median_phase_std_rad": float(np.median(phase_std[:, reference])),
            "fit_s_median": float(np.median([s[0] for s in seconds])),
-           "uncertainty_s_median": float(np.median([s[1] for s in seconds]))}
+           "uncertainty_s_median": float(np.median([s[1] for s in seconds])),
+           "cg_iterations_median": float(np.median(iterations))}
     for name, err, std, spread in (("phase", phase_err, phase_std, spread_phase),
                                    ("amplitude", amp_err, amp_std, spread_amp)):
         for key, value in coverage(err, std, reference).items():
             row[f"{name}_{key}"] = value
         row[f"{name}_std_over_spread"] = float(np.median(std.mean(axis=0)[reference]
                                                          / spread[reference]))
+    for label, maps in variants.items():  # every draw: coverage, spread ratio, cost
+        p_std = np.array([m[0] for m in maps])
+        row[f"{label}_phase_coverage95"] = coverage(phase_err, p_std, reference)["coverage95"]
+        row[f"{label}_phase_std_over_spread"] = float(np.median(
+            p_std.mean(axis=0)[reference] / spread_phase[reference]))
+        row[f"{label}_s_median"] = float(np.median([m[2] for m in maps]))
+        row[f"{label}_cg_iterations_median"] = float(np.median([m[3] for m in maps]))
     for label in ("gauss_newton", "fisher", "bound"):
         p_std = extra[label][0]
         row[f"{label}_phase_coverage95"] = coverage(phase_err, np.broadcast_to(

@@ -9,14 +9,17 @@ photons per pattern. Measured in one process, each ``--repeats`` times (median r
   includes tracing and compilation), timed by a Keras callback;
 * rows (``rows``), each the seconds of one ``adptycho.uncertainty.object_uncertainty`` call of that
   reconstruction (method ``fisher``, covariance ``estimator``) and its cost in epochs
-  (``seconds / epoch_s``): ``default`` with ``--probes`` Hutchinson probes (default 2, not the
-  library's 32, whose cost ``extrapolated_32_probes_epochs`` scales linearly: an extrapolation,
-  labelled as such), and ``fast`` (``settings={"preset": "fast"}``: 1 probe, CG tolerance 1e-2,
-  4 px smoothing, complex64 products); ``bound``: the diagonal-only bound (exact 2x2 diagonal
-  blocks, ``FarFieldFisher.diagonal_blocks``, without the residual curvature);
-* ``pieces``: a profile of the default map's parts (first repeat): one Fisher product of one
-  vector (double and single precision, detector weights cached), the diagonal blocks of both
-  sandwich operators, the residual curvature, in seconds and epochs;
+  (``seconds / epoch_s``): ``default`` (the library's default settings: the ``sampling``
+  estimator with 8 draws, CG tolerance 1e-3), ``fast`` (``settings={"preset": "fast"}``: one
+  draw, CG tolerance 1e-2, 4 px smoothing, complex64 products) and ``fast_hutchinson`` (the
+  same with one Hutchinson probe: the ``fast`` preset before stop 28); ``bound``: the
+  diagonal-only bound (exact 2x2 diagonal blocks, ``FarFieldFisher.diagonal_blocks``, without
+  the residual curvature);
+* ``pieces``: a profile of a map's parts (first repeat): the detector waves (one FFT per
+  pattern, shared by all operators of a map), the diagonal blocks of both sandwich operators,
+  one Fisher product of one vector (double and single precision, detector weights cached), one
+  sampled right-hand side, the residual curvature (from the shared waves), in seconds and
+  epochs;
 * ``accuracy`` (``--accuracy-size``, default 256: the same problem on a 256x256 object, 169
   patterns, one noise draw): the per-pixel ratio of the ``fast`` and ``default`` maps to a
   reference map (32 probes, tolerance 1e-5) on the reference pixels (median, 5% and 95%).
@@ -41,7 +44,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "cost.json")
-REFERENCE = {"probes": 32, "tolerance": 1e-5, "max_iterations": 1000, "seed": 12345}
+REFERENCE = {"estimator": "hutchinson", "probes": 32, "tolerance": 1e-5, "max_iterations": 1000,
+             "seed": 12345}
 
 
 def problem(size: int = 512, window: int = 64, step: int = 16, dose: float = 1e5, seed: int = 0):
@@ -89,24 +93,29 @@ def _timed(function):
 
 def _maps(args):
     """The ``object_uncertainty`` settings timed: label -> settings."""
-    return {"default": {"probes": args.probes}, "fast": {"preset": "fast"}}
+    return {"default": {}, "fast": {"preset": "fast"},
+            "fast_hutchinson": {"preset": "fast", "estimator": "hutchinson"}}
 
 
 def _pieces(scan, rec, epoch_s):
-    """Seconds of the parts of a default map (module docstring)."""
-    from adptycho.uncertainty.api import _residual_curvature, pixel_fisher
+    """Seconds of the parts of a map (module docstring)."""
+    from adptycho.uncertainty.api import pixel_fisher
     from adptycho.uncertainty.fisher import estimator_c
 
     c_a, c_b = estimator_c("poisson")
     row = {}
     for label, single in (("double", False), ("single", True)):
         fisher = pixel_fisher(scan, rec, c_a, single)
-        row[f"diagonal_blocks_{label}_s"] = _timed(fisher.diagonal_blocks)  # fills the cache
+        row[f"waves_{label}_s"] = _timed(lambda: list(fisher.waves.chunks()))  # kept
+        row[f"diagonal_blocks_{label}_s"] = _timed(fisher.diagonal_blocks)  # keeps u sqrt(c)
         vector = np.ones((1,) + rec.object.shape, np.complex128)
         row[f"product_one_vector_{label}_s"] = float(np.median(
             [_timed(lambda: fisher.matvec(vector)) for _ in range(5)]))
-    row["score_diagonal_blocks_s"] = _timed(pixel_fisher(scan, rec, c_b).diagonal_blocks)
-    row["residual_curvature_s"] = _timed(lambda: _residual_curvature(scan, rec, "poisson", 1.0))
+    score = pixel_fisher(scan, rec, c_b, True, fisher.waves)
+    row["score_diagonal_blocks_s"] = _timed(score.diagonal_blocks)
+    row["sample_one_rhs_s"] = _timed(lambda: score.sample_rhs(1, np.random.default_rng(0)))
+    row["residual_curvature_s"] = _timed(lambda: fisher.waves.residual_curvature(
+        scan.read_patterns, "poisson", 1.0, scan.mask))
     row.update({k[:-2] + "_epochs": v / epoch_s for k, v in list(row.items())})
     return row
 
@@ -146,12 +155,12 @@ def _rows(args, scan, times, info):
     rows = []
     for label, (solver, settings) in info.items():
         seconds = float(np.median(times[f"{label}_s"]))
-        rows.append({"map": label, **common, "probes": settings["probes"],
-                     "tolerance": settings["tolerance"], "smoothing_px": settings["smoothing_px"],
+        rows.append({"map": label, **common, "estimator": settings["estimator"],
+                     "probes": settings["probes"], "tolerance": settings["tolerance"],
+                     "smoothing_px": settings["smoothing_px"],
                      "single_precision": settings["single_precision"],
                      "cg_iterations": solver["cg_iterations"], "seconds": seconds,
-                     "epochs": seconds / epoch,
-                     "extrapolated_32_probes_epochs": seconds / epoch * 32 / settings["probes"]})
+                     "epochs": seconds / epoch})
     seconds = float(np.median(times["bound_s"]))
     rows.append({"map": "bound", **common, "seconds": seconds, "epochs": seconds / epoch})
     return rows
@@ -191,7 +200,6 @@ def main():
     parser.add_argument("--dose", type=float, default=1e5)
     parser.add_argument("--epochs", type=int, default=3, help="epochs in the timed difference")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--probes", type=int, default=2)
     parser.add_argument("--accuracy-size", type=int, default=256,
                         help="object size of the accuracy check (0: none)")
     parser.add_argument("--out", default=RESULTS)

@@ -1,0 +1,269 @@
+"""Far-field Fisher-type operators of a pixel object (one probe mode, integer positions; numpy).
+
+With the detector wave of pattern j written ``Psi_j = F P_j O`` (``F``: the orthonormal 2-D DFT,
+``P_j``: the probe window at corner ``c_j``) and the per-pixel weights ``c = 4 I w(I)``
+(``fisher.fisher_c``, ``fisher.estimator_c``), the Fisher information is
+``F = sum_j J_j^T diag(w) J_j`` (``fisher.py``). With the orthonormal DFT
+``F_kr`` (``|F_kr|^2 = 1/N``), unit phasors ``u = Psi / |Psi|`` and ``c = 4 I w`` (4 for
+Poisson), the Fisher information along a complex direction ``d`` at object pixel p is
+
+    F_p(d) = 1/2 sum_j [ |P_r|^2 |d|^2 T_j + Re(d^2 P_r^2 G_j(r)) ],   r = p - corner_j,
+    T_j = (1/N) sum_k c_jk,    G_j(r) = (1/N) DFT[c_j conj(u_j)^2](2 r),
+
+one FFT per pattern for the exact 2x2 diagonal block of every pixel. Its trace,
+``sum_j |P_r|^2 T_j``, is the probe intensity summed over the positions that see the pixel
+(times 4 for Poisson: ``F_aa + F_bb = 4 sum_j |P(p - c_j)|^2``). ``tests/test_uncertainty.py``
+checks the blocks against the Fisher matrix that TensorFlow's autodiff builds from the forward
+model's Jacobian.
+
+``FarFieldWaves`` computes the fitted waves once (one FFT per pattern) for every operator of a
+map (the Hessian's and the score's weights, the residual curvature).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+import tensorflow as tf
+
+from adptycho.errors import AdptychoError
+
+__all__ = ["FarFieldWaves", "FarFieldFisher"]
+
+
+class FarFieldWaves:
+    """The fitted far-field detector waves of every pattern, computed once and shared.
+
+    One FFT per pattern gives the unit phasors ``u = Psi / |Psi|`` and intensities
+    ``I = |Psi|^2`` that every far-field operator of the same fit needs (the Fisher-type
+    operators of the Hessian and of the score differ only in the weights ``c(I)``; the residual
+    curvature needs ``I`` and the counts). They are kept between passes when they take at most
+    ``cache_bytes``, else recomputed per pass.
+
+    Args:
+        object_: (Y, X) complex fitted object; probe: (H, W) complex probe (photon units).
+        corners: (N, 2) int top-left corners (y, x); batch: patterns per vectorised step.
+        single: keep the phasors in complex64 (else complex128).
+    """
+
+    def __init__(self, object_, probe, corners, batch: int = 64, single: bool = False,
+                 cache_bytes: int = 1 << 30):
+        self.object = np.asarray(object_, np.complex128)
+        self.probe = np.asarray(probe, np.complex128)
+        self.corners = np.asarray(corners, int)
+        self.batch = int(batch)
+        self.complex_dtype = np.complex64 if single else np.complex128
+        h, w = self.probe.shape
+        item = np.dtype(self.complex_dtype).itemsize * 3 // 2  # phasor + intensity
+        self._keep = len(self.corners) * h * w * item <= int(cache_bytes)
+        self._cache = None
+        n = len(self.corners)
+        self.index_chunks = [np.arange(start, min(start + self.batch, n))
+                             for start in range(0, n, self.batch)]
+
+    def windows(self, array, idx):
+        """(..., B, H, W) the probe-sized windows of ``array`` at the corners ``idx``."""
+        h, w = self.probe.shape
+        return np.stack([array[..., cy:cy + h, cx:cx + w] for cy, cx in self.corners[idx]],
+                        axis=-3)
+
+    def add_windows(self, out, idx, values):
+        """``out[..., window of pattern idx[b]] += values[..., b, :, :]`` (slices: faster than
+        one fancy-indexed addition)."""
+        h, w = self.probe.shape
+        for b, (cy, cx) in enumerate(self.corners[idx]):
+            out[..., cy:cy + h, cx:cx + w] += values[..., b, :, :]
+
+    def compute(self, idx):
+        """(B, H, W) phasors and float64 intensities of patterns ``idx`` (unshifted FFT
+        order)."""
+        waves = sfft.fft2(self.probe * self.windows(self.object, idx), norm="ortho", workers=-1)
+        intensity = np.abs(waves) ** 2
+        phasors = np.where(intensity > 0, waves / np.sqrt(np.maximum(intensity, 1e-300)), 1.0)
+        return phasors, intensity
+
+    def chunks(self):
+        """Yield ``(idx, phasors, intensity)`` per chunk (``index_chunks``)."""
+        if self._cache is not None:
+            yield from self._cache
+            return
+        kept = []
+        for idx in self.index_chunks:
+            phasors, intensity = self.compute(idx)
+            item = (idx, phasors.astype(self.complex_dtype),
+                    intensity.astype(np.float32 if self.complex_dtype == np.complex64
+                                     else np.float64))
+            if self._keep:
+                kept.append(item)
+            yield item
+        if self._keep:
+            self._cache = kept
+
+    def residual_curvature(self, read_counts, loss: str, readout_noise=1.0, mask=None):
+        """``fisher.residual_curvature`` from the cached waves: no second forward pass.
+
+        Args:
+            read_counts: ``indices -> (B, H, W)`` measured counts, centred as stored.
+            loss, readout_noise: as ``fisher.residual_curvature``; mask: (H, W) bool, as
+                stored.
+        """
+        from adptycho.losses import get_pixel_loss
+
+        gradient = get_pixel_loss(loss).gradient
+        valid = None if mask is None else np.fft.ifftshift(np.asarray(mask, np.float64))
+        intensity_p = np.abs(self.probe) ** 2
+        out = np.zeros(self.object.shape)
+        for idx, _, intensity in self.chunks():
+            counts = np.fft.ifftshift(np.asarray(read_counts(idx), np.float32), axes=(-2, -1))
+            slope = gradient(tf.constant(counts), tf.constant(intensity, tf.float32),
+                             readout_noise).numpy().astype(np.float64)
+            if valid is not None:
+                slope = slope * valid
+            means = np.maximum(np.mean(slope, axis=(-2, -1)), 0.0)
+            self.add_windows(out, idx, 2.0 * means[:, None, None] * intensity_p)
+        return out
+
+
+class FarFieldFisher:
+    """Fisher information of a far-field, single-mode, integer-position pixel object (numpy).
+
+    Args:
+        object_: (Y, X) complex object at which F is evaluated (the fitted optimum).
+        probe: (H, W) or (1, H, W) complex probe in photon units.
+        corners_px: (N, 2) integer top-left corners (y, x) on the object grid.
+        weights: ``I -> c`` per-pixel weights in amplitude form (``fisher_c`` or one of
+            ``fisher.estimator_c``), applied to (B, H, W) intensities.
+        mask: optional (H, W) bool valid detector pixels (centred, as stored).
+        batch: patterns per vectorised step.
+        single: products and the diagonal blocks' terms in complex64 (about twice as fast;
+            relative error ~1e-6, checked in ``tests/test_uncertainty_speed.py``); the blocks
+            are summed in float64.
+        cache_bytes: the detector-side weights ``u sqrt(c)`` of all patterns are computed once
+            and kept when they take at most this many bytes (else recomputed per product).
+        waves: optional ``FarFieldWaves`` of the same fit to share (one FFT per pattern for
+            all the operators of a map); made here when not given.
+    """
+
+    def __init__(self, object_, probe, corners_px, weights, mask=None, batch: int = 64,
+                 single: bool = False, cache_bytes: int = 1 << 30, waves=None):
+        probe = np.asarray(probe, np.complex128)
+        if probe.ndim == 3:
+            if probe.shape[0] != 1:
+                raise AdptychoError("FarFieldFisher takes one probe mode (use AutodiffFisher)")
+            probe = probe[0]
+        self.probe = probe
+        self.object = np.asarray(object_, np.complex128)
+        corners = np.asarray(corners_px, np.float64)
+        if not np.allclose(corners, np.round(corners), atol=1e-6):
+            raise AdptychoError("FarFieldFisher needs integer positions (use AutodiffFisher)")
+        self.corners = np.round(corners).astype(int)
+        self.shape = self.object.shape
+        h, w = probe.shape
+        self.npix = h * w
+        self.weights = weights
+        # detector-side arrays in unshifted FFT order (the DFT sums do not depend on the order)
+        self._mask = None if mask is None else np.fft.ifftshift(np.asarray(mask, bool))
+        self.batch = int(batch)
+        self.complex_dtype = np.complex64 if single else np.complex128
+        self.cache_bytes = int(cache_bytes)
+        self._cache = None
+        self.waves = waves if waves is not None else FarFieldWaves(
+            self.object, probe, self.corners, batch, single, cache_bytes)
+
+    # -- per-pattern detector quantities ------------------------------------------------
+    def _windows(self, array, idx):
+        return self.waves.windows(array, idx)
+
+    def _detector_weights(self, intensity):
+        """(B, H, W) weights c = 4 I w(I) of intensities in unshifted FFT order, masked."""
+        c = np.fft.ifftshift(self.weights(np.fft.fftshift(intensity, axes=(-2, -1))),
+                             axes=(-2, -1))
+        return c if self._mask is None else c * self._mask
+
+    def _phasors_and_weights(self, idx):
+        """(B, H, W) unit phasors u = Psi/|Psi| and weights c = 4 I w(I) of patterns ``idx``."""
+        phasors, intensity = self.waves.compute(idx)
+        return phasors, self._detector_weights(intensity)
+
+    def _chunks(self):
+        n = len(self.corners)
+        for start in range(0, n, self.batch):
+            yield np.arange(start, min(start + self.batch, n))
+
+    def _amplitude_weights(self):
+        """Yield ``(idx, w)`` per chunk: (B, H, W) ``w = u sqrt(c)`` (so ``c Re(conj(u) d) u =
+        w Re(conj(w) d)`` and ``c conj(u)^2 = conj(w)^2``), cached when small enough."""
+        if self._cache is not None:
+            yield from self._cache
+            return
+        h, w = self.probe.shape
+        keep = len(self.corners) * h * w * np.dtype(self.complex_dtype).itemsize
+        keep = keep <= self.cache_bytes
+        chunks = []
+        for idx, u, intensity in self.waves.chunks():
+            c = self._detector_weights(np.asarray(intensity, np.float64))
+            item = (idx, (u * np.sqrt(np.maximum(c, 0.0))).astype(self.complex_dtype))
+            if keep:
+                chunks.append(item)
+            yield item
+        if keep:
+            self._cache = chunks
+
+    def sample_rhs(self, count: int, rng):
+        """(S, Y, X) complex ``K^T e`` for S draws of real standard-normal detector noise e,
+        where ``F = K^T K`` (``K v = Re(conj(w) DFT(P v))`` per pattern): solving ``F' x = K^T
+        e`` gives ``x`` with covariance ``F'^-1 F F'^-1`` (``pixels.py``, sampling)."""
+        out = np.zeros((count,) + self.shape, np.complex128)
+        probe = np.conj(self.probe).astype(self.complex_dtype)
+        for idx, weight in self._amplitude_weights():
+            noise = rng.standard_normal((count,) + weight.shape).astype(weight.real.dtype)
+            back = probe * sfft.ifft2(weight * noise, norm="ortho", workers=-1,
+                                      overwrite_x=True)
+            self.waves.add_windows(out, idx, back)
+        return out
+
+    # -- products and diagonal -------------------------------------------------------------
+    def matvec(self, v):
+        """``F v`` for (S, Y, X) complex perturbations (S independent vectors); (S, Y, X)
+        complex128."""
+        v = np.asarray(v).astype(self.complex_dtype, copy=False)
+        out = np.zeros(v.shape, np.complex128)
+        probe = self.probe.astype(self.complex_dtype)
+        for idx, weight in self._amplitude_weights():
+            dv = sfft.fft2(probe * self.waves.windows(v, idx), norm="ortho", workers=-1,
+                           overwrite_x=True)  # (S, B, H, W)
+            dv = weight * (weight.real * dv.real + weight.imag * dv.imag)
+            back = np.conj(probe) * sfft.ifft2(dv, norm="ortho", workers=-1, overwrite_x=True)
+            self.waves.add_windows(out, idx, back)
+        return out
+
+    def diagonal_blocks(self):
+        """(Y, X, 2, 2) float64 exact diagonal blocks of F over (real, imag) of each pixel."""
+        h, w = self.probe.shape
+        yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        twice = ((2 * yy) % h, (2 * xx) % w)
+        p2 = np.abs(self.probe) ** 2
+        psq = self.probe ** 2
+        parts = np.zeros((3,) + self.shape)  # block entries (0,0), (1,1), (0,1)
+        psq = psq.astype(self.complex_dtype)
+        p2 = p2.astype(psq.real.dtype)
+        for idx, weight in self._amplitude_weights():  # complex64 terms when ``single``
+            t = np.sum(np.abs(weight) ** 2, axis=(-2, -1), dtype=np.float64) / self.npix
+            g = sfft.fft2(np.conj(weight) ** 2, workers=-1)[:, twice[0], twice[1]]
+            q = psq * g * (1.0 / self.npix)  # (B, H, W)
+            iso = p2 * t[:, None, None].astype(p2.dtype)
+            self.waves.add_windows(parts, idx, 0.5 * np.stack(
+                [iso + q.real, iso - q.real, -q.imag]))
+        blocks = np.empty(self.shape + (2, 2))
+        blocks[..., 0, 0], blocks[..., 1, 1] = parts[0], parts[1]
+        blocks[..., 0, 1] = blocks[..., 1, 0] = parts[2]
+        return blocks
+
+    def illumination(self):
+        """(Y, X) float64 sum over positions of |P|^2 (photons per pixel over the scan)."""
+        out = np.zeros(self.shape)
+        intensity = np.abs(self.probe) ** 2
+        for idx in self.waves.index_chunks:
+            self.waves.add_windows(out, idx, np.broadcast_to(intensity, (len(idx),) +
+                                                             intensity.shape))
+        return out
