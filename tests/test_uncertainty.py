@@ -133,9 +133,12 @@ def test_sampling_right_hand_sides_have_the_fisher_covariance():
     obj, probe, corners = _tiny(size=10, window=8)
     rng = np.random.default_rng(3)
     directions = rng.standard_normal((3,) + obj.shape) + 1j * rng.standard_normal((3,) + obj.shape)
+    modes = np.stack([probe, 0.4 * np.roll(probe, 1, axis=0)])  # the general operator: modes,
+    shifted = corners + np.random.default_rng(4).uniform(0, 0.9, corners.shape)  # sub-pixel
+    shifted = np.minimum(shifted, obj.shape[0] - probe.shape[0])
     for op, draws, tolerance in (
             (FarFieldFisher(obj, probe, corners, fisher_c("poisson")), 3000, 0.12),
-            (AutodiffFisher(obj, probe, corners, fisher_c("poisson"), subpixel=False), 800, 0.25)):
+            (AutodiffFisher(obj, modes, shifted, fisher_c("poisson"), subpixel=True), 800, 0.25)):
         expected = np.sum(_as_real(directions) * _as_real(op.matvec(directions)), axis=1)
         rhs = _as_real(op.sample_rhs(draws, np.random.default_rng(0)))
         empirical = np.mean((rhs @ _as_real(directions).T) ** 2, axis=0)

@@ -137,7 +137,7 @@ class FarFieldFisher:
         batch: patterns per vectorised step.
         single: products and the diagonal blocks' terms in complex64 (about twice as fast;
             relative error ~1e-6, checked in ``tests/test_uncertainty_speed.py``); the blocks
-            are summed in float64.
+            are summed in float64, the products in complex64.
         cache_bytes: the detector-side weights ``u sqrt(c)`` of all patterns are computed once
             and kept when they take at most this many bytes (else recomputed per product).
         waves: optional ``FarFieldWaves`` of the same fit to share (one FFT per pattern for
@@ -227,7 +227,7 @@ class FarFieldFisher:
         """``F v`` for (S, Y, X) complex perturbations (S independent vectors); (S, Y, X)
         complex128."""
         v = np.asarray(v).astype(self.complex_dtype, copy=False)
-        out = np.zeros(v.shape, np.complex128)
+        out = np.zeros(v.shape, self.complex_dtype)  # summed in the products' precision
         probe = self.probe.astype(self.complex_dtype)
         for idx, weight in self._amplitude_weights():
             dv = sfft.fft2(probe * self.waves.windows(v, idx), norm="ortho", workers=-1,
@@ -235,7 +235,7 @@ class FarFieldFisher:
             dv = weight * (weight.real * dv.real + weight.imag * dv.imag)
             back = np.conj(probe) * sfft.ifft2(dv, norm="ortho", workers=-1, overwrite_x=True)
             self.waves.add_windows(out, idx, back)
-        return out
+        return out.astype(np.complex128, copy=False)
 
     def diagonal_blocks(self):
         """(Y, X, 2, 2) float64 exact diagonal blocks of F over (real, imag) of each pixel."""

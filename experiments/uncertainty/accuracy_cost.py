@@ -8,7 +8,8 @@ probe, ``poisson`` loss, ``epie:30,adam:100``), and its std maps are computed wi
 every setting of the grid: ``estimator`` (``sampling``: draws of the estimator's error, one
 solve each; ``hutchinson``: +-1 probes, two solves each for the sandwich) times ``probes`` (the
 random vectors) in ``--probes`` times ``tolerance`` in ``--tolerances`` (the other
-``PixelSettings`` at their defaults, ``smoothing_px`` 2), plus the rows in ``EXTRA``
+``PixelSettings`` at their defaults, ``smoothing_px`` 2, complex128 products), plus the rows in
+``EXTRA``
 (single-precision products, wider smoothing: the ``fast`` preset), and once with the reference
 setting (Hutchinson, 32 probes, tolerance 1e-5, a different seed). On the reference pixels
 (summed probe intensity >= 50% of its maximum) of every draw:
@@ -46,11 +47,13 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "accuracy_cost.json")
 REFERENCE = {"estimator": "hutchinson", "probes": 32, "tolerance": 1e-5, "max_iterations": 1000,
-             "seed": 12345}
+             "seed": 12345, "single_precision": False}
 EXTRA = [{"estimator": "sampling", "probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
           "single_precision": True},  # the fast preset
-         {"estimator": "sampling", "probes": 1, "tolerance": 3e-2, "smoothing_px": 4.0},
-         {"estimator": "sampling", "probes": 2, "tolerance": 1e-2, "smoothing_px": 4.0},
+         {"estimator": "sampling", "probes": 1, "tolerance": 3e-2, "smoothing_px": 4.0,
+          "single_precision": False},
+         {"estimator": "sampling", "probes": 2, "tolerance": 1e-2, "smoothing_px": 4.0,
+          "single_precision": False},
          {"estimator": "sampling", "probes": 8, "tolerance": 1e-3, "single_precision": True},
          {"estimator": "hutchinson", "probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
           "single_precision": True}]  # the fast preset before stop 28
@@ -58,8 +61,8 @@ EXTRA = [{"estimator": "sampling", "probes": 1, "tolerance": 1e-2, "smoothing_px
 
 def grid(probes, tolerances):
     """The settings compared with the reference (dicts of ``PixelSettings`` fields)."""
-    return [{"estimator": e, "probes": p, "tolerance": t} for e in ("sampling", "hutchinson")
-            for t in tolerances for p in probes] + EXTRA
+    return [{"estimator": e, "probes": p, "tolerance": t, "single_precision": False}
+            for e in ("sampling", "hutchinson") for t in tolerances for p in probes] + EXTRA
 
 
 def _fit(truth, probe, positions, dose, draw):

@@ -45,7 +45,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "cost.json")
 REFERENCE = {"estimator": "hutchinson", "probes": 32, "tolerance": 1e-5, "max_iterations": 1000,
-             "seed": 12345}
+             "seed": 12345, "single_precision": False}
 
 
 def problem(size: int = 512, window: int = 64, step: int = 16, dose: float = 1e5, seed: int = 0):
