@@ -127,6 +127,9 @@ CASES = [
      "--probes applies to the fisher method, not to laplace"),
     ("uncertainty", "preset", ["uncertainty", "SCAN", "LATREC", "--out", "OUT", "--preset",
                                "fast"], "--preset applies to the fisher method, not to laplace"),
+    ("uncertainty", "estimator", ["uncertainty", "SCAN", "LATREC", "--out", "OUT", "--estimator",
+                                  "hutchinson"],
+     "--estimator applies to the fisher method, not to laplace"),
     ("uncertainty", "samples", ["uncertainty", "SCAN", "PIXREC", "--out", "OUT", "--samples",
                                 "9"], "--samples applies to the hmc method, not to fisher"),
     ("uncertainty", "readout_noise", ["uncertainty", "SCAN", "PIXREC", "--out", "OUT",
@@ -215,7 +218,7 @@ def test_an_option_that_would_be_ignored_is_refused(tmp_path, capsys, command, d
     ["simulate", "--out", "OUT", "--scan", "fermat", "--poisson", "--seed", "2"],
     ["train-stylegan2", "--out", "OUT", "--export-only", "--projection-steps", "5", "--data", "x"],
     ["uncertainty", "SCAN", "PIXREC", "--out", "OUT", "--probes", "4", "--covariance", "fisher",
-     "--noise-model", "poisson-gaussian", "--readout-noise", "2"],
+     "--noise-model", "poisson-gaussian", "--readout-noise", "2", "--estimator", "hutchinson"],
     ["uncertainty", "SCAN", "LATREC", "--out", "OUT", "--method", "hmc", "--samples", "9"],
 ])
 def test_an_option_in_a_mode_where_it_applies_is_accepted(tmp_path, argv):
