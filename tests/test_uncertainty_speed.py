@@ -106,3 +106,27 @@ def test_fast_preset_maps_stay_close_to_the_default_maps():
     assert default.info["cg_iterations"] < hutchinson.info["cg_iterations"]
     ratio = (default.object_phase_std / hutchinson.object_phase_std)[ref]
     assert abs(np.median(ratio) - 1) < 0.06, np.median(ratio)
+
+
+def test_sampling_and_hutchinson_agree_on_a_blind_fit():
+    """With a refined probe the phase ramps and the scale are gauges too (fixed on the reference
+    region): the sampled draws, projected off them, give the maps the Hutchinson probes give."""
+    from adptycho.reconstruction import reconstruct
+    from adptycho.samples import complex_test_object
+    from adptycho.simulate import simulate
+    from adptycho.uncertainty import object_uncertainty
+
+    truth = complex_test_object((32, 32), amplitude_range=(0.6, 1.0), phase_range=(0.0, 1.0))
+    probe = circular_aperture((16, 16), 8.0)
+    positions = np.array([(y, x) for y in range(0, 17, 2) for x in range(0, 17, 2)], float)
+    scan = simulate(truth, probe, positions, photons_per_pattern=1e5, poisson=True, seed=6)
+    rec = reconstruct(scan, refine=("object", "probe"), loss="poisson", engine="epie:20,adam:30",
+                      object_shape=truth.shape, verbose=0, seed=0)
+    sampled = object_uncertainty(scan, rec, settings={"probes": 16})
+    probed = object_uncertainty(scan, rec, settings={"probes": 16, "estimator": "hutchinson",
+                                                     "tolerance": 1e-4})
+    assert "phase ramps" in sampled.info["gauges"]
+    ref = sampled.reference
+    for name in ("object_phase_std", "object_amplitude_std"):
+        ratio = (getattr(sampled, name) / getattr(probed, name))[ref]
+        assert abs(np.median(ratio) - 1) < 0.06, (name, np.median(ratio))
