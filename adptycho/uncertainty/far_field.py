@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft as sfft
-import tensorflow as tf
 
 from adptycho.errors import AdptychoError
 
@@ -107,19 +106,14 @@ class FarFieldWaves:
             loss, readout_noise: as ``fisher.residual_curvature``; mask: (H, W) bool, as
                 stored.
         """
-        from adptycho.losses import get_pixel_loss
+        from adptycho.uncertainty.fisher import pattern_slopes
 
-        gradient = get_pixel_loss(loss).gradient
         valid = None if mask is None else np.fft.ifftshift(np.asarray(mask, np.float64))
         intensity_p = np.abs(self.probe) ** 2
         out = np.zeros(self.object.shape)
         for idx, _, intensity in self.chunks():
             counts = np.fft.ifftshift(np.asarray(read_counts(idx), np.float32), axes=(-2, -1))
-            slope = gradient(tf.constant(counts), tf.constant(intensity, tf.float32),
-                             readout_noise).numpy().astype(np.float64)
-            if valid is not None:
-                slope = slope * valid
-            means = np.maximum(np.mean(slope, axis=(-2, -1)), 0.0)
+            means = pattern_slopes(loss, counts, intensity, readout_noise, valid)
             self.add_windows(out, idx, 2.0 * means[:, None, None] * intensity_p)
         return out
 
@@ -171,24 +165,17 @@ class FarFieldFisher:
             self.object, probe, self.corners, batch, single, cache_bytes)
 
     # -- per-pattern detector quantities ------------------------------------------------
-    def _windows(self, array, idx):
-        return self.waves.windows(array, idx)
-
     def _detector_weights(self, intensity):
         """(B, H, W) weights c = 4 I w(I) of intensities in unshifted FFT order, masked."""
         c = np.fft.ifftshift(self.weights(np.fft.fftshift(intensity, axes=(-2, -1))),
                              axes=(-2, -1))
         return c if self._mask is None else c * self._mask
 
-    def _phasors_and_weights(self, idx):
-        """(B, H, W) unit phasors u = Psi/|Psi| and weights c = 4 I w(I) of patterns ``idx``."""
-        phasors, intensity = self.waves.compute(idx)
-        return phasors, self._detector_weights(intensity)
-
-    def _chunks(self):
-        n = len(self.corners)
-        for start in range(0, n, self.batch):
-            yield np.arange(start, min(start + self.batch, n))
+    def _detector_chunks(self):
+        """Yield ``(idx, u, c)`` per chunk: (B, H, W) unit phasors ``u = Psi/|Psi|`` and weights
+        ``c = 4 I w(I)``, from the shared (cached) waves."""
+        for idx, u, intensity in self.waves.chunks():
+            yield idx, u, self._detector_weights(np.asarray(intensity, np.float64))
 
     def _amplitude_weights(self):
         """Yield ``(idx, w)`` per chunk: (B, H, W) ``w = u sqrt(c)`` (so ``c Re(conj(u) d) u =
@@ -200,8 +187,7 @@ class FarFieldFisher:
         keep = len(self.corners) * h * w * np.dtype(self.complex_dtype).itemsize
         keep = keep <= self.cache_bytes
         chunks = []
-        for idx, u, intensity in self.waves.chunks():
-            c = self._detector_weights(np.asarray(intensity, np.float64))
+        for idx, u, c in self._detector_chunks():
             item = (idx, (u * np.sqrt(np.maximum(c, 0.0))).astype(self.complex_dtype))
             if keep:
                 chunks.append(item)

@@ -33,8 +33,8 @@ import tensorflow as tf
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["NOISE_MODELS", "fisher_weights", "fisher_c", "estimator_c", "residual_curvature",
-           "AutodiffFisher"]
+__all__ = ["NOISE_MODELS", "fisher_weights", "fisher_c", "estimator_c", "pattern_slopes",
+           "residual_curvature", "AutodiffFisher"]
 
 NOISE_MODELS = ("poisson", "amplitude", "poisson-gaussian")
 _FLOOR = 1e-9  # photons: intensities below it count as this (the weight c = 4 I w stays finite)
@@ -121,6 +121,20 @@ def estimator_c(loss: str, readout_noise=1.0):
     return weights, weights
 
 
+def pattern_slopes(loss: str, counts, predicted, readout_noise=1.0, valid=None):
+    """(B,) float64 per-pattern means of the loss's derivative ``l'`` over the detector pixels
+    (``valid``: optional (H, W) 0/1 mask in the arrays' order; masked pixels count as 0),
+    clipped at 0: the pattern weights of ``residual_curvature``."""
+    from adptycho.losses import get_pixel_loss
+
+    slope = get_pixel_loss(loss).gradient(tf.constant(counts, tf.float32),
+                                          tf.constant(predicted, tf.float32), readout_noise)
+    slope = slope.numpy().astype(np.float64)
+    if valid is not None:
+        slope = slope * valid
+    return np.maximum(np.mean(slope, axis=(-2, -1)), 0.0)
+
+
 def residual_curvature(object_, probe, positions_px, read_counts, loss: str, readout_noise=1.0,
                        mask=None, transfer=None, subpixel=False, batch: int = 64):
     """(Y, X) float64 diagonal of the residual term of the loss Hessian at the fit.
@@ -152,16 +166,14 @@ def residual_curvature(object_, probe, positions_px, read_counts, loss: str, rea
     Returns:
         (Y, X) float64 ``R_rr`` for each of the two real parameters of every pixel.
     """
-    from adptycho.losses import get_pixel_loss
     from adptycho.physics.forward import forward_intensities
 
-    gradient = get_pixel_loss(loss).gradient
     obj = np.asarray(object_)
     parts = (tf.constant(obj.real, tf.float32), tf.constant(obj.imag, tf.float32))
     probe = np.asarray(probe, np.complex64)
     probe = probe[None] if probe.ndim == 2 else probe
     positions = np.asarray(positions_px, np.float32)
-    valid = np.ones(probe.shape[1:]) if mask is None else np.asarray(mask, np.float64)
+    valid = None if mask is None else np.asarray(mask, np.float64)
     out = np.zeros(obj.shape)
     intensity = np.sum(np.abs(probe) ** 2, axis=0)  # (H, W)
     h, w = intensity.shape
@@ -170,10 +182,8 @@ def residual_curvature(object_, probe, positions_px, read_counts, loss: str, rea
         idx = np.arange(start, min(start + batch, len(positions)))
         predicted = forward_intensities(parts, tf.constant(probe), tf.constant(positions[idx]),
                                         transfer, subpixel=subpixel)
-        counts = tf.constant(np.asarray(read_counts(idx), np.float32))
-        slope = gradient(counts, predicted, readout_noise).numpy().astype(np.float64)
-        means = np.sum(slope * valid, axis=(-2, -1)) / valid.size
-        for j, mean in zip(idx, np.maximum(means, 0.0)):
+        means = pattern_slopes(loss, read_counts(idx), predicted, readout_noise, valid)
+        for j, mean in zip(idx, means):
             cy, cx = corners[j]  # illumination_map's integer windows, added in place
             out[cy:cy + h, cx:cx + w] += 2.0 * mean * intensity
     return out
@@ -242,24 +252,24 @@ class AutodiffFisher:
         """(S, Y, X) complex ``J^T (sqrt(w) e)`` for S draws of real standard-normal detector
         noise e (``far_field.FarFieldFisher.sample_rhs``; ``w = c / 4I``, so
         ``F = J^T diag(w) J``)."""
-        obj = tf.constant(self.object, tf.complex64)
         out = np.zeros((count,) + self.shape, np.complex128)
         parts = [tf.constant(self.object.real, tf.float32),
                  tf.constant(self.object.imag, tf.float32)]
         for start in range(0, len(self.positions), self.batch):
             pos = tf.constant(self.positions[start:start + self.batch])
-            intensity = self._intensities(obj, pos).numpy().astype(np.float64)
+            with tf.GradientTape(persistent=True) as tape:  # one forward, a backward per draw
+                tape.watch(parts)
+                predicted = self._intensities(tf.complex(*parts), pos)
+            intensity = predicted.numpy().astype(np.float64)
             scale = np.sqrt(np.maximum(self.weights(intensity), 0.0)
                             / (4.0 * np.maximum(intensity, _FLOOR)))
             if self.mask is not None:
                 scale = scale * self.mask
             for s in range(count):
                 noise = tf.constant(scale * rng.standard_normal(intensity.shape), tf.float32)
-                with tf.GradientTape() as tape:
-                    tape.watch(parts)
-                    inner = tf.reduce_sum(self._intensities(tf.complex(*parts), pos) * noise)
-                g_real, g_imag = tape.gradient(inner, parts)
+                g_real, g_imag = tape.gradient(predicted, parts, output_gradients=noise)
                 out[s] += g_real.numpy() + 1j * g_imag.numpy()
+            del tape
         return out
 
     def diagonal_blocks(self):

@@ -100,9 +100,8 @@ class ProbeFarFieldFisher(FarFieldFisher):
         """``F v`` for (S, H, W) complex probe perturbations."""
         v = np.asarray(v, np.complex128)
         out = np.zeros_like(v)
-        for idx in self._chunks():
-            u, c = self._phasors_and_weights(idx)
-            window = self._windows(self.object, idx)  # (B, H, W)
+        for idx, u, c in self._detector_chunks():  # the waves are computed once, kept
+            window = self.waves.windows(self.object, idx)  # (B, H, W)
             dv = np.fft.fft2(window * v[:, None], norm="ortho")  # (S, B, H, W)
             a = np.real(np.conj(u) * dv) * c
             out += np.sum(np.conj(window) * np.fft.ifft2(u * a, norm="ortho"), axis=1)
@@ -114,9 +113,8 @@ class ProbeFarFieldFisher(FarFieldFisher):
         yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         twice = ((2 * yy) % h, (2 * xx) % w)
         blocks = np.zeros((h, w, 2, 2))
-        for idx in self._chunks():
-            u, c = self._phasors_and_weights(idx)
-            window = self._windows(self.object, idx)
+        for idx, u, c in self._detector_chunks():
+            window = self.waves.windows(self.object, idx)
             t = c.sum(axis=(-2, -1)) / self.npix
             g = np.fft.fft2(c * np.conj(u) ** 2)[:, twice[0], twice[1]] / self.npix
             q = np.sum(window ** 2 * g, axis=0)
@@ -129,7 +127,7 @@ class ProbeFarFieldFisher(FarFieldFisher):
 
     def illumination(self):
         """(H, W) sum over positions of |O_j|^2 (how strongly each probe pixel is probed)."""
-        return np.sum(np.abs(self._windows(self.object, np.arange(len(self.corners)))) ** 2,
+        return np.sum(np.abs(self.waves.windows(self.object, np.arange(len(self.corners)))) ** 2,
                       axis=0)
 
 
@@ -153,7 +151,7 @@ def probe_std(object_, probe, corners_px, hessian_c, score_c=None, mask=None,
     settings = dataclasses.replace(settings, estimator="hutchinson")
     op = ProbeFarFieldFisher(object_, probe, corners_px, hessian_c, mask=mask)
     score = None if score_c is None else ProbeFarFieldFisher(object_, probe, corners_px, score_c,
-                                                             mask=mask)
+                                                             mask=mask, waves=op.waves)
     blocks, bound, determined, _, solver = pixel_covariance_blocks(op, op.probe, settings,
                                                                    score=score)
     amplitude, phase = amplitude_phase_std(op.probe, blocks, bound, determined,
