@@ -233,6 +233,32 @@ def test_cli_writes_the_std_maps(cli_files, tmp_path, capsys):
     assert (tmp_path / "u.png").exists()
 
 
+def test_cli_reads_a_tike_scan_like_reconstruct_does(cli_files, pixel_case, tmp_path, capsys):
+    """``adptycho uncertainty`` takes the inputs ``adptycho reconstruct`` takes: the same scan as a
+    tike ``.npz.bz2`` (zero frequency at [0, 0]) gives the map the CXI file gives."""
+    import bz2
+    import io
+
+    from adptycho.cli import main
+
+    _, scan, _ = pixel_case
+    buffer = io.BytesIO()
+    patterns = np.fft.ifftshift(scan.read_patterns(np.arange(scan.num_patterns)), axes=(-2, -1))
+    np.savez(buffer, data=patterns[None], scan=np.asarray(scan.positions_px)[None],
+             probe=np.asarray(scan.probe)[None])
+    tike = tmp_path / "scan.npz.bz2"
+    tike.write_bytes(bz2.compress(buffer.getvalue()))
+    maps = []
+    for name, source in (("tike", tike), ("cxi", cli_files["scan"])):
+        out = tmp_path / f"{name}.h5"
+        code = main(["uncertainty", str(source), str(cli_files["rec"]), "--out", str(out),
+                     "--preset", "fast", "--no-png"])
+        assert code == 0, capsys.readouterr().err
+        with h5py.File(out) as f:
+            maps.append(f["object_phase_std"][()])
+    np.testing.assert_allclose(maps[0], maps[1], rtol=1e-4)
+
+
 def test_cli_fast_preset_reaches_the_settings(cli_files, tmp_path, capsys):
     import json
 

@@ -18,7 +18,7 @@ def add_parser(subparsers):
     """Register the ``uncertainty`` subcommand on an argparse ``subparsers`` object."""
     p = subparsers.add_parser("uncertainty", help="per-pixel error bars (std maps) of a "
                               "reconstruction from the likelihood")
-    p.add_argument("input", help="the scan that was reconstructed (.cxi)")
+    p.add_argument("input", help="the scan that was reconstructed (.cxi, or a tike .npz.bz2)")
     p.add_argument("reconstruction", help="reconstruction .h5 (adptycho reconstruct)")
     p.add_argument("--out", required=True, help="output HDF5 (object_amplitude_std, "
                                                  "object_phase_std, ...)")
@@ -85,13 +85,17 @@ def run(args) -> None:
     if (args.probes is not None and args.probes < 1) or args.samples < 1:
         raise AdptychoError("--probes and --samples must be at least 1")
 
-    from adptycho.io import load_cxi, load_reconstruction
+    from adptycho.commands.options import is_tike
+    from adptycho.io import load_cxi, load_reconstruction, load_tike_siemens_star
     from adptycho.uncertainty import object_uncertainty
 
     rec = load_reconstruction(args.reconstruction)
     loss = args.noise_model or rec.settings.get("loss", "poisson")
-    scan = load_cxi(args.input, geometry=rec.geometry, focus_distance_m=rec.focus_distance_m,
-                    allow_negative=loss == "poisson-gaussian")
+    if is_tike(args):  # the inputs `adptycho reconstruct` reads, read the same way
+        scan = load_tike_siemens_star(args.input)
+    else:
+        scan = load_cxi(args.input, geometry=rec.geometry, focus_distance_m=rec.focus_distance_m,
+                        allow_negative=loss == "poisson-gaussian")
     truth = _truth(args.truth, rec.object.shape) if args.truth else None
     latent = "latent" in rec.extra_histories
     method = args.method or ("laplace" if latent else "fisher")
