@@ -49,11 +49,24 @@ def _as_real(v):
     return np.concatenate([v.real.reshape(len(v), -1), v.imag.reshape(len(v), -1)], axis=1)
 
 
-@pytest.mark.parametrize("noise", ["poisson", "poisson-gaussian"])
-def test_analytic_diagonal_blocks_and_products_match_the_autodiff_fisher(noise):
+def _subpixel(obj, probe, corners, seed):
+    """The corners moved by random sub-pixel amounts (windows kept inside the object)."""
+    shifted = corners + np.random.default_rng(seed).uniform(0, 0.9, corners.shape)
+    return np.minimum(shifted, obj.shape[0] - probe.shape[-1])
+
+
+@pytest.mark.parametrize("noise, subpixel", [("poisson", False), ("poisson-gaussian", False),
+                                             ("poisson", True)])
+def test_analytic_diagonal_blocks_and_products_match_the_autodiff_fisher(noise, subpixel):
+    """Exact blocks and products against the Jacobian of the TensorFlow forward model; with
+    sub-pixel positions the operator shifts the probe of each pattern as the forward model does."""
     obj, probe, corners = _tiny()
-    dense = _dense_fisher(obj, probe, corners, lambda i: fisher_weights(i, noise, 2.0))
+    if subpixel:
+        corners = _subpixel(obj, probe, corners, seed=5)
+    dense = _dense_fisher(obj, probe, corners, lambda i: fisher_weights(i, noise, 2.0),
+                          subpixel=subpixel)
     fisher = FarFieldFisher(obj, probe, corners, fisher_c(noise, 2.0))
+    assert (fisher.waves.fractions is not None) == subpixel
     n = obj.size
     blocks = fisher.diagonal_blocks().reshape(n, 2, 2)
     expected = np.stack([np.stack([np.diag(dense[:n, :n]), np.diag(dense[:n, n:])], -1),
@@ -74,8 +87,7 @@ def test_analytic_diagonal_blocks_and_products_match_the_autodiff_fisher(noise):
 def test_autodiff_operator_handles_modes_and_subpixel_positions():
     obj, probe, corners = _tiny(seed=2)
     modes = np.stack([probe, 0.4 * np.roll(probe, 1, axis=0)])
-    positions = corners + np.random.default_rng(3).uniform(0, 0.9, corners.shape)
-    positions = np.minimum(positions, obj.shape[0] - probe.shape[0])
+    positions = _subpixel(obj, probe, corners, seed=3)
     dense = _dense_fisher(obj, modes, positions, lambda i: fisher_weights(i, "poisson"),
                           subpixel=True)
     fisher = AutodiffFisher(obj, modes, positions, fisher_c("poisson"), subpixel=True)
@@ -134,10 +146,10 @@ def test_sampling_right_hand_sides_have_the_fisher_covariance():
     rng = np.random.default_rng(3)
     directions = rng.standard_normal((3,) + obj.shape) + 1j * rng.standard_normal((3,) + obj.shape)
     modes = np.stack([probe, 0.4 * np.roll(probe, 1, axis=0)])  # the general operator: modes,
-    shifted = corners + np.random.default_rng(4).uniform(0, 0.9, corners.shape)  # sub-pixel
-    shifted = np.minimum(shifted, obj.shape[0] - probe.shape[0])
+    shifted = _subpixel(obj, probe, corners, seed=4)  # sub-pixel positions
     for op, draws, tolerance in (
             (FarFieldFisher(obj, probe, corners, fisher_c("poisson")), 3000, 0.12),
+            (FarFieldFisher(obj, probe, shifted, fisher_c("poisson")), 3000, 0.12),
             (AutodiffFisher(obj, modes, shifted, fisher_c("poisson"), subpixel=True), 800, 0.25)):
         expected = np.sum(_as_real(directions) * _as_real(op.matvec(directions)), axis=1)
         rhs = _as_real(op.sample_rhs(draws, np.random.default_rng(0)))
@@ -157,6 +169,23 @@ def test_estimator_weights():
     np.testing.assert_allclose(var, draws.var(0), rtol=3e-2, atol=2e-3)
     a, b = estimator_c("poisson-gaussian", 2.0)
     np.testing.assert_allclose(a(intensity), b(intensity))
+
+
+def test_sqrt_poisson_moments_match_the_exact_sums():
+    """The interpolated table against the exact sums over the Poisson pmf, at rates between the
+    grid points, down to dark pixels (where the amplitude weight is ``2 E sqrt(X) / sqrt(I)``)."""
+    from scipy.stats import poisson
+
+    rate = np.concatenate([np.geomspace(1e-8, 29.9, 400),
+                           np.random.default_rng(1).uniform(0, 30, 400)])
+    k = np.arange(200.0)[:, None]
+    pmf = poisson.pmf(k, rate[None])
+    exact_mean = np.sum(pmf * np.sqrt(k), axis=0)
+    exact_var = np.sum(pmf * k, axis=0) - exact_mean ** 2
+    mean, var = _sqrt_poisson_moments(rate)
+    np.testing.assert_allclose(mean / np.sqrt(rate), exact_mean / np.sqrt(rate), rtol=1e-6,
+                               atol=1e-7)
+    np.testing.assert_allclose(var / rate, exact_var / rate, rtol=1e-6, atol=1e-7)
 
 
 def _simulated_pixel_case(seed, dose=1e5):

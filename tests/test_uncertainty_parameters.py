@@ -162,22 +162,18 @@ def test_the_result_file_carries_probe_and_position_stds_and_show_draws_it(
     assert png.stat().st_size > 0 and "wrote" in capsys.readouterr().out
 
 
-def test_residual_curvature_is_the_diagonal_of_the_loss_hessian_beyond_gauss_newton():
-    """``fisher.residual_curvature`` against the exact Hessian of the poisson loss (TensorFlow's
-    second derivatives) minus its Gauss-Newton part, on the diagonal."""
+def _residual_diagonal(obj, probe, positions, counts, subpixel):
+    """(2, Y, X) diagonal of the poisson loss Hessian (TensorFlow's second derivatives) minus
+    its Gauss-Newton part, and the diagonal of the whole Hessian."""
     from adptycho.losses import get_pixel_loss
-    from adptycho.uncertainty.fisher import residual_curvature
 
-    obj, probe, corners = _tiny()
-    intensity = _intensities(obj, probe, corners)
-    counts = np.random.default_rng(2).poisson(0.6 * intensity).astype(np.float64)
     loss = get_pixel_loss("poisson")
     parts = [tf.constant(obj.real, tf.float64), tf.constant(obj.imag, tf.float64)]
 
     def predicted(real, imag):
         waves = forward_intensities((tf.cast(real, tf.float32), tf.cast(imag, tf.float32)),
                                     tf.constant(probe[None], tf.complex64),
-                                    tf.constant(corners, tf.float32), subpixel=False)
+                                    tf.constant(positions, tf.float32), subpixel=subpixel)
         return tf.cast(waves, tf.float64)
 
     with tf.GradientTape(persistent=True) as outer:
@@ -196,14 +192,33 @@ def test_residual_curvature_is_the_diagonal_of_the_loss_hessian_beyond_gauss_new
     i_flat = i_pred.numpy().ravel()
     second = (counts.ravel() + 1.0) / (i_flat + 1.0) ** 2  # l'' of the offset poisson loss
     diag_gn = np.einsum("ki,k,ki->i", jac, second, jac)
-    expected = (diag_h - diag_gn).reshape(2, *obj.shape)
-    got = residual_curvature(obj, probe, corners, lambda idx: counts[idx], "poisson")
-    assert np.all(got >= 0) and got.max() > 0.1 * np.abs(diag_h).max()
-    np.testing.assert_allclose(expected[0], got, rtol=2e-3, atol=2e-3 * got.max())
-    np.testing.assert_allclose(expected[1], got, rtol=2e-3, atol=2e-3 * got.max())
-    # the far-field path of a map computes it from the waves it already has: the same values
-    from adptycho.uncertainty.far_field import FarFieldWaves
+    return (diag_h - diag_gn).reshape(2, *obj.shape), diag_h
 
-    shared = FarFieldWaves(obj, probe, np.round(corners).astype(int)).residual_curvature(
-        lambda idx: counts[idx], "poisson")
-    np.testing.assert_allclose(shared, got, rtol=1e-4, atol=1e-5 * got.max())
+
+def test_residual_curvature_is_the_diagonal_of_the_loss_hessian_beyond_gauss_newton():
+    """``fisher.residual_curvature`` and ``FarFieldWaves.residual_curvature`` against the exact
+    Hessian of the poisson loss minus its Gauss-Newton part, on the diagonal, at integer and at
+    sub-pixel positions (where the probe of every pattern is shifted)."""
+    from adptycho.uncertainty.far_field import FarFieldWaves
+    from adptycho.uncertainty.fisher import residual_curvature
+
+    obj, probe, corners = _tiny()
+    shifted = np.minimum(corners + np.random.default_rng(6).uniform(0, 0.9, corners.shape),
+                         obj.shape[0] - probe.shape[0])
+    previous = None
+    for positions, subpixel in ((corners, False), (shifted, True)):
+        intensity = _intensities(obj, probe, positions)  # 0.6: every pattern's slope is > 0
+        counts = np.random.default_rng(2).poisson(0.6 * intensity).astype(np.float64)
+        expected, diag_h = _residual_diagonal(obj, probe, positions, counts, subpixel)
+        got = residual_curvature(obj, probe, positions, lambda idx: counts[idx], "poisson",
+                                 subpixel=subpixel)
+        assert np.all(got >= 0) and got.max() > 0.1 * np.abs(diag_h).max()
+        np.testing.assert_allclose(expected[0], got, rtol=2e-3, atol=2e-3 * got.max())
+        np.testing.assert_allclose(expected[1], got, rtol=2e-3, atol=2e-3 * got.max())
+        # the far-field path of a map computes it from the waves it already has: the same values
+        shared = FarFieldWaves(obj, probe, positions).residual_curvature(
+            lambda idx: counts[idx], "poisson")
+        np.testing.assert_allclose(shared, got, rtol=1e-4, atol=1e-5 * got.max())
+        if previous is not None:  # the shift matters
+            assert np.abs(previous - got).max() > 0.05 * got.max()
+        previous = got

@@ -106,16 +106,16 @@ def pixel_fisher_transfer(scan: ScanData, rec: ReconstructionResult, probe):
 def pixel_fisher(scan: ScanData, rec: ReconstructionResult, weights, single: bool = False,
                  waves=None):
     """The Fisher-type operator of a pixel reconstruction for per-pixel ``weights`` (see
-    ``fisher.fisher_c``): ``FarFieldFisher`` (far field, one mode, integer positions; ``single``:
-    complex64 products; ``waves``: a ``FarFieldWaves`` of the same fit to share) or
-    ``AutodiffFisher`` (anything else)."""
+    ``fisher.fisher_c``): ``FarFieldFisher`` (far field, one mode, at any positions;
+    ``single``: complex64 products; ``waves``: a ``FarFieldWaves`` of the same fit to share) or
+    ``AutodiffFisher`` (probe modes, near field)."""
     probe = np.asarray(rec.probe)
     probe = probe[None] if probe.ndim == 2 else probe
     positions = np.asarray(rec.positions_px, np.float64)
-    integral = np.allclose(positions, np.round(positions), atol=1e-4)
-    if scan.geometry != NEARFIELD and probe.shape[0] == 1 and integral:
-        return FarFieldFisher(rec.object, probe, np.round(positions), weights, mask=scan.mask,
+    if scan.geometry != NEARFIELD and probe.shape[0] == 1:
+        return FarFieldFisher(rec.object, probe, positions, weights, mask=scan.mask,
                               single=single, waves=waves)
+    integral = np.allclose(positions, np.round(positions), atol=1e-4)
     transfer = pixel_fisher_transfer(scan, rec, probe)
     return AutodiffFisher(rec.object, probe, positions, weights, mask=scan.mask,
                           transfer=transfer, subpixel=not integral)

@@ -1,4 +1,4 @@
-"""Far-field Fisher-type operators of a pixel object (one probe mode, integer positions; numpy).
+"""Far-field Fisher-type operators of a pixel object (one probe mode; numpy).
 
 With the detector wave of pattern j written ``Psi_j = F P_j O`` (``F``: the orthonormal 2-D DFT,
 ``P_j``: the probe window at corner ``c_j``) and the per-pixel weights ``c = 4 I w(I)``
@@ -16,6 +16,12 @@ one FFT per pattern for the exact 2x2 diagonal block of every pixel. Its trace,
 checks the blocks against the Fisher matrix that TensorFlow's autodiff builds from the forward
 model's Jacobian.
 
+At a non-integer scan position the forward model shifts the probe by the sub-pixel remainder
+(``physics.forward.exit_waves``: ``P_j(r) = P(r - frac_j)`` by the Fourier shift theorem, the
+window at ``floor(position)``). Everything above then holds with ``P`` replaced by the shifted
+probe ``P_j`` of each pattern (``FarFieldWaves.probes``): the operator stays exact, at the cost of
+one (cached) shifted probe per pattern instead of the general autodiff operator.
+
 ``FarFieldWaves`` computes the fitted waves once (one FFT per pattern) for every operator of a
 map (the Hessian's and the score's weights, the residual curvature).
 """
@@ -27,7 +33,24 @@ import scipy.fft as sfft
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["FarFieldWaves", "FarFieldFisher"]
+__all__ = ["FarFieldWaves", "FarFieldFisher", "corners_and_fractions"]
+
+
+def corners_and_fractions(positions_px, atol: float = 1e-4):
+    """Split (N, 2) float positions (y, x) as the forward model does
+    (``physics.shifts.split_positions``: ``corner = floor(position)``).
+
+    Returns:
+        ``(corners, fractions)``: (N, 2) int corners and (N, 2) float64 remainders in [0, 1),
+        or ``fractions=None`` when every position lies within ``atol`` of an integer (those are
+        rounded: the sub-pixel shift is then the identity).
+    """
+    positions = np.asarray(positions_px, np.float64)
+    rounded = np.round(positions)
+    if np.allclose(positions, rounded, rtol=0.0, atol=atol):
+        return rounded.astype(int), None
+    corners = np.floor(positions)
+    return corners.astype(int), positions - corners
 
 
 class FarFieldWaves:
@@ -41,24 +64,55 @@ class FarFieldWaves:
 
     Args:
         object_: (Y, X) complex fitted object; probe: (H, W) complex probe (photon units).
-        corners: (N, 2) int top-left corners (y, x); batch: patterns per vectorised step.
-        single: keep the phasors in complex64 (else complex128).
+        positions_px: (N, 2) float top-left corners (y, x) of the probe windows; non-integer
+            ones shift the probe (``corners_and_fractions``, ``probes``).
+        batch: patterns per vectorised step.
+        single: keep the phasors (and shifted probes) in complex64 (else complex128).
     """
 
-    def __init__(self, object_, probe, corners, batch: int = 64, single: bool = False,
+    def __init__(self, object_, probe, positions_px, batch: int = 64, single: bool = False,
                  cache_bytes: int = 1 << 30):
         self.object = np.asarray(object_, np.complex128)
         self.probe = np.asarray(probe, np.complex128)
-        self.corners = np.asarray(corners, int)
+        self.corners, self.fractions = corners_and_fractions(positions_px)
         self.batch = int(batch)
         self.complex_dtype = np.complex64 if single else np.complex128
         h, w = self.probe.shape
-        item = np.dtype(self.complex_dtype).itemsize * 3 // 2  # phasor + intensity
-        self._keep = len(self.corners) * h * w * item <= int(cache_bytes)
-        self._cache = None
         n = len(self.corners)
+        item = np.dtype(self.complex_dtype).itemsize * 3 // 2  # phasor + intensity
+        self._keep = n * h * w * item <= int(cache_bytes)
+        self._cache = None
+        self._shifted = None
         self.index_chunks = [np.arange(start, min(start + self.batch, n))
                              for start in range(0, n, self.batch)]
+        if self.fractions is not None and n * h * w * np.dtype(
+                self.complex_dtype).itemsize <= int(cache_bytes):
+            self._shifted = np.empty((n, h, w), self.complex_dtype)
+            for idx in self.index_chunks:
+                self._shifted[idx[0]:idx[-1] + 1] = self._shift_probe(idx)
+
+    def _shift_probe(self, idx):
+        """(B, H, W) ``P(r - frac_j)`` of patterns ``idx`` (Fourier shift theorem, the
+        frequencies and sign of ``physics.forward.shifted_probes``)."""
+        h, w = self.probe.shape
+        frac = self.fractions[idx]
+        ramp_y = np.exp(-2j * np.pi * frac[:, 0, None] * np.fft.fftfreq(h))  # (B, H)
+        ramp_x = np.exp(-2j * np.pi * frac[:, 1, None] * np.fft.fftfreq(w))  # (B, W)
+        spectrum = sfft.fft2(self.probe, workers=-1)[None] * ramp_y[:, :, None]
+        spectrum *= ramp_x[:, None, :]
+        return sfft.ifft2(spectrum, workers=-1, overwrite_x=True)
+
+    def probes(self, idx):
+        """The probe of patterns ``idx``: (H, W) complex128 when every position is an integer,
+        else (B, H, W) shifted probes (kept for all patterns when small enough)."""
+        if self.fractions is None:
+            return self.probe
+        if self._shifted is None:
+            return self._shift_probe(idx)
+        idx = np.asarray(idx)
+        if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+            return self._shifted[idx[0]:idx[0] + len(idx)]  # a view of a contiguous chunk
+        return self._shifted[idx]
 
     def windows(self, array, idx):
         """(..., B, H, W) the probe-sized windows of ``array`` at the corners ``idx``."""
@@ -76,7 +130,8 @@ class FarFieldWaves:
     def compute(self, idx):
         """(B, H, W) phasors and float64 intensities of patterns ``idx`` (unshifted FFT
         order)."""
-        waves = sfft.fft2(self.probe * self.windows(self.object, idx), norm="ortho", workers=-1)
+        waves = sfft.fft2(self.probes(idx) * self.windows(self.object, idx), norm="ortho",
+                          workers=-1)
         intensity = np.abs(waves) ** 2
         phasors = np.where(intensity > 0, waves / np.sqrt(np.maximum(intensity, 1e-300)), 1.0)
         return phasors, intensity
@@ -109,22 +164,23 @@ class FarFieldWaves:
         from adptycho.uncertainty.fisher import pattern_slopes
 
         valid = None if mask is None else np.fft.ifftshift(np.asarray(mask, np.float64))
-        intensity_p = np.abs(self.probe) ** 2
         out = np.zeros(self.object.shape)
         for idx, _, intensity in self.chunks():
             counts = np.fft.ifftshift(np.asarray(read_counts(idx), np.float32), axes=(-2, -1))
             means = pattern_slopes(loss, counts, intensity, readout_noise, valid)
+            intensity_p = np.abs(self.probes(idx)) ** 2
             self.add_windows(out, idx, 2.0 * means[:, None, None] * intensity_p)
         return out
 
 
 class FarFieldFisher:
-    """Fisher information of a far-field, single-mode, integer-position pixel object (numpy).
+    """Fisher information of a far-field, single-mode pixel object (numpy).
 
     Args:
         object_: (Y, X) complex object at which F is evaluated (the fitted optimum).
         probe: (H, W) or (1, H, W) complex probe in photon units.
-        corners_px: (N, 2) integer top-left corners (y, x) on the object grid.
+        positions_px: (N, 2) float top-left corners (y, x) on the object grid (sub-pixel
+            remainders shift the probe, as in the forward model).
         weights: ``I -> c`` per-pixel weights in amplitude form (``fisher_c`` or one of
             ``fisher.estimator_c``), applied to (B, H, W) intensities.
         mask: optional (H, W) bool valid detector pixels (centred, as stored).
@@ -138,7 +194,7 @@ class FarFieldFisher:
             all the operators of a map); made here when not given.
     """
 
-    def __init__(self, object_, probe, corners_px, weights, mask=None, batch: int = 64,
+    def __init__(self, object_, probe, positions_px, weights, mask=None, batch: int = 64,
                  single: bool = False, cache_bytes: int = 1 << 30, waves=None):
         probe = np.asarray(probe, np.complex128)
         if probe.ndim == 3:
@@ -147,10 +203,6 @@ class FarFieldFisher:
             probe = probe[0]
         self.probe = probe
         self.object = np.asarray(object_, np.complex128)
-        corners = np.asarray(corners_px, np.float64)
-        if not np.allclose(corners, np.round(corners), atol=1e-6):
-            raise AdptychoError("FarFieldFisher needs integer positions (use AutodiffFisher)")
-        self.corners = np.round(corners).astype(int)
         self.shape = self.object.shape
         h, w = probe.shape
         self.npix = h * w
@@ -162,7 +214,8 @@ class FarFieldFisher:
         self.cache_bytes = int(cache_bytes)
         self._cache = None
         self.waves = waves if waves is not None else FarFieldWaves(
-            self.object, probe, self.corners, batch, single, cache_bytes)
+            self.object, probe, positions_px, batch, single, cache_bytes)
+        self.corners = self.waves.corners
 
     # -- per-pattern detector quantities ------------------------------------------------
     def _detector_weights(self, intensity):
@@ -200,8 +253,8 @@ class FarFieldFisher:
         where ``F = K^T K`` (``K v = Re(conj(w) DFT(P v))`` per pattern): solving ``F' x = K^T
         e`` gives ``x`` with covariance ``F'^-1 F F'^-1`` (``pixels.py``, sampling)."""
         out = np.zeros((count,) + self.shape, np.complex128)
-        probe = np.conj(self.probe).astype(self.complex_dtype)
         for idx, weight in self._amplitude_weights():
+            probe = np.conj(self.waves.probes(idx)).astype(self.complex_dtype, copy=False)
             noise = rng.standard_normal((count,) + weight.shape).astype(weight.real.dtype)
             back = probe * sfft.ifft2(weight * noise, norm="ortho", workers=-1,
                                       overwrite_x=True)
@@ -214,8 +267,8 @@ class FarFieldFisher:
         complex128."""
         v = np.asarray(v).astype(self.complex_dtype, copy=False)
         out = np.zeros(v.shape, self.complex_dtype)  # summed in the products' precision
-        probe = self.probe.astype(self.complex_dtype)
         for idx, weight in self._amplitude_weights():
+            probe = self.waves.probes(idx).astype(self.complex_dtype, copy=False)
             dv = sfft.fft2(probe * self.waves.windows(v, idx), norm="ortho", workers=-1,
                            overwrite_x=True)  # (S, B, H, W)
             dv = weight * (weight.real * dv.real + weight.imag * dv.imag)
@@ -228,12 +281,10 @@ class FarFieldFisher:
         h, w = self.probe.shape
         yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         twice = ((2 * yy) % h, (2 * xx) % w)
-        p2 = np.abs(self.probe) ** 2
-        psq = self.probe ** 2
         parts = np.zeros((3,) + self.shape)  # block entries (0,0), (1,1), (0,1)
-        psq = psq.astype(self.complex_dtype)
-        p2 = p2.astype(psq.real.dtype)
         for idx, weight in self._amplitude_weights():  # complex64 terms when ``single``
+            probe = self.waves.probes(idx).astype(self.complex_dtype, copy=False)
+            psq, p2 = probe ** 2, np.abs(probe) ** 2
             t = np.sum(np.abs(weight) ** 2, axis=(-2, -1), dtype=np.float64) / self.npix
             g = sfft.fft2(np.conj(weight) ** 2, workers=-1)[:, twice[0], twice[1]]
             q = psq * g * (1.0 / self.npix)  # (B, H, W)
@@ -248,8 +299,8 @@ class FarFieldFisher:
     def illumination(self):
         """(Y, X) float64 sum over positions of |P|^2 (photons per pixel over the scan)."""
         out = np.zeros(self.shape)
-        intensity = np.abs(self.probe) ** 2
         for idx in self.waves.index_chunks:
+            intensity = np.abs(self.waves.probes(idx)) ** 2
             self.waves.add_windows(out, idx, np.broadcast_to(intensity, (len(idx),) +
-                                                             intensity.shape))
+                                                             self.probe.shape))
         return out

@@ -18,15 +18,17 @@ with the per-pixel weight ``w(I)`` = the Fisher information of one detector pixe
 * ``poisson-gaussian``: the Gaussian approximation N(I, I + s^2) of Seifert et al.:
   ``1 / (I + s^2) + 1 / (2 (I + s^2)^2)``.
 
-Far field, one probe mode, integer positions: analytic products and exact diagonal blocks
-(``far_field.FarFieldFisher``).
+Far field, one probe mode (integer or sub-pixel positions): analytic products and exact diagonal
+blocks (``far_field.FarFieldFisher``).
 
-General case (``AutodiffFisher``: modes, near field, sub-pixel positions): the intensities are a
+General case (``AutodiffFisher``: modes, near field): the intensities are a
 quadratic form of the object, so ``J v = (I(O + v) - I(O - v)) / 2`` exactly, and ``J^T y`` is a
 ``tf.GradientTape`` gradient of the forward model (``physics.forward.forward_intensities``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -69,21 +71,45 @@ def fisher_c(noise_model: str, readout_noise=1.0):
     return weights
 
 
+_TABLE_RATE = 30.0  # photons: exact sums below, the asymptotic series above
+
+
+@functools.lru_cache(maxsize=1)
+def _sqrt_poisson_table(points: int = 8193):
+    """``(root, mean_ratio, var_ratio)``: on a grid of ``root = sqrt(rate)`` in [0, sqrt(30)],
+    the exact ``E sqrt(X) / sqrt(rate)`` and ``Var sqrt(X) / rate`` for X ~ Poisson(rate) (sums
+    over k < 120; smooth in ``root``, limits 0 and 1 at rate 0; built once per process, on
+    first use)."""
+    from scipy.stats import poisson
+
+    root = np.linspace(0.0, np.sqrt(_TABLE_RATE), points)
+    k = np.arange(120.0)[:, None]
+    pmf = poisson.pmf(k, root[None] ** 2)
+    m1 = np.sum(pmf * np.sqrt(k), axis=0)
+    var = np.sum(pmf * k, axis=0) - m1 ** 2
+    mean_ratio = np.divide(m1, root, out=np.zeros_like(m1), where=root > 0)
+    var_ratio = np.divide(var, root ** 2, out=np.ones_like(var), where=root > 0)
+    return root, mean_ratio, var_ratio
+
+
 def _sqrt_poisson_moments(rate):
-    """``(E sqrt(X), Var sqrt(X))`` for X ~ Poisson(rate): exact sums below 30 photons, the
-    asymptotic series above."""
+    """``(E sqrt(X), Var sqrt(X))`` for X ~ Poisson(rate): below 30 photons the exact sums,
+    interpolated on a fine grid of sqrt(rate) (``_sqrt_poisson_table``; relative error below
+    1e-6, ``tests/test_uncertainty.py``: one table instead of 120 pmf terms per detector pixel),
+    the asymptotic series above."""
     rate = np.asarray(rate, np.float64)
     mean = np.sqrt(rate) * (1 - 1 / (8 * rate + 1e-300) - 7 / (128 * rate ** 2 + 1e-300))
     var = 0.25 + 3 / (32 * rate + 1e-300)
-    low = rate < 30
+    low = rate < _TABLE_RATE
     if np.any(low):
-        from scipy.stats import poisson
-
-        k = np.arange(120.0)[:, None]
-        pmf = poisson.pmf(k, rate[low][None])
-        m1 = np.sum(pmf * np.sqrt(k), axis=0)
-        mean[low] = m1
-        var[low] = np.sum(pmf * k, axis=0) - m1 ** 2
+        root_table, mean_ratio, var_ratio = _sqrt_poisson_table()
+        root = np.sqrt(np.maximum(rate[low], 0.0))
+        # linear interpolation on the uniform grid (direct indexing: np.interp bisects)
+        position = root * ((len(root_table) - 1) / root_table[-1])
+        index = np.minimum(position.astype(np.intp), len(root_table) - 2)
+        frac = position - index
+        mean[low] = root * (mean_ratio[index] * (1 - frac) + mean_ratio[index + 1] * frac)
+        var[low] = root ** 2 * (var_ratio[index] * (1 - frac) + var_ratio[index + 1] * frac)
     return mean, var
 
 
@@ -152,8 +178,9 @@ def residual_curvature(object_, probe, positions_px, read_counts, loss: str, rea
 
         R_rr = 2 sum_j mean_k(l'_jk) sum_m |P_m(r - c_j)|^2
 
-    (far field; near field and sub-pixel shifts: the same expression, an approximation). Each
-    pattern's mean is clipped at 0 so that the term is positive semi-definite.
+    (far field, with the sub-pixel-shifted probes of the forward model; near field: the same
+    expression, an approximation). Each pattern's mean is clipped at 0 so that the term is
+    positive semi-definite.
 
     Args:
         object_, probe, positions_px: the fit ((Y, X), (M, H, W) complex, (N, 2) corners).
@@ -166,7 +193,8 @@ def residual_curvature(object_, probe, positions_px, read_counts, loss: str, rea
     Returns:
         (Y, X) float64 ``R_rr`` for each of the two real parameters of every pixel.
     """
-    from adptycho.physics.forward import forward_intensities
+    from adptycho.physics.forward import forward_intensities, shifted_probes
+    from adptycho.uncertainty.far_field import corners_and_fractions
 
     obj = np.asarray(object_)
     parts = (tf.constant(obj.real, tf.float32), tf.constant(obj.imag, tf.float32))
@@ -175,17 +203,19 @@ def residual_curvature(object_, probe, positions_px, read_counts, loss: str, rea
     positions = np.asarray(positions_px, np.float32)
     valid = None if mask is None else np.asarray(mask, np.float64)
     out = np.zeros(obj.shape)
-    intensity = np.sum(np.abs(probe) ** 2, axis=0)  # (H, W)
-    h, w = intensity.shape
-    corners = np.round(positions).astype(int)
+    h, w = probe.shape[-2:]
+    corners, fractions = corners_and_fractions(positions if subpixel else np.round(positions))
     for start in range(0, len(positions), batch):
         idx = np.arange(start, min(start + batch, len(positions)))
         predicted = forward_intensities(parts, tf.constant(probe), tf.constant(positions[idx]),
                                         transfer, subpixel=subpixel)
         means = pattern_slopes(loss, read_counts(idx), predicted, readout_noise, valid)
-        for j, mean in zip(idx, means):
-            cy, cx = corners[j]  # illumination_map's integer windows, added in place
-            out[cy:cy + h, cx:cx + w] += 2.0 * mean * intensity
+        probes = shifted_probes(probe, None if fractions is None else fractions[idx])
+        intensity = np.broadcast_to(np.sum(np.abs(probes.numpy()) ** 2, axis=1),
+                                    (len(idx), h, w))  # (B, H, W) over the modes
+        for j, mean, window in zip(idx, means, intensity):
+            cy, cx = corners[j]
+            out[cy:cy + h, cx:cx + w] += 2.0 * mean * window
     return out
 
 

@@ -27,6 +27,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from adptycho.errors import AdptychoError
 from adptycho.uncertainty.far_field import FarFieldFisher
 from adptycho.uncertainty.fisher import _FLOOR
 from adptycho.uncertainty.pixels import (PixelSettings, amplitude_phase_std,
@@ -94,6 +95,8 @@ class ProbeFarFieldFisher(FarFieldFisher):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.waves.fractions is not None:
+            raise AdptychoError("the probe operator takes integer positions only")
         self.shape = self.probe.shape
 
     def matvec(self, v):
