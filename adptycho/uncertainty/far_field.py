@@ -82,6 +82,7 @@ class FarFieldWaves:
         item = np.dtype(self.complex_dtype).itemsize * 3 // 2  # phasor + intensity
         self._keep = n * h * w * item <= int(cache_bytes)
         self._cache = None
+        self._object = self.object.astype(self.complex_dtype, copy=False)
         self._shifted = None
         self.index_chunks = [np.arange(start, min(start + self.batch, n))
                              for start in range(0, n, self.batch)]
@@ -128,12 +129,14 @@ class FarFieldWaves:
             out[..., cy:cy + h, cx:cx + w] += values[..., b, :, :]
 
     def compute(self, idx):
-        """(B, H, W) phasors and float64 intensities of patterns ``idx`` (unshifted FFT
-        order)."""
-        waves = sfft.fft2(self.probes(idx) * self.windows(self.object, idx), norm="ortho",
-                          workers=-1)
-        intensity = np.abs(waves) ** 2
-        phasors = np.where(intensity > 0, waves / np.sqrt(np.maximum(intensity, 1e-300)), 1.0)
+        """(B, H, W) phasors and intensities of patterns ``idx`` (unshifted FFT order), in the
+        precision of ``single``."""
+        dtype = self.complex_dtype
+        exit_waves = self.probes(idx).astype(dtype, copy=False) * self.windows(self._object, idx)
+        waves = sfft.fft2(exit_waves, norm="ortho", workers=-1, overwrite_x=True)
+        intensity = waves.real ** 2 + waves.imag ** 2
+        amplitude = np.sqrt(intensity)
+        phasors = np.divide(waves, amplitude, out=np.ones_like(waves), where=amplitude > 0)
         return phasors, intensity
 
     def chunks(self):
@@ -144,9 +147,7 @@ class FarFieldWaves:
         kept = []
         for idx in self.index_chunks:
             phasors, intensity = self.compute(idx)
-            item = (idx, phasors.astype(self.complex_dtype),
-                    intensity.astype(np.float32 if self.complex_dtype == np.complex64
-                                     else np.float64))
+            item = (idx, phasors, intensity)
             if self._keep:
                 kept.append(item)
             yield item

@@ -80,11 +80,12 @@ def _sqrt_poisson_table(points: int = 8193):
     the exact ``E sqrt(X) / sqrt(rate)`` and ``Var sqrt(X) / rate`` for X ~ Poisson(rate) (sums
     over k < 120; smooth in ``root``, limits 0 and 1 at rate 0; built once per process, on
     first use)."""
-    from scipy.stats import poisson
+    from scipy.special import gammaln, xlogy
 
     root = np.linspace(0.0, np.sqrt(_TABLE_RATE), points)
+    rate = root[None] ** 2
     k = np.arange(120.0)[:, None]
-    pmf = poisson.pmf(k, root[None] ** 2)
+    pmf = np.exp(xlogy(k, rate) - rate - gammaln(k + 1))
     m1 = np.sum(pmf * np.sqrt(k), axis=0)
     var = np.sum(pmf * k, axis=0) - m1 ** 2
     mean_ratio = np.divide(m1, root, out=np.zeros_like(m1), where=root > 0)
@@ -92,25 +93,33 @@ def _sqrt_poisson_table(points: int = 8193):
     return root, mean_ratio, var_ratio
 
 
-def _sqrt_poisson_moments(rate):
-    """``(E sqrt(X), Var sqrt(X))`` for X ~ Poisson(rate): below 30 photons the exact sums,
-    interpolated on a fine grid of sqrt(rate) (``_sqrt_poisson_table``; relative error below
-    1e-6, ``tests/test_uncertainty.py``: one table instead of 120 pmf terms per detector pixel),
-    the asymptotic series above."""
+def _sqrt_poisson_ratio(rate, which: str):
+    """``E sqrt(X) / sqrt(rate)`` (``which="mean"``) or ``Var sqrt(X) / rate`` (``"var"``) for
+    X ~ Poisson(rate) > 0: below 30 photons the exact sums, interpolated linearly on a fine grid
+    of sqrt(rate) (``_sqrt_poisson_table``; relative error below 1e-6, checked in
+    ``tests/test_uncertainty.py``), the asymptotic series above."""
     rate = np.asarray(rate, np.float64)
-    mean = np.sqrt(rate) * (1 - 1 / (8 * rate + 1e-300) - 7 / (128 * rate ** 2 + 1e-300))
-    var = 0.25 + 3 / (32 * rate + 1e-300)
+    if which == "mean":
+        out = 1 - 1 / (8 * rate) - 7 / (128 * rate ** 2)
+    else:
+        out = (0.25 + 3 / (32 * rate)) / rate
     low = rate < _TABLE_RATE
     if np.any(low):
         root_table, mean_ratio, var_ratio = _sqrt_poisson_table()
-        root = np.sqrt(np.maximum(rate[low], 0.0))
-        # linear interpolation on the uniform grid (direct indexing: np.interp bisects)
-        position = root * ((len(root_table) - 1) / root_table[-1])
+        table = mean_ratio if which == "mean" else var_ratio
+        # direct indexing on the uniform grid (np.interp bisects)
+        position = np.sqrt(rate[low]) * ((len(root_table) - 1) / root_table[-1])
         index = np.minimum(position.astype(np.intp), len(root_table) - 2)
         frac = position - index
-        mean[low] = root * (mean_ratio[index] * (1 - frac) + mean_ratio[index + 1] * frac)
-        var[low] = root ** 2 * (var_ratio[index] * (1 - frac) + var_ratio[index + 1] * frac)
-    return mean, var
+        out[low] = table[index] + (table[index + 1] - table[index]) * frac
+    return out
+
+
+def _sqrt_poisson_moments(rate):
+    """``(E sqrt(X), Var sqrt(X))`` for X ~ Poisson(rate > 0) (``_sqrt_poisson_ratio``)."""
+    rate = np.asarray(rate, np.float64)
+    return (np.sqrt(rate) * _sqrt_poisson_ratio(rate, "mean"),
+            rate * _sqrt_poisson_ratio(rate, "var"))
 
 
 def estimator_c(loss: str, readout_noise=1.0):
@@ -137,11 +146,11 @@ def estimator_c(loss: str, readout_noise=1.0):
     if loss == "amplitude":
         def c_a(intensity):
             intensity = np.maximum(np.asarray(intensity, np.float64), _FLOOR)
-            return 2.0 * _sqrt_poisson_moments(intensity)[0] / np.sqrt(intensity)
+            return 2.0 * _sqrt_poisson_ratio(intensity, "mean")
 
         def c_b(intensity):
             intensity = np.maximum(np.asarray(intensity, np.float64), _FLOOR)
-            return 4.0 * _sqrt_poisson_moments(intensity)[1]
+            return 4.0 * intensity * _sqrt_poisson_ratio(intensity, "var")
         return c_a, c_b
     weights = fisher_c(loss, readout_noise)
     return weights, weights
