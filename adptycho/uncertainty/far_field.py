@@ -297,6 +297,14 @@ class FarFieldFisher:
         blocks[..., 0, 1] = blocks[..., 1, 0] = parts[2]
         return blocks
 
+    def mean_detector_weight(self):
+        """(H, W) float64 mean over the patterns of the detector weights ``c = |w|^2``
+        (unshifted FFT order; ``preconditioners.FourierPreconditioner``)."""
+        total = np.zeros(self.probe.shape)
+        for _, weight in self._amplitude_weights():
+            total += np.sum(weight.real ** 2 + weight.imag ** 2, axis=0, dtype=np.float64)
+        return total / len(self.corners)
+
     def illumination(self):
         """(Y, X) float64 sum over positions of |P|^2 (photons per pixel over the scan)."""
         out = np.zeros(self.shape)

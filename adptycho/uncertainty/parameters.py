@@ -150,8 +150,10 @@ def probe_std(object_, probe, corners_px, hessian_c, score_c=None, mask=None,
     Returns:
         ``(amplitude_std, phase_std, info)``: (H, W) float64 maps and the solver figures.
     """
-    # Hutchinson probes: the probe operator has no sampling right-hand side (a small problem)
-    settings = dataclasses.replace(settings, estimator="hutchinson")
+    # Hutchinson probes: the probe operator has no sampling right-hand side (a small problem);
+    # block-Jacobi: the Fourier preconditioner models a smooth multiplier (the probe), and here
+    # the multiplier is the object
+    settings = dataclasses.replace(settings, estimator="hutchinson", preconditioner="block")
     op = ProbeFarFieldFisher(object_, probe, corners_px, hessian_c, mask=mask)
     score = None if score_c is None else ProbeFarFieldFisher(object_, probe, corners_px, score_c,
                                                              mask=mask, waves=op.waves)

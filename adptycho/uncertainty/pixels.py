@@ -4,8 +4,11 @@ The covariance of the (gauge-fixed) maximum-likelihood object is the pseudo-inve
 Fisher information F (``fisher.py``) on the determined pixels; of the minimiser of another loss
 it is the sandwich ``H^-1 B H^-1`` (``H`` the loss's expected Hessian, ``B`` the variance of its
 gradient). Its per-pixel 2x2 diagonal blocks are estimated from S random vectors, each needing
-one preconditioned conjugate-gradient solve (block-Jacobi preconditioner: the exact diagonal
-blocks of H), with one of two estimators (``PixelSettings.estimator``):
+one preconditioned conjugate-gradient solve (``PixelSettings.preconditioner``: ``fourier``, the
+probe intensity and the mean detector weight of the far-field operator,
+``preconditioners.FourierPreconditioner``; ``block``, block-Jacobi with the exact diagonal
+blocks of H, which the general operator always uses), with one of two estimators
+(``PixelSettings.estimator``):
 
 * ``sampling`` (default): draws of the linearised estimator's error. With ``B = K^T K``
   (``K``: the weighted Jacobian of the detector intensities, ``far_field.FarFieldFisher``), a draw
@@ -44,6 +47,7 @@ import numpy as np
 from scipy import ndimage
 
 from adptycho.errors import AdptychoError
+from adptycho.uncertainty.preconditioners import PRECONDITIONERS, FourierPreconditioner
 
 __all__ = ["PixelSettings", "PRESETS", "ESTIMATORS", "pixel_settings", "gauge_vectors",
            "block_inverse", "pcg", "pixel_covariance_blocks", "amplitude_phase_std"]
@@ -72,6 +76,8 @@ class PixelSettings:
         single_precision: far-field operator products in complex64 (``FarFieldFisher``'s
             ``single``; the conjugate-gradient vectors stay complex128). The default: the maps
             agree with complex128 products to three digits (``experiments/uncertainty``).
+        preconditioner: ``fourier`` (far-field operators; others fall back to ``block``) or
+            ``block`` (block-Jacobi); ``preconditioners.py``.
     """
 
     estimator: str = "sampling"
@@ -84,6 +90,7 @@ class PixelSettings:
     seed: int = 0
     residual_curvature: bool = True
     single_precision: bool = True
+    preconditioner: str = "fourier"
 
 
 ESTIMATORS = ("sampling", "hutchinson")
@@ -113,6 +120,9 @@ def pixel_settings(settings=None):
     if options.estimator not in ESTIMATORS:
         raise AdptychoError(f"unknown estimator {options.estimator!r}; choose one of "
                             f"{', '.join(ESTIMATORS)}")
+    if options.preconditioner not in PRECONDITIONERS:
+        raise AdptychoError(f"unknown preconditioner {options.preconditioner!r}; choose one of "
+                            f"{', '.join(PRECONDITIONERS)}")
     return options, preset
 
 
@@ -308,6 +318,11 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
     def preconditioner(v):
         return _apply_blocks(precondition, v)
 
+    fourier = settings.preconditioner == "fourier" and hasattr(fisher, "mean_detector_weight")
+    if fourier:
+        preconditioner = FourierPreconditioner(illumination, fisher.mean_detector_weight(),
+                                               determined, ridge)
+
     def solve(rhs):
         return pcg(matvec, rhs, preconditioner, settings.tolerance, settings.max_iterations)
 
@@ -327,6 +342,7 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
             iterations += more
         blocks = _hutchinson_blocks(z, align.apply(solution))  # Q C Q^T z
     info = {"cg_iterations": int(iterations), "cg_relative_residual": residual,
+            "preconditioner": "fourier" if fourier else "block",
             "determined_pixels": int(determined.sum()), "reference_pixels": int(reference.sum())}
     return blocks, bound, determined, reference, info
 
