@@ -232,14 +232,11 @@ def _parameter_stds(scan: ScanData, rec: ReconstructionResult, hessian_c, score_
                                                    score_c, mask=scan.mask, transfer=transfer)
         info["positions_std"] = "conditional on the fitted object and probe"
     if "probe" in refine:
-        integral = np.allclose(positions, np.round(positions), atol=1e-4)
-        if scan.geometry == NEARFIELD or probe.shape[0] != 1 or not integral:
-            info["probe_std"] = ("not computed: implemented for a far-field, single-mode probe "
-                                 "at integer positions")
+        if scan.geometry == NEARFIELD or probe.shape[0] != 1:
+            info["probe_std"] = "not computed: implemented for a far-field, single-mode probe"
             return out
         amplitude, phase, solver = probe_std(
-            rec.object, probe, np.round(positions), hessian_c, score_c, mask=scan.mask,
-            settings=options)
+            rec.object, probe, positions, hessian_c, score_c, mask=scan.mask, settings=options)
         out["probe_std"], out["probe_phase_std"] = amplitude[None], phase[None]
         info.update(solver, probe_std="conditional on the fitted object and positions")
     return out

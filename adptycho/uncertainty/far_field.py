@@ -121,6 +121,11 @@ class FarFieldWaves:
         return np.stack([array[..., cy:cy + h, cx:cx + w] for cy, cx in self.corners[idx]],
                         axis=-3)
 
+    def object_windows(self, idx):
+        """(B, H, W) windows of the fitted object at the corners ``idx``, in the precision of
+        ``single``."""
+        return self.windows(self._object, idx)
+
     def add_windows(self, out, idx, values):
         """``out[..., window of pattern idx[b]] += values[..., b, :, :]`` (slices: faster than
         one fancy-indexed addition)."""
@@ -132,7 +137,7 @@ class FarFieldWaves:
         """(B, H, W) phasors and intensities of patterns ``idx`` (unshifted FFT order), in the
         precision of ``single``."""
         dtype = self.complex_dtype
-        exit_waves = self.probes(idx).astype(dtype, copy=False) * self.windows(self._object, idx)
+        exit_waves = self.probes(idx).astype(dtype, copy=False) * self.object_windows(idx)
         waves = sfft.fft2(exit_waves, norm="ortho", workers=-1, overwrite_x=True)
         intensity = waves.real ** 2 + waves.imag ** 2
         amplitude = np.sqrt(intensity)

@@ -11,11 +11,13 @@ off against each other (the global shift of all positions with the object, for i
   ``F_j = sum_k w(I_jk) g_jk g_jk^T`` with ``g_jk = dI_jk / d(y_j, x_j)`` (forward-mode autodiff of
   ``physics.forward.forward_intensities`` through its Fourier sub-pixel shift, the model the
   positions were refined with) and ``w = c / (4 I)``.
-* **Probe** (``probe_std``; far field, one probe mode, integer positions): the probe plays the role
+* **Probe** (``probe_std``; far field, one probe mode): the probe plays the role
   of the object in ``far_field.FarFieldFisher`` with the object window ``O_j`` as its multiplier
   (``Psi_j = F(O_j P)``): products ``F v = sum_j conj(O_j) F^-1(u_j c_j Re(conj(u_j) F(O_j v)))``,
-  exact 2x2 diagonal blocks from the same one-FFT-per-pattern formula, and the diagonal of the
-  inverse by Hutchinson probes and preconditioned conjugate gradients
+  exact 2x2 diagonal blocks from the same one-FFT-per-pattern formula (at sub-pixel positions
+  the products shift the probe exactly and the blocks are approximate: ``ProbeFarFieldFisher``),
+  and the diagonal of the inverse from the same estimators as the object's (sampled draws by
+  default, or Hutchinson probes) and block-Jacobi preconditioned conjugate gradients
   (``pixels.pixel_covariance_blocks``), with the probe's global phase (the intensities do not
   depend on it) fixed on the pixels the object probes most strongly.
 """
@@ -25,9 +27,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.fft as sfft
 import tensorflow as tf
 
-from adptycho.errors import AdptychoError
 from adptycho.uncertainty.far_field import FarFieldFisher
 from adptycho.uncertainty.fisher import _FLOOR
 from adptycho.uncertainty.pixels import (PixelSettings, amplitude_phase_std,
@@ -91,35 +93,88 @@ def positions_std_px(object_, probe, positions_px, hessian_c, score_c=None, mask
 
 class ProbeFarFieldFisher(FarFieldFisher):
     """Fisher-type operator of a far-field, single-mode probe with the object held fixed
-    (arguments as ``FarFieldFisher``); perturbations are (S, H, W) complex probe arrays."""
+    (arguments as ``FarFieldFisher``); perturbations are (S, H, W) complex probe arrays.
+
+    At sub-pixel positions pattern j sees the probe shifted by its remainder, ``S_j P``
+    (``S_j = IFFT diag(ramp_j) FFT``, ``far_field.FarFieldWaves.probes``): the products apply
+    ``S_j`` and its adjoint exactly. The diagonal blocks then use the approximation
+    ``O_j S_j P ~ S_j((S_j^H O_j) P)`` (the object window shifted back instead of the probe
+    forward; exact at integer positions), which makes them the integer-position formula with the
+    window ``S_j^H O_j`` and the detector phasors turned by ``conj(ramp_j)``: they serve as the
+    preconditioner and as the template the Hutchinson ratio is smoothed against, while the
+    estimate itself rests on the exact products.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.waves.fractions is not None:
-            raise AdptychoError("the probe operator takes integer positions only")
         self.shape = self.probe.shape
+        fractions = self.waves.fractions
+        self._ramps = None
+        if fractions is not None:  # (N, H, W) exp(-2 pi i k.f_j), the shift's spectrum
+            h, w = self.probe.shape
+            ramp_y = np.exp(-2j * np.pi * fractions[:, 0, None] * np.fft.fftfreq(h))
+            ramp_x = np.exp(-2j * np.pi * fractions[:, 1, None] * np.fft.fftfreq(w))
+            self._ramps = (ramp_y[:, :, None] * ramp_x[:, None, :]).astype(self.complex_dtype)
+
+    def _windows(self, idx):
+        """(B, H, W) object windows of patterns ``idx``, shifted back by their sub-pixel
+        remainders (``S_j^H O_j``) at non-integer positions."""
+        window = self.waves.windows(self.object, idx)
+        if self._ramps is None:
+            return window
+        return np.fft.ifft2(np.conj(self._ramps[idx]) * np.fft.fft2(window))
+
+    def _adjoint_terms(self, back, idx):
+        """``sum_b S_b^H back_b`` over the patterns of a chunk, in Fourier space at sub-pixel
+        positions (``_finish`` returns to pixels once for all chunks); (S, H, W)."""
+        if self._ramps is None:
+            return np.sum(back, axis=1)
+        return np.sum(np.conj(self._ramps[idx]) * sfft.fft2(back, workers=-1), axis=1)
+
+    def _finish(self, total):
+        total = total if self._ramps is None else sfft.ifft2(total, workers=-1)
+        return total.astype(np.complex128, copy=False)
 
     def matvec(self, v):
-        """``F v`` for (S, H, W) complex probe perturbations."""
-        v = np.asarray(v, np.complex128)
-        out = np.zeros_like(v)
-        for idx, u, c in self._detector_chunks():  # the waves are computed once, kept
-            window = self.waves.windows(self.object, idx)  # (B, H, W)
-            dv = np.fft.fft2(window * v[:, None], norm="ortho")  # (S, B, H, W)
-            a = np.real(np.conj(u) * dv) * c
-            out += np.sum(np.conj(window) * np.fft.ifft2(u * a, norm="ortho"), axis=1)
-        return out
+        """``F v`` for (S, H, W) complex probe perturbations; (S, H, W) complex128."""
+        v = np.asarray(v).astype(self.complex_dtype, copy=False)
+        spectrum = None if self._ramps is None else sfft.fft2(v, workers=-1)[:, None]
+        total = np.zeros(v.shape, self.complex_dtype)
+        for idx, weight in self._amplitude_weights():  # w = u sqrt(c), cached
+            window = self.waves.object_windows(idx)  # (B, H, W)
+            shifted = v[:, None] if spectrum is None else sfft.ifft2(
+                spectrum * self._ramps[idx], workers=-1, overwrite_x=True)  # S_j v
+            dv = sfft.fft2(window * shifted, norm="ortho", workers=-1, overwrite_x=True)
+            dv = weight * (weight.real * dv.real + weight.imag * dv.imag)
+            back = np.conj(window) * sfft.ifft2(dv, norm="ortho", workers=-1, overwrite_x=True)
+            total += self._adjoint_terms(back, idx)
+        return self._finish(total)
+
+    def sample_rhs(self, count: int, rng):
+        """(S, H, W) complex ``K^T e`` for S draws of real standard-normal detector noise
+        (``FarFieldFisher.sample_rhs`` with the object window as the multiplier)."""
+        total = np.zeros((count,) + self.shape, self.complex_dtype)
+        for idx, weight in self._amplitude_weights():
+            noise = rng.standard_normal((count,) + weight.shape).astype(weight.real.dtype)
+            back = np.conj(self.waves.object_windows(idx)) * sfft.ifft2(
+                weight * noise, norm="ortho", workers=-1, overwrite_x=True)
+            total += self._adjoint_terms(back, idx)
+        return self._finish(total)
 
     def diagonal_blocks(self):
-        """(H, W, 2, 2) exact diagonal blocks over (real, imag) of each probe pixel."""
+        """(H, W, 2, 2) diagonal blocks over (real, imag) of each probe pixel: exact at integer
+        positions, the approximation of the class docstring at sub-pixel ones."""
         h, w = self.probe.shape
         yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         twice = ((2 * yy) % h, (2 * xx) % w)
         blocks = np.zeros((h, w, 2, 2))
         for idx, u, c in self._detector_chunks():
-            window = self.waves.windows(self.object, idx)
+            window = self._windows(idx)
+            turned = c * np.conj(u) ** 2
+            if self._ramps is not None:  # conj(conj(ramp) u)^2
+                turned = turned * self._ramps[idx] ** 2
             t = c.sum(axis=(-2, -1)) / self.npix
-            g = np.fft.fft2(c * np.conj(u) ** 2)[:, twice[0], twice[1]] / self.npix
+            g = np.fft.fft2(turned)[:, twice[0], twice[1]] / self.npix
             q = np.sum(window ** 2 * g, axis=0)
             iso = np.sum(np.abs(window) ** 2 * t[:, None, None], axis=0)
             blocks[..., 0, 0] += 0.5 * (iso + q.real)
@@ -130,17 +185,18 @@ class ProbeFarFieldFisher(FarFieldFisher):
 
     def illumination(self):
         """(H, W) sum over positions of |O_j|^2 (how strongly each probe pixel is probed)."""
-        return np.sum(np.abs(self.waves.windows(self.object, np.arange(len(self.corners)))) ** 2,
-                      axis=0)
+        return sum(np.sum(np.abs(self._windows(idx)) ** 2, axis=0)
+                   for idx in self.waves.index_chunks)
 
 
-def probe_std(object_, probe, corners_px, hessian_c, score_c=None, mask=None,
+def probe_std(object_, probe, positions_px, hessian_c, score_c=None, mask=None,
               settings: PixelSettings = PixelSettings(), dark_below: float = 0.01):
     """Std of the amplitude and phase of a far-field, single-mode probe (module docstring).
 
     Args:
         object_: (Y, X) complex fitted object; probe: (H, W) or (1, H, W) complex fitted probe.
-        corners_px: (N, 2) integer corners; hessian_c, score_c: as ``positions_std_px``.
+        positions_px: (N, 2) float corners (y, x); hessian_c, score_c: as
+            ``positions_std_px``.
         settings: ``pixels.PixelSettings`` (probes, smoothing, solver; ``reference_above``
             selects the probe pixels, by how strongly the object probes them, on which the
             global phase is fixed).
@@ -150,13 +206,13 @@ def probe_std(object_, probe, corners_px, hessian_c, score_c=None, mask=None,
     Returns:
         ``(amplitude_std, phase_std, info)``: (H, W) float64 maps and the solver figures.
     """
-    # Hutchinson probes: the probe operator has no sampling right-hand side (a small problem);
     # block-Jacobi: the Fourier preconditioner models a smooth multiplier (the probe), and here
     # the multiplier is the object
-    settings = dataclasses.replace(settings, estimator="hutchinson", preconditioner="block")
-    op = ProbeFarFieldFisher(object_, probe, corners_px, hessian_c, mask=mask)
-    score = None if score_c is None else ProbeFarFieldFisher(object_, probe, corners_px, score_c,
-                                                             mask=mask, waves=op.waves)
+    settings = dataclasses.replace(settings, preconditioner="block")
+    single = settings.single_precision
+    op = ProbeFarFieldFisher(object_, probe, positions_px, hessian_c, mask=mask, single=single)
+    score = None if score_c is None else ProbeFarFieldFisher(
+        object_, probe, positions_px, score_c, mask=mask, single=single, waves=op.waves)
     blocks, bound, determined, _, solver = pixel_covariance_blocks(op, op.probe, settings,
                                                                    score=score)
     amplitude, phase = amplitude_phase_std(op.probe, blocks, bound, determined,

@@ -8,10 +8,10 @@ probe, ``poisson`` loss, ``epie:30,adam:100``), and its std maps are computed wi
 every setting of the grid: ``estimator`` (``sampling``: draws of the estimator's error, one
 solve each; ``hutchinson``: +-1 probes, two solves each for the sandwich) times ``probes`` (the
 random vectors) in ``--probes`` times ``tolerance`` in ``--tolerances`` (the other
-``PixelSettings`` at their defaults, ``smoothing_px`` 2, complex128 products), plus the rows in
-``EXTRA``
-(single-precision products, wider smoothing: the ``fast`` preset), and once with the reference
-setting (Hutchinson, 32 probes, tolerance 1e-5, a different seed). On the reference pixels
+``PixelSettings`` at their defaults, ``smoothing_px`` 2, complex128 products, the Fourier
+preconditioner), plus the rows in ``EXTRA`` (single-precision products, wider smoothing: the
+``fast`` preset; the block-Jacobi preconditioner of the maps before stop 29), and once with the
+reference setting (Hutchinson, 32 probes, tolerance 1e-5, block-Jacobi, a different seed). On the reference pixels
 (summed probe intensity >= 50% of its maximum) of every draw:
 
 * ``phase_ratio_median`` / ``phase_ratio_p05`` / ``phase_ratio_p95``: median and 5%/95%
@@ -47,7 +47,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "accuracy_cost.json")
 REFERENCE = {"estimator": "hutchinson", "probes": 32, "tolerance": 1e-5, "max_iterations": 1000,
-             "seed": 12345, "single_precision": False}
+             "seed": 12345, "single_precision": False, "preconditioner": "block"}
 EXTRA = [{"estimator": "sampling", "probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
           "single_precision": True},  # the fast preset
          {"estimator": "sampling", "probes": 1, "tolerance": 3e-2, "smoothing_px": 4.0,
@@ -56,7 +56,11 @@ EXTRA = [{"estimator": "sampling", "probes": 1, "tolerance": 1e-2, "smoothing_px
           "single_precision": False},
          {"estimator": "sampling", "probes": 8, "tolerance": 1e-3, "single_precision": True},
          {"estimator": "hutchinson", "probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
-          "single_precision": True}]  # the fast preset before stop 28
+          "single_precision": True},  # the fast preset before stop 28
+         {"estimator": "sampling", "probes": 1, "tolerance": 1e-2, "smoothing_px": 4.0,
+          "single_precision": True, "preconditioner": "block"},  # fast before stop 29
+         {"estimator": "sampling", "probes": 8, "tolerance": 1e-3, "single_precision": True,
+          "preconditioner": "block"}]  # the default before stop 29
 
 
 def grid(probes, tolerances):
@@ -125,6 +129,7 @@ def _row(setting, maps, reference, spread, mask):
     row = {"estimator": setting["estimator"], "probes": setting["probes"],
            "tolerance": setting["tolerance"],
            "smoothing_px": setting.get("smoothing_px", 2.0),
+           "preconditioner": setting.get("preconditioner", "fourier"),
            "single_precision": bool(setting.get("single_precision", False)),
            "cg_iterations": iterations, "matvecs": iterations * setting["probes"],
            "seconds": float(np.median([m[3] for m in maps]))}

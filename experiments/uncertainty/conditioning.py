@@ -4,13 +4,15 @@ Why a 512x512 map needs about 20 CG iterations: the generalised eigenvalues of t
 of a fit (``A + R``: the expected Gauss-Newton part of the ``poisson`` loss and the diagonal of the
 residual curvature, as ``adptycho.uncertainty.object_uncertainty`` builds it, the global-phase
 gauge penalised) against block-Jacobi preconditioners with square blocks of ``--blocks`` pixels
-(1: the 2x2 real blocks of every pixel, which the maps use). The problem is a scaled-down copy of
+(1: the 2x2 real blocks of every pixel, the maps' preconditioner before stop 29) and against the
+Fourier preconditioner (``adptycho.uncertainty.preconditioners``, the maps' default since stop
+29; its dense inverse is built from its application to the unit vectors). The problem is a scaled-down copy of
 ``cost.py``'s (same probe-to-step ratio): a 64x64 object, a 32x32 detector, a 16 px aperture
 probe, a 5x5 raster with an 8 px step, Poisson noise at 1e5 photons, fitted like the calibration
 (known probe, ``epie:30,adam:100``). ``H`` is built densely from the far-field operator's products
 with the unit vectors, on the determined pixels (summed probe intensity >= 2% of its maximum).
 
-Rows: block size, with or without the residual curvature ``R``, the smallest and the largest
+Rows: preconditioner (and block size), with or without the residual curvature ``R``, the smallest and the largest
 eigenvalue (the gauge's own eigenvalue excluded) and their ratio, the condition number; CG needs
 about ``sqrt(condition) / 2 * ln(2 / tolerance)`` iterations (the textbook bound,
 ``cg_iteration_estimate_1e-2``).
@@ -72,7 +74,31 @@ def hessian(size=64, window=32, step=8, dose=1e5):
         h = dense + extra
         h = h + np.median(np.diag(h)[keep]) * np.outer(gauge, gauge)
         out[label] = h[np.ix_(keep, keep)]
-    return out, determined
+    fourier = {label: fourier_inverse(operator, determined, illumination,
+                                      None if r is None else r.reshape(truth.shape))
+               for label, r in (("A", None), ("A + R", ridge))}
+    return out, determined, fourier
+
+
+def fourier_inverse(operator, determined, illumination, ridge):
+    """The dense inverse preconditioner ``M^-1`` of ``preconditioners.FourierPreconditioner``
+    (the maps' default) on the determined pixels, in the (real, imag) layout of ``hessian``."""
+    from adptycho.uncertainty.preconditioners import FourierPreconditioner
+
+    apply = FourierPreconditioner(illumination, operator.mean_detector_weight(), determined,
+                                  ridge)
+    index = np.flatnonzero(determined.ravel())
+    n, k = determined.size, len(index)
+    columns = []
+    for part in (1.0, 1j):
+        for start in range(0, k, 512):
+            chunk = index[start:start + 512]
+            v = np.zeros((len(chunk), n), complex)
+            v[np.arange(len(chunk)), chunk] = part
+            out = apply(v.reshape((-1,) + determined.shape)).reshape(len(chunk), n)
+            columns.append(np.concatenate([out.real[:, index], out.imag[:, index]], axis=1))
+    dense = np.concatenate(columns).T
+    return 0.5 * (dense + dense.T)
 
 
 def block_preconditioner(h, determined, block):
@@ -95,14 +121,18 @@ def main():
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
     started = time.perf_counter()
-    hessians, determined = hessian()
+    hessians, determined, fourier = hessian()
     rows = []
     for label, h in hessians.items():
-        for block in args.blocks:
-            values = eigh(h, block_preconditioner(h, determined, block), eigvals_only=True)
+        preconditioners = [(f"block {block} px", block,
+                            block_preconditioner(h, determined, block)) for block in args.blocks]
+        preconditioners.append(("fourier", None, np.linalg.inv(fourier[label])))
+        for name, block, matrix in preconditioners:
+            values = eigh(h, matrix, eigvals_only=True)
             top = values[-2]  # the largest is the penalised gauge direction
-            rows.append({"hessian": label, "block_px": block, "smallest": float(values[0]),
-                         "largest": float(top), "condition": float(top / values[0]),
+            rows.append({"hessian": label, "preconditioner": name, "block_px": block,
+                         "smallest": float(values[0]), "largest": float(top),
+                         "condition": float(top / values[0]),
                          "cg_iteration_estimate_1e-2": float(np.sqrt(top / values[0]) / 2
                                                      * np.log(2 / 1e-2))})
             print(json.dumps(rows[-1]), flush=True)

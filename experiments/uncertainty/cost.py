@@ -10,9 +10,11 @@ photons per pattern. Measured in one process, each ``--repeats`` times (median r
 * rows (``rows``), each the seconds of one ``adptycho.uncertainty.object_uncertainty`` call of that
   reconstruction (method ``fisher``, covariance ``estimator``) and its cost in epochs
   (``seconds / epoch_s``): ``default`` (the library's default settings: the ``sampling``
-  estimator with 8 draws, CG tolerance 1e-3), ``fast`` (``settings={"preset": "fast"}``: one
-  draw, CG tolerance 1e-2, 4 px smoothing, complex64 products) and ``fast_hutchinson`` (the
-  same with one Hutchinson probe: the ``fast`` preset before stop 28); ``bound``: the
+  estimator with 8 draws, CG tolerance 1e-3, the Fourier preconditioner), ``fast``
+  (``settings={"preset": "fast"}``: one draw, CG tolerance 1e-2, 4 px smoothing, complex64
+  products), ``fast_hutchinson`` (the same with one Hutchinson probe: the ``fast`` preset before
+  stop 28), ``default_block`` and ``fast_block`` (block-Jacobi preconditioner: the maps before
+  stop 29); ``bound``: the
   diagonal-only bound (exact 2x2 diagonal blocks, ``FarFieldFisher.diagonal_blocks``, without
   the residual curvature);
 * ``pieces``: a profile of a map's parts (first repeat): the detector waves (one FFT per
@@ -94,7 +96,9 @@ def _timed(function):
 def _maps(args):
     """The ``object_uncertainty`` settings timed: label -> settings."""
     return {"default": {}, "fast": {"preset": "fast"},
-            "fast_hutchinson": {"preset": "fast", "estimator": "hutchinson"}}
+            "fast_hutchinson": {"preset": "fast", "estimator": "hutchinson"},
+            "default_block": {"preconditioner": "block"},
+            "fast_block": {"preset": "fast", "preconditioner": "block"}}
 
 
 def _pieces(scan, rec, epoch_s):
@@ -159,6 +163,7 @@ def _rows(args, scan, times, info):
                      "probes": settings["probes"], "tolerance": settings["tolerance"],
                      "smoothing_px": settings["smoothing_px"],
                      "single_precision": settings["single_precision"],
+                     "preconditioner": solver["preconditioner"],
                      "cg_iterations": solver["cg_iterations"], "seconds": seconds,
                      "epochs": seconds / epoch})
     seconds = float(np.median(times["bound_s"]))
