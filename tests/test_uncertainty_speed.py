@@ -55,7 +55,14 @@ def test_fisher_products_match_a_plain_numpy_product(options, tolerance):
         got = fisher.matvec(v)
         assert got.dtype == np.complex128 and got.shape == v.shape
         assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < tolerance
-    assert (fisher._cache is not None) == (options.get("cache_bytes", 1) > 0)
+    assert bool(fisher.waves.weight_cache) == (options.get("cache_bytes", 1) > 0)
+    # a second operator of the same fit and weights reuses them (the probe's, the score's)
+    other = FarFieldFisher(obj, probe, corners, fisher.weights, mask=mask, waves=fisher.waves,
+                           **{k: v for k, v in options.items() if k != "cache_bytes"})
+    if fisher.waves.weight_cache:
+        cached = list(fisher.waves.weight_cache.values())[0]
+        assert list(other._amplitude_weights()) is not cached
+        assert all(a[1] is b[1] for a, b in zip(other._amplitude_weights(), cached))
 
 
 def test_presets_and_bad_settings():

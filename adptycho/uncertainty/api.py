@@ -195,7 +195,8 @@ def object_uncertainty(scan: ScanData, reconstruction: ReconstructionResult, met
     info.update(operator=type(fisher).__name__, gauges="global phase" + (
         ", phase ramps, scale (probe refined; conditional on the fitted probe)" if blind else ""))
     extras = {"object": np.asarray(reconstruction.object, np.complex64)}
-    extras.update(_parameter_stds(scan, reconstruction, hessian_c, score_c, options, info))
+    extras.update(_parameter_stds(scan, reconstruction, hessian_c, score_c, options, info,
+                                  waves))
     return UncertaintyResult(
         amplitude_std.astype(np.float32), phase_std.astype(np.float32), determined, reference,
         method="fisher", noise_model=noise_model,
@@ -216,9 +217,10 @@ def _residual_curvature(scan: ScanData, rec: ReconstructionResult, loss: str, re
 
 
 def _parameter_stds(scan: ScanData, rec: ReconstructionResult, hessian_c, score_c,
-                    options: PixelSettings, info: dict) -> dict:
+                    options: PixelSettings, info: dict, waves=None) -> dict:
     """``positions_std_px`` (N, 2) and ``probe_std`` / ``probe_phase_std`` (M, H, W) of the
-    refined groups (``parameters.py``: conditional on the rest of the fit); notes in ``info``."""
+    refined groups (``parameters.py``: conditional on the rest of the fit; ``waves``: the object
+    map's ``FarFieldWaves``, shared); notes in ``info``."""
     from adptycho.uncertainty.parameters import positions_std_px, probe_std
 
     refine = rec.settings.get("refine", [])
@@ -236,7 +238,8 @@ def _parameter_stds(scan: ScanData, rec: ReconstructionResult, hessian_c, score_
             info["probe_std"] = "not computed: implemented for a far-field, single-mode probe"
             return out
         amplitude, phase, solver = probe_std(
-            rec.object, probe, positions, hessian_c, score_c, mask=scan.mask, settings=options)
+            rec.object, probe, positions, hessian_c, score_c, mask=scan.mask, settings=options,
+            waves=waves)
         out["probe_std"], out["probe_phase_std"] = amplitude[None], phase[None]
         info.update(solver, probe_std="conditional on the fitted object and positions")
     return out

@@ -82,8 +82,12 @@ class FarFieldWaves:
         item = np.dtype(self.complex_dtype).itemsize * 3 // 2  # phasor + intensity
         self._keep = n * h * w * item <= int(cache_bytes)
         self._cache = None
+        self.cache_bytes = int(cache_bytes)
+        self.weight_cache = {}  # FarFieldFisher._amplitude_weights, shared by operators
         self._object = self.object.astype(self.complex_dtype, copy=False)
         self._shifted = None
+        self._ramps = None
+        self._back_windows = None
         self.index_chunks = [np.arange(start, min(start + self.batch, n))
                              for start in range(0, n, self.batch)]
         if self.fractions is not None and n * h * w * np.dtype(
@@ -102,6 +106,50 @@ class FarFieldWaves:
         spectrum = sfft.fft2(self.probe, workers=-1)[None] * ramp_y[:, :, None]
         spectrum *= ramp_x[:, None, :]
         return sfft.ifft2(spectrum, workers=-1, overwrite_x=True)
+
+    def _kept(self, name, compute, dtype):
+        """``compute(all indices)`` kept in ``self._<name>`` when it fits ``cache_bytes``."""
+        if getattr(self, name) is None:
+            h, w = self.probe.shape
+            n = len(self.corners)
+            if n * h * w * np.dtype(dtype).itemsize > self.cache_bytes:
+                return None
+            kept = np.empty((n, h, w), dtype)
+            for idx in self.index_chunks:
+                kept[idx[0]:idx[-1] + 1] = compute(idx)
+            setattr(self, name, kept)
+        return getattr(self, name)
+
+    def ramps(self, idx):
+        """(B, H, W) ``exp(-2 pi i k.f_j)``: the spectrum of each pattern's sub-pixel shift
+        (``S_j = IFFT diag(ramp_j) FFT``), or None at integer positions."""
+        if self.fractions is None:
+            return None
+
+        def compute(index):
+            h, w = self.probe.shape
+            frac = self.fractions[index]
+            ramp_y = np.exp(-2j * np.pi * frac[:, 0, None] * np.fft.fftfreq(h))
+            ramp_x = np.exp(-2j * np.pi * frac[:, 1, None] * np.fft.fftfreq(w))
+            return ramp_y[:, :, None] * ramp_x[:, None, :]
+
+        kept = self._kept("_ramps", compute, self.complex_dtype)
+        return (compute(idx) if kept is None else kept[idx]).astype(self.complex_dtype,
+                                                                     copy=False)
+
+    def back_shifted_windows(self, idx):
+        """(B, H, W) complex128 object windows shifted back by their sub-pixel remainders,
+        ``S_j^H O_j`` (the object windows themselves at integer positions)."""
+        if self.fractions is None:
+            return self.windows(self.object, idx)
+
+        def compute(index):
+            window = self.windows(self.object, index)
+            return sfft.ifft2(np.conj(self.ramps(index)) * sfft.fft2(window, workers=-1),
+                              workers=-1)
+
+        kept = self._kept("_back_windows", compute, np.complex128)
+        return compute(idx) if kept is None else kept[idx]
 
     def probes(self, idx):
         """The probe of patterns ``idx``: (H, W) complex128 when every position is an integer,
@@ -218,7 +266,6 @@ class FarFieldFisher:
         self.batch = int(batch)
         self.complex_dtype = np.complex64 if single else np.complex128
         self.cache_bytes = int(cache_bytes)
-        self._cache = None
         self.waves = waves if waves is not None else FarFieldWaves(
             self.object, probe, positions_px, batch, single, cache_bytes)
         self.corners = self.waves.corners
@@ -239,8 +286,11 @@ class FarFieldFisher:
     def _amplitude_weights(self):
         """Yield ``(idx, w)`` per chunk: (B, H, W) ``w = u sqrt(c)`` (so ``c Re(conj(u) d) u =
         w Re(conj(w) d)`` and ``c conj(u)^2 = conj(w)^2``), cached when small enough."""
-        if self._cache is not None:
-            yield from self._cache
+        key = (self.weights, None if self._mask is None else self._mask.tobytes(),
+               np.dtype(self.complex_dtype).str)  # operators of one fit share the weights
+        cached = self.waves.weight_cache.get(key)
+        if cached is not None:
+            yield from cached
             return
         h, w = self.probe.shape
         keep = len(self.corners) * h * w * np.dtype(self.complex_dtype).itemsize
@@ -252,7 +302,7 @@ class FarFieldFisher:
                 chunks.append(item)
             yield item
         if keep:
-            self._cache = chunks
+            self.waves.weight_cache[key] = chunks
 
     def sample_rhs(self, count: int, rng):
         """(S, Y, X) complex ``K^T e`` for S draws of real standard-normal detector noise e,

@@ -108,42 +108,28 @@ class ProbeFarFieldFisher(FarFieldFisher):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.shape = self.probe.shape
-        fractions = self.waves.fractions
-        self._ramps = None
-        if fractions is not None:  # (N, H, W) exp(-2 pi i k.f_j), the shift's spectrum
-            h, w = self.probe.shape
-            ramp_y = np.exp(-2j * np.pi * fractions[:, 0, None] * np.fft.fftfreq(h))
-            ramp_x = np.exp(-2j * np.pi * fractions[:, 1, None] * np.fft.fftfreq(w))
-            self._ramps = (ramp_y[:, :, None] * ramp_x[:, None, :]).astype(self.complex_dtype)
-
-    def _windows(self, idx):
-        """(B, H, W) object windows of patterns ``idx``, shifted back by their sub-pixel
-        remainders (``S_j^H O_j``) at non-integer positions."""
-        window = self.waves.windows(self.object, idx)
-        if self._ramps is None:
-            return window
-        return np.fft.ifft2(np.conj(self._ramps[idx]) * np.fft.fft2(window))
 
     def _adjoint_terms(self, back, idx):
         """``sum_b S_b^H back_b`` over the patterns of a chunk, in Fourier space at sub-pixel
         positions (``_finish`` returns to pixels once for all chunks); (S, H, W)."""
-        if self._ramps is None:
+        ramps = self.waves.ramps(idx)
+        if ramps is None:
             return np.sum(back, axis=1)
-        return np.sum(np.conj(self._ramps[idx]) * sfft.fft2(back, workers=-1), axis=1)
+        return np.sum(np.conj(ramps) * sfft.fft2(back, workers=-1), axis=1)
 
     def _finish(self, total):
-        total = total if self._ramps is None else sfft.ifft2(total, workers=-1)
+        total = total if self.waves.fractions is None else sfft.ifft2(total, workers=-1)
         return total.astype(np.complex128, copy=False)
 
     def matvec(self, v):
         """``F v`` for (S, H, W) complex probe perturbations; (S, H, W) complex128."""
         v = np.asarray(v).astype(self.complex_dtype, copy=False)
-        spectrum = None if self._ramps is None else sfft.fft2(v, workers=-1)[:, None]
+        spectrum = None if self.waves.fractions is None else sfft.fft2(v, workers=-1)[:, None]
         total = np.zeros(v.shape, self.complex_dtype)
         for idx, weight in self._amplitude_weights():  # w = u sqrt(c), cached
             window = self.waves.object_windows(idx)  # (B, H, W)
             shifted = v[:, None] if spectrum is None else sfft.ifft2(
-                spectrum * self._ramps[idx], workers=-1, overwrite_x=True)  # S_j v
+                spectrum * self.waves.ramps(idx), workers=-1, overwrite_x=True)  # S_j v
             dv = sfft.fft2(window * shifted, norm="ortho", workers=-1, overwrite_x=True)
             dv = weight * (weight.real * dv.real + weight.imag * dv.imag)
             back = np.conj(window) * sfft.ifft2(dv, norm="ortho", workers=-1, overwrite_x=True)
@@ -168,13 +154,14 @@ class ProbeFarFieldFisher(FarFieldFisher):
         yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         twice = ((2 * yy) % h, (2 * xx) % w)
         blocks = np.zeros((h, w, 2, 2))
-        for idx, u, c in self._detector_chunks():
-            window = self._windows(idx)
-            turned = c * np.conj(u) ** 2
-            if self._ramps is not None:  # conj(conj(ramp) u)^2
-                turned = turned * self._ramps[idx] ** 2
-            t = c.sum(axis=(-2, -1)) / self.npix
-            g = np.fft.fft2(turned)[:, twice[0], twice[1]] / self.npix
+        for idx, weight in self._amplitude_weights():  # c = |w|^2, c conj(u)^2 = conj(w)^2
+            window = self.waves.back_shifted_windows(idx)
+            turned = np.conj(weight).astype(np.complex128) ** 2
+            ramps = self.waves.ramps(idx)
+            if ramps is not None:  # the phasors turned by conj(ramp): conj(conj(ramp) w)^2
+                turned *= ramps ** 2
+            t = np.sum(np.abs(weight) ** 2, axis=(-2, -1), dtype=np.float64) / self.npix
+            g = sfft.fft2(turned, workers=-1)[:, twice[0], twice[1]] / self.npix
             q = np.sum(window ** 2 * g, axis=0)
             iso = np.sum(np.abs(window) ** 2 * t[:, None, None], axis=0)
             blocks[..., 0, 0] += 0.5 * (iso + q.real)
@@ -185,12 +172,12 @@ class ProbeFarFieldFisher(FarFieldFisher):
 
     def illumination(self):
         """(H, W) sum over positions of |O_j|^2 (how strongly each probe pixel is probed)."""
-        return sum(np.sum(np.abs(self._windows(idx)) ** 2, axis=0)
+        return sum(np.sum(np.abs(self.waves.back_shifted_windows(idx)) ** 2, axis=0)
                    for idx in self.waves.index_chunks)
 
 
 def probe_std(object_, probe, positions_px, hessian_c, score_c=None, mask=None,
-              settings: PixelSettings = PixelSettings(), dark_below: float = 0.01):
+              settings: PixelSettings = PixelSettings(), dark_below: float = 0.01, waves=None):
     """Std of the amplitude and phase of a far-field, single-mode probe (module docstring).
 
     Args:
@@ -202,6 +189,8 @@ def probe_std(object_, probe, positions_px, hessian_c, score_c=None, mask=None,
             global phase is fixed).
         dark_below: probe pixels with |P|^2 below this fraction of the maximum get a NaN phase
             std (the phase of a dark pixel is meaningless).
+        waves: optional ``far_field.FarFieldWaves`` of the same fit (the object map's: its
+            waves, shifts and detector weights are then computed once for both).
 
     Returns:
         ``(amplitude_std, phase_std, info)``: (H, W) float64 maps and the solver figures.
@@ -210,7 +199,8 @@ def probe_std(object_, probe, positions_px, hessian_c, score_c=None, mask=None,
     # the multiplier is the object
     settings = dataclasses.replace(settings, preconditioner="block")
     single = settings.single_precision
-    op = ProbeFarFieldFisher(object_, probe, positions_px, hessian_c, mask=mask, single=single)
+    op = ProbeFarFieldFisher(object_, probe, positions_px, hessian_c, mask=mask, single=single,
+                             waves=waves)
     score = None if score_c is None else ProbeFarFieldFisher(
         object_, probe, positions_px, score_c, mask=mask, single=single, waves=op.waves)
     blocks, bound, determined, _, solver = pixel_covariance_blocks(op, op.probe, settings,
