@@ -33,7 +33,7 @@ import scipy.fft as sfft
 
 from adptycho.errors import AdptychoError
 
-__all__ = ["FarFieldWaves", "FarFieldFisher", "corners_and_fractions"]
+__all__ = ["FarFieldWaves", "FarFieldFisher", "corners_and_fractions", "shift_spectra"]
 
 
 def corners_and_fractions(positions_px, atol: float = 1e-4):
@@ -51,6 +51,16 @@ def corners_and_fractions(positions_px, atol: float = 1e-4):
         return rounded.astype(int), None
     corners = np.floor(positions)
     return corners.astype(int), positions - corners
+
+
+def shift_spectra(fractions, shape):
+    """(B, H, W) complex128 ``exp(-2 pi i (k_y f_y + k_x f_x))`` at the FFT frequencies ``k`` of
+    an (H, W) window: ``IFFT(ramp FFT(P))`` is ``P(r - f)``, the sub-pixel shift of the forward
+    model (``physics.forward.shifted_probes``: the same frequencies and sign)."""
+    fractions = np.asarray(fractions, np.float64)
+    ramp_y = np.exp(-2j * np.pi * fractions[:, 0, None] * np.fft.fftfreq(shape[0]))  # (B, H)
+    ramp_x = np.exp(-2j * np.pi * fractions[:, 1, None] * np.fft.fftfreq(shape[1]))  # (B, W)
+    return ramp_y[:, :, None] * ramp_x[:, None, :]
 
 
 class FarFieldWaves:
@@ -90,22 +100,6 @@ class FarFieldWaves:
         self._back_windows = None
         self.index_chunks = [np.arange(start, min(start + self.batch, n))
                              for start in range(0, n, self.batch)]
-        if self.fractions is not None and n * h * w * np.dtype(
-                self.complex_dtype).itemsize <= int(cache_bytes):
-            self._shifted = np.empty((n, h, w), self.complex_dtype)
-            for idx in self.index_chunks:
-                self._shifted[idx[0]:idx[-1] + 1] = self._shift_probe(idx)
-
-    def _shift_probe(self, idx):
-        """(B, H, W) ``P(r - frac_j)`` of patterns ``idx`` (Fourier shift theorem, the
-        frequencies and sign of ``physics.forward.shifted_probes``)."""
-        h, w = self.probe.shape
-        frac = self.fractions[idx]
-        ramp_y = np.exp(-2j * np.pi * frac[:, 0, None] * np.fft.fftfreq(h))  # (B, H)
-        ramp_x = np.exp(-2j * np.pi * frac[:, 1, None] * np.fft.fftfreq(w))  # (B, W)
-        spectrum = sfft.fft2(self.probe, workers=-1)[None] * ramp_y[:, :, None]
-        spectrum *= ramp_x[:, None, :]
-        return sfft.ifft2(spectrum, workers=-1, overwrite_x=True)
 
     def _kept(self, name, compute, dtype):
         """``compute(all indices)`` kept in ``self._<name>`` when it fits ``cache_bytes``."""
@@ -121,17 +115,13 @@ class FarFieldWaves:
         return getattr(self, name)
 
     def ramps(self, idx):
-        """(B, H, W) ``exp(-2 pi i k.f_j)``: the spectrum of each pattern's sub-pixel shift
-        (``S_j = IFFT diag(ramp_j) FFT``), or None at integer positions."""
+        """(B, H, W) spectra of the sub-pixel shifts of patterns ``idx`` (``shift_spectra``;
+        ``S_j = IFFT diag(ramp_j) FFT``), or None at integer positions."""
         if self.fractions is None:
             return None
 
         def compute(index):
-            h, w = self.probe.shape
-            frac = self.fractions[index]
-            ramp_y = np.exp(-2j * np.pi * frac[:, 0, None] * np.fft.fftfreq(h))
-            ramp_x = np.exp(-2j * np.pi * frac[:, 1, None] * np.fft.fftfreq(w))
-            return ramp_y[:, :, None] * ramp_x[:, None, :]
+            return shift_spectra(self.fractions[index], self.probe.shape)
 
         kept = self._kept("_ramps", compute, self.complex_dtype)
         return (compute(idx) if kept is None else kept[idx]).astype(self.complex_dtype,
@@ -153,15 +143,19 @@ class FarFieldWaves:
 
     def probes(self, idx):
         """The probe of patterns ``idx``: (H, W) complex128 when every position is an integer,
-        else (B, H, W) shifted probes (kept for all patterns when small enough)."""
+        else (B, H, W) probes shifted by their sub-pixel remainders, in the precision of
+        ``single`` (kept for all patterns when small enough)."""
         if self.fractions is None:
             return self.probe
-        if self._shifted is None:
-            return self._shift_probe(idx)
-        idx = np.asarray(idx)
-        if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
-            return self._shifted[idx[0]:idx[0] + len(idx)]  # a view of a contiguous chunk
-        return self._shifted[idx]
+
+        def compute(index):
+            spectrum = sfft.fft2(self.probe, workers=-1)[None] * shift_spectra(
+                self.fractions[index], self.probe.shape)
+            return sfft.ifft2(spectrum, workers=-1, overwrite_x=True)
+
+        kept = self._kept("_shifted", compute, self.complex_dtype)
+        return (compute(idx) if kept is None else kept[idx]).astype(self.complex_dtype,
+                                                                     copy=False)
 
     def windows(self, array, idx):
         """(..., B, H, W) the probe-sized windows of ``array`` at the corners ``idx``."""
