@@ -8,8 +8,9 @@ and warmed up first, so that no row pays for the import):
   (the length of the saved loss history) give the mean seconds per epoch of the reconstruction the
   map belongs to (``epoch_s``; ePIE and Adam stages, probe refined);
 * ``adptycho uncertainty STAR rec.h5 --out U.h5`` with the default settings and with
-  ``--preset fast``: seconds, CG iterations, the operator used, and the cost in epochs of that
-  reconstruction (``seconds / epoch_s``).
+  ``--preset fast``: seconds, CG iterations of the object map and of the probe's (the default
+  reconstruction refines the probe, so the map also writes ``probe_std``), the operator used,
+  and the cost in epochs of that reconstruction (``seconds / epoch_s``).
 
 Every timed call includes reading the compressed scan (about a second) and writing its files, as a
 user's run does. The machine is shared (2 CPUs); the JSON records the load average before and
@@ -68,6 +69,7 @@ def repeat_once(star, folder):
             settings = json.loads(f.attrs["settings"])
             phase = f["object_phase_std"][()]
         out["maps"][label] = {"seconds": seconds, "cg_iterations": info["cg_iterations"],
+                              "probe_cg_iterations": info.get("probe_cg_iterations"),
                               "operator": info["operator"], "probes": settings["probes"],
                               "tolerance": settings["tolerance"],
                               "median_phase_std_rad": float(np.nanmedian(phase)),
@@ -87,6 +89,7 @@ def rows_of(repeats):
                      "operator": maps[0]["operator"], "probes": maps[0]["probes"],
                      "tolerance": maps[0]["tolerance"],
                      "cg_iterations": int(np.median([m["cg_iterations"] for m in maps])),
+                     "probe_cg_iterations": maps[0]["probe_cg_iterations"],
                      "seconds": seconds,
                      "reconstruct_s": float(np.median([r["reconstruct_s"] for r in repeats])),
                      "reconstruct_epochs": repeats[0]["epochs"], "epoch_s": epoch,
