@@ -101,8 +101,8 @@ class ProbeFarFieldFisher(FarFieldFisher):
     ``O_j S_j P ~ S_j((S_j^H O_j) P)`` (the object window shifted back instead of the probe
     forward; exact at integer positions), which makes them the integer-position formula with the
     window ``S_j^H O_j`` and the detector phasors turned by ``conj(ramp_j)``: they serve as the
-    preconditioner and as the template the Hutchinson ratio is smoothed against, while the
-    estimate itself rests on the exact products.
+    preconditioner and as the template the estimate's ratio is smoothed against, while the
+    estimate itself rests on the exact products and right-hand sides.
     """
 
     def __init__(self, *args, **kwargs):
