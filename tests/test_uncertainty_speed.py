@@ -176,3 +176,37 @@ def test_sampling_and_hutchinson_agree_on_a_blind_fit():
     for name in ("object_phase_std", "object_amplitude_std"):
         ratio = (getattr(sampled, name) / getattr(probed, name))[ref]
         assert abs(np.median(ratio) - 1) < 0.06, (name, np.median(ratio))
+
+
+def test_a_blind_fit_at_sub_pixel_positions_gets_the_analytic_maps_and_a_probe_std():
+    """Measured scans have non-integer positions: the far-field operator shifts each pattern's
+    probe (no autodiff fallback), the probe std is computed, and the default map (sampling,
+    Fourier preconditioner) agrees with Hutchinson probes under block-Jacobi."""
+    from adptycho.reconstruction import reconstruct
+    from adptycho.samples import complex_test_object
+    from adptycho.simulate import simulate
+    from adptycho.uncertainty import object_uncertainty
+
+    truth = complex_test_object((32, 32), amplitude_range=(0.6, 1.0), phase_range=(0.0, 1.0))
+    probe = circular_aperture((16, 16), 8.0)
+    grid = np.array([(y, x) for y in range(0, 15, 2) for x in range(0, 15, 2)], float)
+    positions = grid + np.random.default_rng(2).uniform(0.1, 0.9, grid.shape)
+    scan = simulate(truth, probe, positions, photons_per_pattern=1e5, poisson=True, seed=4)
+    rec = reconstruct(scan, refine=("object", "probe"), loss="poisson", engine="epie:20,adam:30",
+                      object_shape=truth.shape, verbose=0, seed=0)
+    assert not np.allclose(rec.positions_px, np.round(rec.positions_px), atol=1e-3)
+    default = object_uncertainty(scan, rec, settings={"probes": 16})
+    other = object_uncertainty(scan, rec, settings={"probes": 16, "estimator": "hutchinson",
+                                                    "preconditioner": "block",
+                                                    "tolerance": 1e-4})
+    assert default.info["operator"] == "FarFieldFisher"
+    assert default.info["preconditioner"] == "fourier" and other.info["preconditioner"] == "block"
+    probe_phase = default.extras["probe_phase_std"]
+    assert probe_phase.shape == (1, 16, 16) and np.isfinite(probe_phase).sum() > 50
+    assert default.info["probe_std"].startswith("conditional")
+    ref = default.reference
+    for name in ("object_phase_std", "object_amplitude_std"):
+        ratio = (getattr(default, name) / getattr(other, name))[ref]
+        assert abs(np.median(ratio) - 1) < 0.06, (name, np.median(ratio))
+    ratio = probe_phase / other.extras["probe_phase_std"]
+    assert abs(np.nanmedian(ratio) - 1) < 0.1, np.nanmedian(ratio)
