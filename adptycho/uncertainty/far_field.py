@@ -114,6 +114,14 @@ class FarFieldWaves:
             setattr(self, name, kept)
         return getattr(self, name)
 
+    @staticmethod
+    def _rows(kept, idx):
+        """``kept[idx]``: a view (no copy) when ``idx`` is a contiguous run, as every chunk is."""
+        idx = np.asarray(idx)
+        if len(idx) and np.all(np.diff(idx) == 1):
+            return kept[idx[0]:idx[-1] + 1]
+        return kept[idx]
+
     def ramps(self, idx):
         """(B, H, W) spectra of the sub-pixel shifts of patterns ``idx`` (``shift_spectra``;
         ``S_j = IFFT diag(ramp_j) FFT``), or None at integer positions."""
@@ -124,8 +132,8 @@ class FarFieldWaves:
             return shift_spectra(self.fractions[index], self.probe.shape)
 
         kept = self._kept("_ramps", compute, self.complex_dtype)
-        return (compute(idx) if kept is None else kept[idx]).astype(self.complex_dtype,
-                                                                     copy=False)
+        out = compute(idx) if kept is None else self._rows(kept, idx)
+        return out.astype(self.complex_dtype, copy=False)
 
     def back_shifted_windows(self, idx):
         """(B, H, W) complex128 object windows shifted back by their sub-pixel remainders,
@@ -139,7 +147,7 @@ class FarFieldWaves:
                               workers=-1)
 
         kept = self._kept("_back_windows", compute, np.complex128)
-        return compute(idx) if kept is None else kept[idx]
+        return compute(idx) if kept is None else self._rows(kept, idx)
 
     def probes(self, idx):
         """The probe of patterns ``idx``: (H, W) complex128 when every position is an integer,
@@ -154,8 +162,8 @@ class FarFieldWaves:
             return sfft.ifft2(spectrum, workers=-1, overwrite_x=True)
 
         kept = self._kept("_shifted", compute, self.complex_dtype)
-        return (compute(idx) if kept is None else kept[idx]).astype(self.complex_dtype,
-                                                                     copy=False)
+        out = compute(idx) if kept is None else self._rows(kept, idx)
+        return out.astype(self.complex_dtype, copy=False)
 
     def windows(self, array, idx):
         """(..., B, H, W) the probe-sized windows of ``array`` at the corners ``idx``."""

@@ -315,13 +315,13 @@ def pixel_covariance_blocks(fisher, object_, settings: PixelSettings, blind: boo
             out = out + off_gauges(np.where(determined, ridge, 0) * off_gauges(v))
         return out + kappa * _combine(_coefficients(basis, v), basis)
 
-    def preconditioner(v):
-        return _apply_blocks(precondition, v)
-
     fourier = settings.preconditioner == "fourier" and hasattr(fisher, "mean_detector_weight")
     if fourier:
         preconditioner = FourierPreconditioner(illumination, fisher.mean_detector_weight(),
                                                determined, ridge)
+    else:
+        def preconditioner(v):
+            return _apply_blocks(precondition, v)
 
     def solve(rhs):
         return pcg(matvec, rhs, preconditioner, settings.tolerance, settings.max_iterations)
